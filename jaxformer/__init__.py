@@ -1,0 +1,7 @@
+"""jaxformer: encoder-decoder and BERT-family transformers in JAX/Flax."""
+
+from jaxformer.models import *  # noqa: F401,F403
+from jaxformer.models import __all__ as _models_all
+
+__version__ = "0.1.0"
+__all__ = list(_models_all)

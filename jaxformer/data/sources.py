@@ -1,0 +1,190 @@
+"""Where documents come from: tfds datasets (no TensorFlow at run time) and local files.
+
+tfds datasets are read through `tfds.data_source` (random access over ArrayRecord files), so
+grain can shuffle and shard them; TensorFlow is only needed to *prepare* a dataset
+(`pip install jaxformer[tf]`). Local corpora are text files (one document per file, or
+documents separated by blank lines) or JSONL files (one document per line, in a field).
+
+Bad input never becomes a silent wrong example: with `errors="raise"` (default) an empty
+file or non-UTF-8 bytes raise `ValueError` naming the file; with `errors="skip"` the file
+(or JSONL line) is skipped and counted in the returned `Documents.skipped`.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import importlib
+import json
+import logging
+import os
+import re
+from typing import Sequence
+
+__all__ = ["Documents", "tfds_source", "tfds_texts", "read_text_files", "read_jsonl",
+           "split_sentences"]
+
+# Builders whose module tfds does not import without TensorFlow; imported on demand.
+_TFDS_MODULES = {
+    "glue": "tensorflow_datasets.text.glue",
+    "wmt14_translate": "tensorflow_datasets.translate.wmt14",
+    "wmt15_translate": "tensorflow_datasets.translate.wmt15",
+    "wmt16_translate": "tensorflow_datasets.translate.wmt16",
+    "wmt17_translate": "tensorflow_datasets.translate.wmt17",
+    "wmt18_translate": "tensorflow_datasets.translate.wmt18",
+    "wmt19_translate": "tensorflow_datasets.translate.wmt19",
+    "wmt_t2t_translate": "tensorflow_datasets.translate.wmt_t2t",
+    "squad": "tensorflow_datasets.question_answering.squad",
+    "conll2003": "tensorflow_datasets.text.conll2003",
+    "super_glue": "tensorflow_datasets.text.super_glue",
+}
+
+
+class Documents(list):
+  """A list of document strings, with `skipped`: a Counter of what was left out and why."""
+
+  def __init__(self, docs=(), skipped=None):
+    super().__init__(docs)
+    self.skipped = collections.Counter(skipped or {})
+
+
+def _import_builder(name: str) -> None:
+  family = name.split("/")[0].split(":")[0]
+  module = _TFDS_MODULES.get(family)
+  if module is not None:
+    importlib.import_module(module)
+
+
+def tfds_source(name: str, split: str = "train", data_dir: str | None = None):
+  """A random-access tfds data source (`len`, `[i]` -> dict of numpy / str).
+
+  `name` is "dataset[/config][:version]". Raises ValueError naming the dataset if tfds does
+  not know it, and FileNotFoundError if it is known but not prepared in `data_dir`.
+  """
+  import tensorflow_datasets as tfds  # heavy-ish import; only when a tfds source is used.
+  _import_builder(name)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"tfds does not know the dataset {name!r} (check the spelling and the "
+                     f"config after '/'): {str(e).splitlines()[0]}") from e
+  except (FileNotFoundError, AssertionError) as e:
+    raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is not prepared in "
+                            f"data_dir={data_dir!r}; prepare it once with TensorFlow "
+                            f"installed (`tfds build {name}`): {e}") from e
+
+
+def _text(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def tfds_texts(source, field: str = "text") -> Documents:
+  """The `field` of every example of a tfds source, as documents; empty ones are counted."""
+  docs, skipped = [], collections.Counter()
+  for i in range(len(source)):
+    text = _text(source[i][field]).strip()
+    if text:
+      docs.append(text)
+    else:
+      skipped["empty document"] += 1
+  return Documents(docs, skipped)
+
+
+def _expand(paths: str | Sequence[str]) -> list[str]:
+  paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+  out = []
+  for p in map(str, paths):
+    matches = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
+    if not matches:
+      raise FileNotFoundError(f"no files match {p!r}")
+    out += matches
+  return out
+
+
+def _read_utf8(path: str) -> str:
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 at byte {e.start} ({raw[e.start:e.start + 4]!r}); "
+                     "re-encode the file or pass errors='skip'") from e
+
+
+def _handle(errors: str, skipped: collections.Counter, reason: str, err: Exception) -> None:
+  if errors == "raise":
+    raise err
+  skipped[reason] += 1
+  logging.warning("skipping: %s", err)
+
+
+def read_text_files(paths: str | Sequence[str], *, per: str = "blank_line",
+                    errors: str = "raise") -> Documents:
+  """Documents from text files (globs allowed), in path order.
+
+  per="blank_line": documents are separated by one or more blank lines (BERT's format);
+  per="file": each file is one document. Within a document, line breaks are kept (sentence
+  splitting treats them as boundaries). errors: "raise" or "skip" (counted).
+  """
+  if per not in ("blank_line", "file"):
+    raise ValueError(f"per must be 'blank_line' or 'file', got {per!r}")
+  if errors not in ("raise", "skip"):
+    raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+  docs, skipped = [], collections.Counter()
+  for path in _expand(paths):
+    try:
+      text = _read_utf8(path)
+    except ValueError as e:
+      _handle(errors, skipped, "non-UTF-8 file", e)
+      continue
+    if not text.strip():
+      _handle(errors, skipped, "empty file", ValueError(f"{path}: file is empty"))
+      continue
+    parts = [text] if per == "file" else re.split(r"\n[ \t]*\n", text)
+    for part in parts:
+      part = part.strip()
+      if part:
+        docs.append(part)
+  return Documents(docs, skipped)
+
+
+def read_jsonl(paths: str | Sequence[str], *, field: str = "text",
+               errors: str = "raise") -> Documents:
+  """Documents from JSONL files: one JSON object per line, the document in `field`."""
+  docs, skipped = [], collections.Counter()
+  for path in _expand(paths):
+    try:
+      text = _read_utf8(path)
+    except ValueError as e:
+      _handle(errors, skipped, "non-UTF-8 file", e)
+      continue
+    if not text.strip():
+      _handle(errors, skipped, "empty file", ValueError(f"{path}: file is empty"))
+      continue
+    for n, line in enumerate(text.splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        value = json.loads(line)[field]
+        if not isinstance(value, str):
+          raise TypeError(f"field {field!r} is {type(value).__name__}, not a string")
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        _handle(errors, skipped, "bad JSONL line",
+                ValueError(f"{path}:{n}: cannot read field {field!r}: {e!r}"))
+        continue
+      if value.strip():
+        docs.append(value.strip())
+      else:
+        skipped["empty document"] += 1
+  return Documents(docs, skipped)
+
+
+# A sentence ends at . ! ? (optionally followed by one closing quote/bracket) before
+# whitespace and an upper-case letter, digit or opening quote; or at a line break.
+_NEXT = r"(?=[\"'(\[]?[A-Z0-9])"
+_SENTENCE_END = re.compile(
+    rf"(?<=[.!?])\s+{_NEXT}|(?<=[.!?][\"')\]])\s+{_NEXT}|\s*\n\s*")
+
+
+def split_sentences(text: str) -> list[str]:
+  """Splits a document into sentences (rule-based; line breaks are always boundaries)."""
+  return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]

@@ -1,0 +1,146 @@
+"""Multi-head attention (self and cross) with a decoding cache and a selectable kernel."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxformer.layers import masks as masks_lib
+
+Array = jnp.ndarray
+
+
+def attend(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, kernel: str = "xla",
+           dropout_rate: float = 0.0, dropout_rng=None, deterministic: bool = True) -> Array:
+    """Scaled dot-product attention.
+
+    q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, heads, head_dim];
+    mask: bool, broadcastable to [batch, heads, q_len, kv_len], True = attend.
+    Returns [batch, q_len, heads, head_dim]. Rows whose keys are all masked return zeros.
+    Dropout on the probabilities needs the explicit path (the fused kernels have none).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    use_dropout = dropout_rate > 0.0 and not deterministic
+    if kernel == "einsum" or use_dropout:
+        # Softmax in float32 whatever the compute dtype: bf16 logits lose the small
+        # probabilities that matter for long rows.
+        logits = jnp.einsum("bqnd,bknd->bnqk", q, k,
+                            preferred_element_type=jnp.float32) * scale  # [b, n, q, k]
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if use_dropout:
+            keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+            probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+        out = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)  # [b, q, n, d]
+    elif kernel == "xla":
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                           implementation="xla")
+    elif kernel == "cudnn":
+        # cuDNN takes arbitrary masks only as an additive bias.
+        bias = None
+        if mask is not None:
+            mask = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
+            bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                           implementation="cudnn")
+    else:
+        raise ValueError(f"unknown attention kernel {kernel!r}; use 'xla', 'cudnn' or 'einsum'.")
+    if mask is not None:
+        # Fully masked rows (e.g. padding rows of a packed batch) must give zeros, not the
+        # uniform average a softmax over equal -inf logits produces.
+        any_key = jnp.any(mask, axis=-1)  # [b|1, n|1, q]
+        out = out * jnp.swapaxes(any_key, 1, 2)[..., None].astype(out.dtype)
+    return out
+
+
+def dense_init(stddev: float, axes: tuple) -> Callable:
+    """Truncation-free normal init (BERT's) annotated with logical axis names."""
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def zeros_init(axes: tuple) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention. Self-attention when `inputs_kv` is None, cross otherwise.
+
+    With `decode=True`, self-attention keeps a key/value cache of the length it was
+    initialised with and appends the new positions at `cache_index`; cross-attention stores
+    its projected keys/values so later steps pass `use_cached_kv=True` and skip the encoder.
+    """
+
+    num_heads: int
+    head_dim: int
+    out_features: Optional[int] = None
+    dropout_rate: float = 0.0
+    kernel: str = "xla"
+    decode: bool = False
+    use_bias: bool = True
+    init_std: float = 0.02
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs_q: Array, inputs_kv: Optional[Array] = None,
+                 mask: Optional[Array] = None, deterministic: bool = True,
+                 use_cached_kv: bool = False) -> Array:
+        is_self = inputs_kv is None and not use_cached_kv
+        features = self.out_features or inputs_q.shape[-1]
+        proj = lambda name: nn.DenseGeneral(  # noqa: E731  [b, t, embed] -> [b, t, heads, kv]
+            features=(self.num_heads, self.head_dim), axis=-1, use_bias=self.use_bias,
+            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+            kernel_init=dense_init(self.init_std, ("embed", "heads", "kv")),
+            bias_init=zeros_init(("heads", "kv")))
+        q = proj("query")(inputs_q)
+
+        if use_cached_kv:
+            if not self.has_variable("cache", "cross_key"):
+                raise ValueError("use_cached_kv=True but the cross-attention cache is empty; "
+                                 "run one step with the encoder output first.")
+            k = self.get_variable("cache", "cross_key")
+            v = self.get_variable("cache", "cross_value")
+        else:
+            src = inputs_q if is_self else inputs_kv
+            k, v = proj("key")(src), proj("value")(src)
+            if self.decode and not is_self:
+                self.put_variable("cache", "cross_key", k)
+                self.put_variable("cache", "cross_value", v)
+
+        if self.decode and is_self:
+            k, v, mask = self._update_cache(k, v, mask)
+
+        out = attend(q, k, v, mask, kernel=self.kernel, dropout_rate=self.dropout_rate,
+                     dropout_rng=None if deterministic or self.dropout_rate == 0.0
+                     else self.make_rng("dropout"), deterministic=deterministic)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        return nn.DenseGeneral(  # [b, q, heads, kv] -> [b, q, embed]
+            features=features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+            param_dtype=self.param_dtype, name="out",
+            kernel_init=dense_init(self.init_std, ("heads", "kv", "embed")),
+            bias_init=zeros_init(("embed",)))(out)
+
+    def _update_cache(self, k: Array, v: Array, mask: Optional[Array]):
+        """Writes the new keys/values at cache_index; returns the full cache and its mask."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialized:  # init call: shapes only, the cache spans the init length
+            return k, v, mask
+        max_len, step = cached_k.value.shape[1], k.shape[1]
+        i = index.value
+        cached_k.value = lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
+                                                  (0, i, 0, 0))
+        cached_v.value = lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
+                                                  (0, i, 0, 0))
+        index.value = i + step
+        # New query j sits at absolute position i + j and sees cached keys up to itself.
+        visible = masks_lib.causal_mask(step, max_len, offset=i)
+        return cached_k.value, cached_v.value, masks_lib.combine(mask, visible)

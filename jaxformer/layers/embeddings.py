@@ -1,0 +1,69 @@
+"""Token, position (learned and sinusoidal) and segment embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal_table(max_len: int, dim: int, layout: str = "interleaved",
+                     base: float = 10000.0) -> np.ndarray:
+    """`[max_len, dim]` sinusoidal positions, float32.
+
+    interleaved (the Transformer paper): PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos.
+    halves (Marian / fairseq): sines in the first dim//2 columns, cosines in the rest.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal positions need an even dimension, got {dim}.")
+    pos = np.arange(max_len, dtype=np.float64)[:, None]
+    inv = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
+    ang = pos * inv[None, :]                                       # [max_len, dim/2]
+    if layout == "interleaved":
+        table = np.empty((max_len, dim), np.float64)
+        table[:, 0::2], table[:, 1::2] = np.sin(ang), np.cos(ang)
+    elif layout == "halves":
+        table = np.concatenate([np.sin(ang), np.cos(ang)], axis=-1)
+    else:
+        raise ValueError(f"unknown sinusoidal layout {layout!r}; use 'interleaved' or 'halves'.")
+    return table.astype(np.float32)
+
+
+class Embed(nn.Module):
+    """A lookup table `[num, features]` with `attend` for tied output projections."""
+
+    num_embeddings: int
+    features: int
+    axes: tuple = ("vocab", "embed")
+    init_std: float = 0.02
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(self.init_std), self.axes),
+            (self.num_embeddings, self.features), self.param_dtype)
+
+    def __call__(self, ids):
+        # [..., ] int -> [..., features]; take on the table keeps it shardable over vocab.
+        return jnp.take(jnp.asarray(self.embedding, self.dtype), ids, axis=0)
+
+    def attend(self, x):
+        """[..., features] -> [..., num_embeddings]: logits against the table (tied decoder)."""
+        return jnp.einsum("...e,ve->...v", x, jnp.asarray(self.embedding, self.dtype))
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sinusoidal position embeddings, added by the caller."""
+
+    max_len: int
+    features: int
+    layout: str = "interleaved"
+
+    @nn.compact
+    def __call__(self, position_ids):
+        table = jnp.asarray(sinusoidal_table(self.max_len, self.features, self.layout))
+        return jnp.take(table, position_ids, axis=0)

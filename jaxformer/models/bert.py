@@ -1,0 +1,277 @@
+"""One encoder for the BERT family (BERT, RoBERTa, ALBERT, ELECTRA), picked by config."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxformer.layers import masks as masks_lib
+from jaxformer.layers.attention import MultiHeadAttention
+from jaxformer.layers.embeddings import Embed
+from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
+from jaxformer.models import heads as heads_lib
+from jaxformer.models.configs import EncoderConfig
+from jaxformer.models.outputs import EncoderOutput
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def dtypes(cfg: EncoderConfig):
+    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+
+def check_input_ids(cfg: EncoderConfig, input_ids) -> None:
+    """Checks host (numpy or concrete) ids against the vocabulary; traced ids are skipped."""
+    if isinstance(input_ids, jax.core.Tracer):
+        return
+    ids = np.asarray(input_ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+        bad = int(ids.max()) if ids.max() >= cfg.vocab_size else int(ids.min())
+        raise ValueError(
+            f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size}); the tokenizer "
+            "and the model config disagree (check vocab_size or the tokenizer).")
+
+
+def check_length(cfg: EncoderConfig, length: int) -> None:
+    if length > cfg.max_length:
+        raise ValueError(
+            f"sequence length {length} exceeds the position table: max_position_embeddings="
+            f"{cfg.max_position_embeddings} allows {cfg.max_length} tokens"
+            + (f" (position_offset={cfg.position_offset})" if cfg.position_offset else "")
+            + ". Truncate or window the input, or use a config with a longer table.")
+
+
+def default_position_ids(cfg: EncoderConfig, input_ids, segment_ids=None):
+    """Positions per family: 0..T-1 (restarting per packed segment); RoBERTa counts only
+    non-pad tokens and starts after the pad id, pads sit at the pad id."""
+    b, t = input_ids.shape
+    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    if segment_ids is not None:
+        # Restart at each segment boundary: subtract the index where the segment began.
+        starts = jnp.concatenate([jnp.ones((b, 1), bool),
+                                  segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+        idx = idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+        return idx + cfg.position_offset
+    if cfg.position_offset:
+        real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(real, axis=1) * real + (cfg.position_offset - 1)
+    return idx
+
+
+class Embeddings(nn.Module):
+    """word + position + token type, then LayerNorm and dropout. Width E (embedding_size)."""
+
+    cfg: EncoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = dtypes(cfg)
+        kw = dict(init_std=cfg.initializer_range, dtype=dt, param_dtype=pdt)
+        self.word = Embed(cfg.vocab_size, cfg.emb_size, ("vocab", "embed"), **kw)
+        self.position = Embed(cfg.max_position_embeddings, cfg.emb_size, (None, "embed"), **kw)
+        self.token_type = Embed(cfg.type_vocab_size, cfg.emb_size, (None, "embed"), **kw)
+        self.norm = layer_norm(cfg.layer_norm_eps, dt, pdt)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, input_ids, token_type_ids, position_ids, deterministic=True):
+        x = self.word(input_ids) + self.token_type(token_type_ids)
+        x = x + self.position(position_ids)
+        return self.dropout(self.norm(x), deterministic=deterministic)
+
+    def attend(self, x):
+        return self.word.attend(x)
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention + dropout + residual + LayerNorm (post-LN, or pre-LN by config)."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic=True):
+        cfg = self.cfg
+        dt, pdt = dtypes(cfg)
+        norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
+        h = norm(x) if cfg.pre_ln else x
+        h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
+                               kernel=cfg.attention_kernel, init_std=cfg.initializer_range,
+                               dtype=dt, param_dtype=pdt, name="attention")(
+                                   h, mask=mask, deterministic=deterministic)
+        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        x = x + h if cfg.pre_ln else norm(x + h)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class MlpBlock(nn.Module):
+    """Feed-forward + dropout + residual + LayerNorm."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x, deterministic=True):
+        cfg = self.cfg
+        dt, pdt = dtypes(cfg)
+        norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
+        h = norm(x) if cfg.pre_ln else x
+        h = FeedForward(cfg.intermediate_size, cfg.hidden_act, init_std=cfg.initializer_range,
+                        dtype=dt, param_dtype=pdt, name="mlp")(h)
+        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        x = x + h if cfg.pre_ln else norm(x + h)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Layer(nn.Module):
+    """One attention block then one MLP block (the unit that `scan_layers` stacks)."""
+
+    cfg: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic=True):
+        x = AttentionBlock(self.cfg, name="attention")(x, mask, deterministic)
+        return MlpBlock(self.cfg, name="mlp")(x, deterministic), None
+
+
+def _remat(cls, cfg: EncoderConfig, static_argnums):
+    if cfg.remat_policy == "none":
+        return cls
+    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
+                    static_argnums=static_argnums)
+
+
+def layer_plan(cfg: EncoderConfig) -> list[tuple[int, int]]:
+    """For each applied layer, the index of its attention block and of its MLP block.
+
+    none: a block each. all (ALBERT): layer i runs group int(i / (L / groups)), whose
+    inner_group_num blocks run in turn. attention / ffn: that sub-block is one shared copy.
+    """
+    if cfg.sharing == "all":
+        plan = []
+        for i in range(cfg.num_layers):
+            g = int(i / (cfg.num_layers / cfg.num_hidden_groups))
+            plan += [(g * cfg.inner_group_num + j,) * 2 for j in range(cfg.inner_group_num)]
+        return plan
+    shared_attn, shared_mlp = cfg.sharing == "attention", cfg.sharing == "ffn"
+    return [(0 if shared_attn else i, 0 if shared_mlp else i) for i in range(cfg.num_layers)]
+
+
+class Encoder(nn.Module):
+    """Embeddings -> (projection E->H) -> layers -> optional pooler."""
+
+    cfg: EncoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = dtypes(cfg)
+        self.embeddings = Embeddings(cfg)
+        if cfg.emb_size != cfg.hidden_size:
+            self.embed_proj = dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range,
+                                    dt, pdt)
+        if cfg.scan_layers:
+            self.layers = nn.scan(
+                _remat(Layer, cfg, static_argnums=(3,)), variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,
+                                                                       nn.broadcast),
+                length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+        else:
+            plan = layer_plan(cfg)
+            n_attn = 1 + max(a for a, _ in plan)
+            n_mlp = 1 + max(m for _, m in plan)
+            attn_cls = _remat(AttentionBlock, cfg, static_argnums=(3,))
+            mlp_cls = _remat(MlpBlock, cfg, static_argnums=(2,))
+            self.attention = [attn_cls(cfg) for _ in range(n_attn)]
+            self.mlp = [mlp_cls(cfg) for _ in range(n_mlp)]
+        if cfg.pre_ln:
+            self.final_norm = layer_norm(cfg.layer_norm_eps, dt, pdt)
+        if cfg.with_pooler:
+            self.pooler = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 segment_ids=None, deterministic: bool = True):
+        cfg = self.cfg
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
+        check_length(cfg, input_ids.shape[1])
+        check_input_ids(cfg, input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = default_position_ids(cfg, input_ids, segment_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+        if cfg.emb_size != cfg.hidden_size:
+            x = self.embed_proj(x)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        mask = masks_lib.make_attention_mask(attention_mask, segment_ids)
+        if cfg.scan_layers:
+            x, _ = self.layers(x, mask, deterministic)
+        else:
+            for a, m in layer_plan(cfg):
+                x = self.attention[a](x, mask, deterministic)
+                x = self.mlp[m](x, deterministic)
+        if cfg.pre_ln:
+            x = self.final_norm(x)
+        pooled = jnp.tanh(self.pooler(x[:, 0])) if cfg.with_pooler else None
+        return x, pooled
+
+    def attend(self, x):
+        """Logits against the word embeddings (the tied MLM decoder)."""
+        return self.embeddings.attend(x)
+
+
+class EncoderModel(nn.Module):
+    """An encoder of the BERT family with the head named by `cfg.head`.
+
+    Call: `model.apply({"params": p}, input_ids, attention_mask=None, token_type_ids=None,
+    position_ids=None, segment_ids=None, mlm_positions=None, deterministic=True)`.
+    """
+
+    cfg: EncoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.encoder = Encoder(cfg)
+        if cfg.head in ("mlm", "pretraining"):
+            self.mlm = heads_lib.MLMHead(cfg)
+        if cfg.head == "pretraining":
+            self.pair_head = heads_lib.PairHead(cfg)
+        if cfg.head == "rtd":
+            self.rtd = heads_lib.RTDHead(cfg)
+        if cfg.head == "sequence_classification":
+            self.classifier = heads_lib.SequenceClassificationHead(cfg)
+        if cfg.head == "token_classification":
+            self.classifier = heads_lib.TokenClassificationHead(cfg)
+        if cfg.head == "question_answering":
+            self.qa = heads_lib.QAHead(cfg)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 segment_ids=None, mlm_positions: Optional[jnp.ndarray] = None,
+                 deterministic: bool = True) -> EncoderOutput:
+        cfg = self.cfg
+        hidden, pooled = self.encoder(input_ids, attention_mask, token_type_ids, position_ids,
+                                      segment_ids, deterministic)
+        out = {}
+        if cfg.head in ("mlm", "pretraining"):
+            h = hidden
+            if mlm_positions is not None:  # [b, n]: logits only where they are scored
+                h = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
+            out["mlm_logits"] = self.mlm(h, self.encoder.attend)
+        if cfg.head == "pretraining":
+            out["pair_logits"] = self.pair_head(pooled, deterministic)
+        if cfg.head == "rtd":
+            out["rtd_logits"] = self.rtd(hidden)
+        if cfg.head in ("sequence_classification", "token_classification"):
+            out["logits"] = self.classifier(hidden, pooled, deterministic)
+        if cfg.head == "question_answering":
+            out["start_logits"], out["end_logits"] = self.qa(hidden)
+        return EncoderOutput(last_hidden_state=hidden, pooled=pooled, **out)
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        return {"input_ids": jnp.zeros((batch, min(length, self.cfg.max_length)), jnp.int32)}
