@@ -65,8 +65,10 @@ def tfds_source(name: str, split: str = "train", data_dir: str | None = None):
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
+    lines = str(e).splitlines()
+    hint = " ".join(l for l in lines if l.startswith("Did you mean"))
     raise ValueError(f"tfds does not know the dataset {name!r} (check the spelling and the "
-                     f"config after '/'): {str(e).splitlines()[0]}") from e
+                     f"config after '/'): {lines[0]} {hint}".strip()) from e
   except (FileNotFoundError, AssertionError) as e:
     raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is not prepared in "
                             f"data_dir={data_dir!r}; prepare it once with TensorFlow "
