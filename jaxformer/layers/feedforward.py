@@ -17,6 +17,8 @@ ACTIVATIONS = {
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
+    "swish": jax.nn.silu,                                           # Marian: x * sigmoid(x)
+    "silu": jax.nn.silu,
 }
 
 

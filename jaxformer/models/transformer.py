@@ -1,0 +1,262 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), also the shape of Marian MT.
+
+Call for training: `model.apply({"params": p}, input_ids, attention_mask, decoder_input_ids,
+decoder_attention_mask=None, deterministic=True, rngs={"dropout": key})` -> `Seq2SeqOutput`.
+Decoding calls `encode` once and `decode` per step; `Transformer(cfg, use_cache=True)` keeps
+a key/value cache in the "cache" collection (see `jaxformer.inference.decoding`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxformer.layers import masks as masks_lib
+from jaxformer.layers.attention import MultiHeadAttention, zeros_init
+from jaxformer.layers.embeddings import Embed, sinusoidal_table
+from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
+from jaxformer.models.outputs import Seq2SeqOutput
+from jaxformer.models.seq2seq_configs import (TRANSFORMER_SIZES, TransformerConfig,
+                                              transformer_config)
+
+__all__ = ["Transformer", "TransformerConfig", "transformer_config", "TRANSFORMER_SIZES"]
+
+
+def _dtypes(cfg: TransformerConfig):
+    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+
+def _check_ids(ids, vocab: int, what: str) -> None:
+    """Host-side range check; traced ids (inside jit) are skipped."""
+    if isinstance(ids, jax.core.Tracer):
+        return
+    a = np.asarray(ids)
+    if a.size and (a.min() < 0 or a.max() >= vocab):
+        bad = int(a.max()) if a.max() >= vocab else int(a.min())
+        raise ValueError(f"{what} contains token id {bad}, outside the vocabulary [0, {vocab}).")
+
+
+class Sublayer(nn.Module):
+    """Residual around `fn` with dropout and LayerNorm: post-LN norm(x + f(x)) or pre-LN
+    x + f(norm(x))."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, fn, x, deterministic: bool):
+        cfg = self.cfg
+        dt, pdt = _dtypes(cfg)
+        norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
+        h = fn(norm(x) if cfg.pre_ln else x)
+        h = nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+        x = x + h if cfg.pre_ln else norm(x + h)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> MultiHeadAttention:
+    dt, pdt = _dtypes(cfg)
+    return MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
+                              kernel=cfg.attention_kernel, decode=decode,
+                              init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name=name)
+
+
+def _feedforward(cfg: TransformerConfig) -> FeedForward:
+    dt, pdt = _dtypes(cfg)
+    return FeedForward(cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt,
+                       param_dtype=pdt, name="mlp")
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention (padding mask) then feed-forward, each a residual sub-layer."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool = True):
+        attn = _attention(self.cfg, "self_attention")
+        x = Sublayer(self.cfg, name="self_attention_block")(
+            lambda h: attn(h, mask=mask, deterministic=deterministic), x, deterministic)
+        mlp = _feedforward(self.cfg)
+        return Sublayer(self.cfg, name="mlp_block")(mlp, x, deterministic)
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention over the encoder output, feed-forward."""
+
+    cfg: TransformerConfig
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, y, encoded, self_mask, cross_mask, deterministic: bool = True,
+                 use_cached_kv: bool = False):
+        cfg = self.cfg
+        self_attn = _attention(cfg, "self_attention", self.decode)
+        y = Sublayer(cfg, name="self_attention_block")(
+            lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic)
+        cross = _attention(cfg, "cross_attention", self.decode)
+        y = Sublayer(cfg, name="cross_attention_block")(
+            lambda h: cross(h, None if use_cached_kv else encoded, mask=cross_mask,
+                            deterministic=deterministic, use_cached_kv=use_cached_kv),
+            y, deterministic)
+        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg), y, deterministic)
+
+
+def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
+    """x: [b, t, d] scaled token embeddings; positions: [t] or [b, t] ints."""
+    table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model, cfg.position_layout))
+    x = x + jnp.take(table, positions, axis=0).astype(x.dtype)  # [(b,) t, d] broadcasts
+    return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+
+
+class EncoderStack(nn.Module):
+    """[b, s, d] token embeddings -> [b, s, d] encoder states."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, attention_mask, deterministic: bool = True):
+        cfg = self.cfg
+        x = _add_positions(cfg, x, jnp.arange(x.shape[1]), deterministic)
+        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        for i in range(cfg.num_encoder_layers):
+            x = EncoderLayer(cfg, name=f"layer_{i}")(x, mask, deterministic)
+        if cfg.pre_ln:
+            x = layer_norm(cfg.layer_norm_eps, *_dtypes(cfg), name="final_norm")(x)
+        return x
+
+
+class DecoderStack(nn.Module):
+    """[b, t, d] target embeddings + encoder states -> [b, t, d] decoder states.
+
+    With `decode=True`, a "cache"/"position" counter places each step's tokens after the
+    ones already fed, and the attention layers use their caches.
+    """
+
+    cfg: TransformerConfig
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, y, encoded, attention_mask, decoder_attention_mask=None,
+                 deterministic: bool = True, use_cached_kv: bool = False):
+        cfg = self.cfg
+        t = y.shape[1]
+        positions = jnp.arange(t)
+        if self.decode:
+            initialized = self.has_variable("cache", "position")
+            index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+            if initialized:
+                positions = index.value + positions
+                index.value = index.value + t
+        y = _add_positions(cfg, y, positions, deterministic)
+        pad = (None if decoder_attention_mask is None
+               else masks_lib.padding_mask(decoder_attention_mask))
+        # In decode mode the cache applies causality relative to its own index.
+        self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
+        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        for i in range(cfg.num_decoder_layers):
+            y = DecoderLayer(cfg, self.decode, name=f"layer_{i}")(
+                y, encoded, self_mask, cross_mask, deterministic, use_cached_kv)
+        if cfg.pre_ln:
+            y = layer_norm(cfg.layer_norm_eps, *_dtypes(cfg), name="final_norm")(y)
+        return y
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer. `use_cache=True` turns on the decoding cache."""
+
+    cfg: TransformerConfig
+    use_cache: bool = False
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = _dtypes(cfg)
+        kw = dict(init_std=cfg.init_std, dtype=dt, param_dtype=pdt)
+        if cfg.share_embeddings:
+            self.shared_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
+        else:
+            self.source_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
+            self.target_embedding = Embed(cfg.tgt_vocab_size, cfg.d_model, **kw)
+        self.encoder = EncoderStack(cfg)
+        self.decoder = DecoderStack(cfg, self.use_cache)
+        if not cfg.tie_output:
+            self.output = dense(cfg.tgt_vocab_size, ("embed", "vocab"), cfg.init_std, dt, pdt,
+                                use_bias=False)
+        if cfg.final_logits_bias:
+            self.logits_bias = self.param("final_logits_bias", zeros_init(("vocab",)),
+                                          (cfg.tgt_vocab_size,), pdt)
+
+    def _embed(self, table: Embed, ids):
+        x = table(ids)  # [b, t] -> [b, t, d]
+        if self.cfg.scale_embedding:
+            x = x * jnp.asarray(math.sqrt(self.cfg.d_model), x.dtype)
+        return x
+
+    def _tables(self):
+        if self.cfg.share_embeddings:
+            return self.shared_embedding, self.shared_embedding
+        return self.source_embedding, self.target_embedding
+
+    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
+        """[b, s] source ids (+ [b, s] mask, 1 = real) -> [b, s, d_model] encoder states."""
+        cfg = self.cfg
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
+        if input_ids.shape[1] > cfg.max_len:
+            raise ValueError(f"source length {input_ids.shape[1]} exceeds max_len={cfg.max_len} "
+                             "(the sinusoidal table); truncate the source or raise max_len.")
+        _check_ids(input_ids, cfg.vocab_size, "input_ids")
+        x = self._embed(self._tables()[0], input_ids)
+        return self.encoder(x, attention_mask, deterministic)
+
+    def decode(self, encoded, attention_mask, decoder_input_ids, decoder_attention_mask=None,
+               deterministic: bool = True, use_cached_kv: bool = False):
+        """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab].
+
+        With `use_cache=True`, the tokens continue the cached prefix; `use_cached_kv=True` reuses
+        the cross-attention keys/values stored by an earlier step (`encoded` may be None).
+        """
+        return self._logits(self._decode_hidden(encoded, attention_mask, decoder_input_ids,
+                                                decoder_attention_mask, deterministic,
+                                                use_cached_kv))
+
+    def _decode_hidden(self, encoded, attention_mask, decoder_input_ids, decoder_attention_mask,
+                       deterministic, use_cached_kv=False):
+        cfg = self.cfg
+        if not self.use_cache and decoder_input_ids.shape[1] > cfg.max_len:
+            raise ValueError(f"target length {decoder_input_ids.shape[1]} exceeds max_len="
+                             f"{cfg.max_len}.")
+        _check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
+        y = self._embed(self._tables()[1], decoder_input_ids)
+        return self.decoder(y, encoded, attention_mask, decoder_attention_mask, deterministic,
+                            use_cached_kv)
+
+    def _logits(self, h):
+        h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
+        logits = self._tables()[1].attend(h) if self.cfg.tie_output else self.output(h)
+        logits = logits.astype(jnp.float32)
+        if self.cfg.final_logits_bias:
+            logits = logits + self.logits_bias.astype(jnp.float32)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+    def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None,
+                 decoder_attention_mask=None, deterministic: bool = True) -> Seq2SeqOutput:
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids is required (teacher forcing: the targets "
+                             "shifted right behind the start token; see "
+                             "jaxformer.objectives.seq2seq.shift_right).")
+        encoded = self.encode(input_ids, attention_mask, deterministic)
+        h = self._decode_hidden(encoded, attention_mask, decoder_input_ids,
+                                decoder_attention_mask, deterministic)
+        return Seq2SeqOutput(logits=self._logits(h), encoder_hidden_state=encoded,
+                             decoder_hidden_state=h)
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        ids = jnp.zeros((batch, min(length, self.cfg.max_len)), jnp.int32)
+        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
