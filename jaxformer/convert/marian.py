@@ -1,0 +1,225 @@
+"""HuggingFace `MarianMTModel` <-> jaxformer `Transformer`: configs, parameter trees, files.
+
+Pure mappings (`config_from_marian`, `marian_config_dict`, `params_from_marian_state_dict`,
+`marian_state_dict_from_params`) work on plain dicts of numpy arrays, so torch is never
+needed; `marian_from_pretrained` / `marian_save_pretrained` read and write a local HF
+directory (config.json + model.safetensors) that `MarianMTModel.from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxformer.models.seq2seq_configs import TransformerConfig
+from jaxformer.models.transformer import Transformer
+
+__all__ = ["config_from_marian", "marian_config_dict", "params_from_marian_state_dict",
+           "marian_state_dict_from_params", "marian_from_pretrained", "marian_save_pretrained"]
+
+log = logging.getLogger(__name__)
+
+_ATTN = {"self_attn": "self_attention", "encoder_attn": "cross_attention"}
+_NORMS = {"self_attn_layer_norm": "self_attention_block", "encoder_attn_layer_norm":
+          "cross_attention_block", "final_layer_norm": "mlp_block"}
+
+
+def _get(c, key, default=None):
+    return c.get(key, default) if isinstance(c, Mapping) else getattr(c, key, default)
+
+
+def config_from_marian(hf_config, **overrides) -> TransformerConfig:
+    """A `TransformerConfig` from a `MarianConfig` (object or its dict)."""
+    g = lambda k, d=None: _get(hf_config, k, d)  # noqa: E731
+    if g("encoder_attention_heads") != g("decoder_attention_heads", g("encoder_attention_heads")):
+        raise ValueError("encoder and decoder with different head counts are not supported.")
+    if g("encoder_ffn_dim") != g("decoder_ffn_dim", g("encoder_ffn_dim")):
+        raise ValueError("encoder and decoder with different ffn widths are not supported.")
+    if g("activation_dropout", 0.0):
+        log.warning("activation_dropout=%s is not supported; training will not apply it.",
+                    g("activation_dropout"))
+    eos = g("eos_token_id", 0)
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    shared = bool(g("share_encoder_decoder_embeddings", True))
+    dec_vocab = g("decoder_vocab_size") or g("vocab_size")
+    pad = g("pad_token_id")
+    fields = dict(
+        vocab_size=g("vocab_size"), target_vocab_size=None if shared else dec_vocab,
+        d_model=g("d_model"), num_heads=g("encoder_attention_heads"), d_ff=g("encoder_ffn_dim"),
+        num_encoder_layers=g("encoder_layers"), num_decoder_layers=g("decoder_layers"),
+        max_len=g("max_position_embeddings"), dropout=float(g("dropout", 0.1)),
+        attention_dropout=float(g("attention_dropout", 0.0)),
+        activation=g("activation_function", "gelu"), layer_norm_eps=1e-5, pre_ln=False,
+        share_embeddings=shared, tie_output=bool(g("tie_word_embeddings", True)),
+        scale_embedding=bool(g("scale_embedding", False)), position_layout="halves",
+        final_logits_bias=True, pad_token_id=pad, eos_token_id=eos,
+        decoder_start_token_id=g("decoder_start_token_id", pad),
+        init_std=float(g("init_std", 0.02)))
+    fields.update(overrides)
+    return TransformerConfig.from_dict(fields)
+
+
+def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
+    """The `config.json` of a MarianMTModel equivalent to `cfg` (Marian's fixed choices:
+    post-LN, halves positions, eps 1e-5, a logits bias)."""
+    if cfg.pre_ln or cfg.position_layout != "halves" or cfg.layer_norm_eps != 1e-5:
+        raise ValueError("Marian is post-LN with 'halves' positions and layer_norm_eps=1e-5; "
+                         f"this config has pre_ln={cfg.pre_ln}, position_layout="
+                         f"{cfg.position_layout!r}, layer_norm_eps={cfg.layer_norm_eps}.")
+    return {
+        "model_type": "marian", "architectures": ["MarianMTModel"],
+        "vocab_size": cfg.vocab_size, "decoder_vocab_size": cfg.tgt_vocab_size,
+        "d_model": cfg.d_model, "encoder_layers": cfg.num_encoder_layers,
+        "decoder_layers": cfg.num_decoder_layers, "encoder_attention_heads": cfg.num_heads,
+        "decoder_attention_heads": cfg.num_heads, "encoder_ffn_dim": cfg.d_ff,
+        "decoder_ffn_dim": cfg.d_ff, "max_position_embeddings": cfg.max_len,
+        "dropout": cfg.dropout, "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": 0.0, "activation_function": cfg.activation,
+        "scale_embedding": cfg.scale_embedding,
+        "share_encoder_decoder_embeddings": cfg.share_embeddings,
+        "tie_word_embeddings": cfg.tie_output, "pad_token_id": cfg.pad_token_id,
+        "eos_token_id": cfg.eos_token_id, "forced_eos_token_id": cfg.eos_token_id,
+        "decoder_start_token_id": cfg.decoder_start_token_id, "init_std": cfg.init_std,
+        "is_encoder_decoder": True,
+    }
+
+
+# -- parameter trees --------------------------------------------------------------------------
+def _layer_map(cfg: TransformerConfig):
+    """Yields (our path tuple, HF key prefix, kind) for every per-layer tensor group."""
+    for stack, n, attns in (("encoder", cfg.num_encoder_layers, ("self_attn",)),
+                            ("decoder", cfg.num_decoder_layers, ("self_attn", "encoder_attn"))):
+        for i in range(n):
+            ours, hf = (stack, f"layer_{i}"), f"model.{stack}.layers.{i}"
+            for a in attns:
+                for proj, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
+                    yield ours + (_ATTN[a], name), f"{hf}.{a}.{proj}", "qkv"
+                yield ours + (_ATTN[a], "out"), f"{hf}.{a}.out_proj", "out"
+                yield ours + (_NORMS[f"{a}_layer_norm"], "norm"), f"{hf}.{a}_layer_norm", "norm"
+            yield ours + ("mlp", "wi"), f"{hf}.fc1", "dense"
+            yield ours + ("mlp", "wo"), f"{hf}.fc2", "dense"
+            yield ours + ("mlp_block", "norm"), f"{hf}.final_layer_norm", "norm"
+
+
+def _embedding_keys(cfg: TransformerConfig) -> dict[str, str]:
+    """Our embedding module name -> the HF key holding it."""
+    if cfg.share_embeddings:
+        return {"shared_embedding": "model.shared.weight"}
+    return {"source_embedding": "model.encoder.embed_tokens.weight",
+            "target_embedding": "model.decoder.embed_tokens.weight"}
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConfig) -> dict:
+    """HF state dict (name -> array-like, torch tensors allowed) -> our `params` tree."""
+    a = lambda k: np.asarray(state[k], np.float32)  # noqa: E731
+    h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
+    params: dict = {}
+    for ours, key in _embedding_keys(cfg).items():
+        alt = "model.encoder.embed_tokens.weight" if cfg.share_embeddings else None
+        k = key if key in state or alt is None else alt  # tied copies may be stored instead
+        _set(params, (ours, "embedding"), a(k))
+    for path, pre, kind in _layer_map(cfg):
+        w, b = a(f"{pre}.weight"), a(f"{pre}.bias")  # torch Linear: weight [out, in]
+        if kind == "qkv":
+            _set(params, path + ("kernel",), w.T.reshape(d, h, hd))
+            _set(params, path + ("bias",), b.reshape(h, hd))
+        elif kind == "out":
+            _set(params, path + ("kernel",), w.T.reshape(h, hd, d))
+            _set(params, path + ("bias",), b)
+        elif kind == "dense":
+            _set(params, path + ("kernel",), w.T)
+            _set(params, path + ("bias",), b)
+        else:
+            _set(params, path + ("scale",), w)
+            _set(params, path + ("bias",), b)
+    if not cfg.tie_output:
+        params["output"] = {"kernel": a("lm_head.weight").T}
+    if cfg.final_logits_bias:
+        bias = a("final_logits_bias") if "final_logits_bias" in state else np.zeros(
+            (1, cfg.tgt_vocab_size), np.float32)  # HF lists it as optional on load
+        params["final_logits_bias"] = bias.reshape(-1)
+    return params
+
+
+def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarray]:
+    """Our `params` tree -> HF state dict of float32 numpy arrays (tied copies left out, as
+    HF saves them; positions left out, HF recomputes them)."""
+    import flax.linen as nn
+    params = nn.unbox(params)
+    g = lambda path: np.asarray(_walk(params, path), np.float32)  # noqa: E731
+    h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
+    state: dict[str, np.ndarray] = {}
+    for ours, key in _embedding_keys(cfg).items():
+        state[key] = g((ours, "embedding"))
+    for path, pre, kind in _layer_map(cfg):
+        if kind == "norm":
+            w, b = g(path + ("scale",)), g(path + ("bias",))
+        else:
+            w, b = g(path + ("kernel",)), g(path + ("bias",))
+            w = (w.reshape(d, h * hd) if kind == "qkv" else
+                 w.reshape(h * hd, d) if kind == "out" else w).T
+            b = b.reshape(-1)
+        state[f"{pre}.weight"], state[f"{pre}.bias"] = w, b
+    if not cfg.tie_output:
+        state["lm_head.weight"] = g(("output", "kernel")).T
+    state["final_logits_bias"] = (g(("final_logits_bias",)).reshape(1, -1)
+                                  if cfg.final_logits_bias
+                                  else np.zeros((1, cfg.tgt_vocab_size), np.float32))
+    return {k: np.ascontiguousarray(v) for k, v in state.items()}
+
+
+def _walk(tree, path):
+    for p in path:
+        if p not in tree:
+            raise KeyError(f"parameter {'/'.join(path)} is missing (at {p!r}); the params do "
+                           "not match the config.")
+        tree = tree[p]
+    return tree
+
+
+# -- files --------------------------------------------------------------------------------------
+def _read_state(path: str) -> dict:
+    st = os.path.join(path, "model.safetensors")
+    if os.path.exists(st):
+        from safetensors.numpy import load_file
+        return load_file(st)
+    pt = os.path.join(path, "pytorch_model.bin")
+    if os.path.exists(pt):
+        import torch  # only for legacy checkpoints
+        return {k: v.float().numpy() for k, v in
+                torch.load(pt, map_location="cpu", weights_only=True).items()}
+    raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin.")
+
+
+def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
+    """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
+    cfg_file = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_file):
+        raise FileNotFoundError(f"{path!r} has no config.json; is it a HuggingFace model dir?")
+    with open(cfg_file) as f:
+        hf = json.load(f)
+    if hf.get("model_type") != "marian":
+        raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not 'marian'.")
+    cfg = config_from_marian(hf, **overrides)
+    return Transformer(cfg), params_from_marian_state_dict(_read_state(path), cfg)
+
+
+def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:
+    """Writes `path/config.json` and `path/model.safetensors` for `MarianMTModel`."""
+    from safetensors.numpy import save_file
+    os.makedirs(path, exist_ok=True)
+    cfg = model.cfg
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(marian_config_dict(cfg), f, indent=2)
+    save_file(marian_state_dict_from_params(params, cfg),
+              os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
