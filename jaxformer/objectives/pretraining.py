@@ -64,7 +64,7 @@ def share_embeddings(generator_params, discriminator_params):
 
 def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, rng,
                  *, rtd_weight: float = 50.0, deterministic: bool = True,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, norms: dict | None = None):
     """ELECTRA replaced-token detection.
 
     params: {"generator": ..., "discriminator": ...}; the generator's embeddings are taken
@@ -74,7 +74,10 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
     3. The discriminator labels every real token: 1 where the token now differs from the
        original, 0 elsewhere (a sample equal to the original counts as original).
     Loss = mlm + rtd_weight * rtd (λ = 50 in the paper). Returns (loss, metrics).
+    norms: optional whole-batch denominators {"mlm", "rtd"} (see `electra_normalizers`), so
+    micro-batch losses add up to the full-batch loss under gradient accumulation.
     """
+    norms = norms or {}
     k_sample, k_gen, k_disc = jax.random.split(rng, 3)
     gen_params = share_embeddings(params["generator"], params["discriminator"])
     inputs = dict(attention_mask=batch.get("attention_mask"),
@@ -82,7 +85,7 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
     gen_out = generator.apply({"params": gen_params}, batch["input_ids"],
                               mlm_positions=batch["mlm_positions"], rngs={"dropout": k_gen},
                               **inputs)
-    g_loss, g_metrics = mlm_loss(gen_out, batch)
+    g_loss, g_metrics = mlm_loss(gen_out, batch, normalizer=norms.get("mlm"))
 
     corrupted, labels = corrupt(gen_out.mlm_logits, batch, k_sample, temperature)
 
@@ -90,7 +93,8 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
                                    rngs={"dropout": k_disc}, **inputs)
     real = (jnp.ones_like(labels, jnp.float32) if batch.get("attention_mask") is None
             else batch["attention_mask"].astype(jnp.float32))
-    d_loss, d_metrics = sigmoid_binary_cross_entropy(disc_out.rtd_logits, labels, real)
+    d_loss, d_metrics = sigmoid_binary_cross_entropy(disc_out.rtd_logits, labels, real,
+                                                     normalizer=norms.get("rtd"))
     pred = (disc_out.rtd_logits > 0).astype(jnp.float32)
     lab = labels.astype(jnp.float32)
     tp = (pred * lab * real).sum()
@@ -102,6 +106,14 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
         "replaced_fraction": (lab * real).sum() / jnp.maximum(real.sum(), 1.0),
     }
     return total, metrics
+
+
+def electra_normalizers(batch) -> dict:
+    """Whole-batch denominators for `electra_loss`: predicted tokens and real tokens."""
+    real = (jnp.asarray(batch["attention_mask"], jnp.float32) if "attention_mask" in batch
+            else jnp.ones(jnp.shape(batch["input_ids"]), jnp.float32))
+    return {"mlm": jnp.maximum(jnp.asarray(batch["mlm_weights"], jnp.float32).sum(), 1.0),
+            "rtd": jnp.maximum(real.sum(), 1.0)}
 
 
 def corrupt(mlm_logits, batch, rng, temperature: float = 1.0):

@@ -1,0 +1,57 @@
+"""Continued pretraining: keep training an existing encoder (ours or HuggingFace) with MLM on
+a new corpus, and compare its fill-mask predictions before and after."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from jaxformer.models import EncoderModel
+from jaxformer.recipes.finetune import load_run_params, merge_encoder
+from jaxformer.training.tasks import PretrainTask, fill_mask_report
+
+
+class ContinuedPretrainTask(PretrainTask):
+    """`init_from`: "hf:DIR" or "run:WORKDIR". The model, its MLM head and its tokenizer come
+    from there; `data.source` names the new corpus."""
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        init_from = config.get("init_from", "")
+        from jaxformer.data import load_tokenizer
+        if init_from.startswith("hf:"):
+            from jaxformer.convert.huggingface import from_pretrained
+            model, self._source = from_pretrained(init_from[3:], head="mlm")
+            cfg, tok_dir = model.cfg, init_from[3:]
+        elif init_from.startswith("run:"):
+            cfg, self._source = load_run_params(init_from[4:])
+            tok_dir = os.path.join(init_from[4:], "tokenizer")
+        else:
+            raise ValueError("continued pretraining needs init_from='hf:DIR' or 'run:WORKDIR'.")
+        overrides = {k: v for k, v in dict(config.model).items()
+                     if k in ("hidden_dropout", "attention_dropout", "dtype", "remat_policy")}
+        self.model_cfg = cfg.replace(head="mlm", **overrides)
+        self.model = EncoderModel(self.model_cfg)
+        # PretrainTask reuses a tokenizer saved in the workdir: put the source's there.
+        self._tokenizer = load_tokenizer(tok_dir)
+        if jax.process_index() == 0:
+            self._tokenizer.save(os.path.join(workdir, "tokenizer"))
+
+    def pretrained_params(self, fresh):
+        """The source's encoder and MLM head (a base-only source keeps a fresh head)."""
+        out = merge_encoder(fresh, self._source)
+        if "mlm" in self._source:
+            out["mlm"] = jax.tree.map(lambda f, p: np.asarray(p, f.dtype), fresh["mlm"],
+                                      self._source["mlm"])
+        self._initial = out
+        return out
+
+    def finish(self, params, workdir):
+        sentences = list(self.config.get("demo_sentences", ()))
+        if not sentences:
+            return ""
+        before = fill_mask_report(self.model, self._initial, self.tokenizer, sentences)
+        after = fill_mask_report(self.model, params, self.tokenizer, sentences)
+        return f"fill-mask before continued pretraining:\n{before}\n\nafter:\n{after}"

@@ -1,0 +1,82 @@
+"""ELECTRA pretraining: a small MLM generator and a replaced-token-detection discriminator
+trained together; only the discriminator is kept for fine-tuning."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.objectives import pretraining as obj
+from jaxformer.training.tasks import PretrainTask, Task
+
+
+def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
+    """The generator: the discriminator's depth at `fraction` of its width, sharing its
+    embedding width E (the embeddings themselves are shared)."""
+    hidden = max(16, int(disc.hidden_size * fraction))
+    heads = max(1, hidden // 64)
+    while hidden % heads:
+        heads -= 1
+    return disc.replace(head="mlm", hidden_size=hidden, num_heads=heads,
+                        intermediate_size=max(16, int(disc.intermediate_size * fraction)),
+                        embedding_size=disc.emb_size)
+
+
+class ElectraTask(PretrainTask):
+    """config.model: the discriminator; config.electra.generator_fraction: generator width as
+    a fraction of it (1/4 small and large, 1/3 base); config.electra.rtd_weight: λ (50)."""
+
+    def __init__(self, config, workdir: str):
+        Task.__init__(self, config, workdir)
+        d = config.data
+        self.seq_len, self.objective = d.seq_len, "none"
+        disc = dict(config.model)
+        disc["head"] = "rtd"
+        self.model_cfg = EncoderConfig.from_dict(disc)
+        self.model = EncoderModel(self.model_cfg)               # what fine-tuning keeps
+        self.generator = EncoderModel(generator_config(self.model_cfg,
+                                                       config.electra.generator_fraction))
+        self._tokenizer = None
+        self._instances = None
+
+    def init_params(self, rng):
+        kg, kd = jax.random.split(rng)
+        x = self.init_inputs()
+        gen = self.generator.init({"params": kg, "dropout": kg}, **x)["params"]
+        disc = self.model.init({"params": kd, "dropout": kd}, **x)["params"]
+        gen = dict(gen)
+        # The generator reads the discriminator's embeddings: no copy of its own.
+        gen["encoder"] = {k: v for k, v in gen["encoder"].items() if k != "embeddings"}
+        return {"generator": gen, "discriminator": disc}
+
+    def normalizers(self, batch):
+        return obj.electra_normalizers(batch)
+
+    def loss_fn(self, params, batch, rng, norms, deterministic=False):
+        return obj.electra_loss(self.generator, self.model, params, batch, rng,
+                                rtd_weight=self.config.electra.rtd_weight,
+                                deterministic=deterministic, norms=norms)
+
+    def flops_per_token(self, params) -> float:
+        """6 x matmul params of both encoders + attention scores + the generator's vocab
+        projection at the masked positions."""
+        c, g = self.model_cfg, self.generator.cfg
+        leaves = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
+        emb = params["discriminator"]["encoder"]["embeddings"]
+        n = (leaves(params["discriminator"]) - leaves(emb)
+             + leaves(params["generator"]) - c.vocab_size)           # minus the MLM bias
+        frac = self.config.data.max_predictions / self.seq_len
+        attn = 12.0 * self.seq_len * (c.num_layers * c.hidden_size + g.num_layers * g.hidden_size)
+        return 6.0 * n + attn + 6.0 * c.vocab_size * c.emb_size * frac
+
+    def finish(self, params, workdir):
+        """Exports the discriminator as a HuggingFace directory (what fine-tuning loads)."""
+        from jaxformer.convert.huggingface import save_pretrained
+        out = os.path.join(workdir, "discriminator")
+        save_pretrained(self.model, params["discriminator"], out)
+        if self._tokenizer is not None and hasattr(self._tokenizer, "save"):
+            self._tokenizer.save(out)
+        return f"ELECTRA discriminator exported to {out} (load with jaxformer.from_pretrained)."

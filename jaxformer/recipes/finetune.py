@@ -1,0 +1,290 @@
+"""Fine-tuning: a pretrained encoder (ours or HuggingFace) plus a task head, with the whole
+network trainable or the encoder frozen (only the head trains).
+
+Config (besides the base keys): `init_from` ("" = random, "hf:DIR", "run:WORKDIR" = the
+params of one of our training runs), `finetune.head` (sequence_classification |
+token_classification | question_answering), `finetune.num_labels`, `finetune.freeze_encoder`,
+`data.source`: "keyword" (the generated rule task below), "jsonl:PATH" (records with
+`text`, optional `pair`, `label`; or `words` + `tags` for tokens; or SQuAD-style
+`question`, `context`, `answers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.objectives import losses
+from jaxformer.training.tasks import Task
+
+KEYWORD_COUNT_LIMIT = 400
+
+
+# -- the generated task ---------------------------------------------------------------------
+def _words(sentence: str) -> list[str]:
+    return re.findall(r"[a-z]+", sentence.lower())
+
+
+def keyword_task(documents, seed: int = 0, min_words: int = 5, max_words: int = 40,
+                 max_examples: int = 20000):
+    """A binary task with a learnable rule on real sentences: label 1 iff the sentence
+    contains one of a set of keywords. The set is taken from frequent words until about
+    half the sentences are positive; classes are then balanced. Returns (examples, keywords),
+    examples as dicts {"text", "label"} in a seeded random order."""
+    from jaxformer.data import split_sentences
+    sents = [s for d in documents for s in split_sentences(d)
+             if min_words <= len(_words(s)) <= max_words]
+    if len(sents) < 100:
+        raise ValueError(f"only {len(sents)} usable sentences; the keyword task needs >= 100.")
+    word_sets = [set(_words(s)) for s in sents]
+    df: dict[str, int] = {}
+    for ws in word_sets:
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+    # Content-like words (length >= 5) ranked by how many sentences they appear in, skipping
+    # the very common ones so that no single word decides the label.
+    ranked = [w for w, c in sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
+              if len(w) >= 5 and c < 0.1 * len(sents)]
+    keywords: set[str] = set()
+    covered = np.zeros(len(sents), bool)
+    for w in ranked[:KEYWORD_COUNT_LIMIT]:
+        keywords.add(w)
+        covered |= np.array([w in ws for ws in word_sets])
+        if covered.mean() >= 0.5:
+            break
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(covered), np.flatnonzero(~covered)
+    n = min(len(pos), len(neg), max_examples // 2)
+    idx = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
+    rng.shuffle(idx)
+    return [{"text": sents[i], "label": int(covered[i])} for i in idx], sorted(keywords)
+
+
+# -- loading pretrained weights -------------------------------------------------------------
+def load_run_params(workdir: str):
+    """(EncoderConfig of the run, its latest params as numpy) from one of our training runs."""
+    from jaxformer.training.checkpoint import load_params
+    with open(os.path.join(workdir, "config.json")) as f:
+        run = json.load(f)
+    return EncoderConfig.from_dict(run["model"]), load_params(os.path.join(workdir, "checkpoints"))
+
+
+def merge_encoder(fresh, pretrained):
+    """The fresh tree with its `encoder` subtree taken from `pretrained` (heads stay fresh).
+    Shapes must agree: a mismatch is an error naming the parameter."""
+    def pick(path, f, p):
+        if np.shape(f) != np.shape(p):
+            raise ValueError(f"pretrained parameter {jax.tree_util.keystr(path)} has shape "
+                             f"{np.shape(p)}, the model expects {np.shape(f)}.")
+        return jnp.asarray(p, f.dtype)
+    out = dict(fresh)
+    out["encoder"] = jax.tree_util.tree_map_with_path(pick, fresh["encoder"], pretrained["encoder"])
+    return out
+
+
+def encoder_mask(params, trainable: bool):
+    """A tree of booleans: True on the encoder's parameters when `trainable`, else False."""
+    return {k: jax.tree.map(lambda _: (k == "encoder") == trainable, v) for k, v in params.items()}
+
+
+# -- the task ---------------------------------------------------------------------------------
+class FineTuneTask(Task):
+    """Classification / regression, token classification or extractive QA on an encoder."""
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        ft = config.finetune
+        self.seq_len = config.data.seq_len
+        self._pretrained = None
+        init_from = config.get("init_from", "")
+        base: Optional[EncoderConfig] = None
+        if init_from.startswith("hf:"):
+            from jaxformer.convert.huggingface import from_pretrained
+            model, params = from_pretrained(init_from[3:])
+            base, self._pretrained = model.cfg, params
+        elif init_from.startswith("run:"):
+            base, self._pretrained = load_run_params(init_from[4:])
+        elif init_from:
+            raise ValueError(f"init_from={init_from!r}: use '', 'hf:DIR' or 'run:WORKDIR'.")
+        if base is None:
+            base = EncoderConfig.from_dict(dict(config.model))
+        overrides = {k: v for k, v in dict(config.model).items()
+                     if k in ("hidden_dropout", "attention_dropout", "classifier_dropout",
+                              "dtype", "remat_policy")}
+        self.model_cfg = base.replace(head=ft.head, num_labels=ft.num_labels, **overrides)
+        if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
+            self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
+        self.model = EncoderModel(self.model_cfg)
+        self.freeze_encoder = bool(ft.freeze_encoder)
+        self._tokenizer = None
+        self._data = None
+
+    # -- params / optimizer hooks used by the loop ------------------------------------------
+    def pretrained_params(self, fresh):
+        """Replaces the fresh encoder by the pretrained one (heads stay fresh)."""
+        return fresh if self._pretrained is None else merge_encoder(fresh, self._pretrained)
+
+    def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+        """With a frozen encoder, its updates are exactly zero (no weight decay either)."""
+        if not self.freeze_encoder:
+            return tx
+        return optax.multi_transform(
+            {"train": tx, "frozen": optax.set_to_zero()},
+            lambda p: jax.tree.map(lambda t: "train" if t else "frozen",
+                                   encoder_mask(p, trainable=False)))
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from jaxformer.data import load_tokenizer
+            init_from = self.config.get("init_from", "")
+            if init_from.startswith("hf:"):
+                self._tokenizer = load_tokenizer(init_from[3:])
+            elif init_from.startswith("run:"):
+                self._tokenizer = load_tokenizer(os.path.join(init_from[4:], "tokenizer"))
+            else:
+                self._tokenizer = self._train_tokenizer()
+        return self._tokenizer
+
+    def _train_tokenizer(self):
+        from jaxformer.data import train_tokenizer
+        path = os.path.join(self.workdir, "tokenizer")
+        if os.path.exists(os.path.join(path, "tokenizer.json")):
+            from jaxformer.data import load_tokenizer
+            return load_tokenizer(path)
+        tok = train_tokenizer([e.get("text", "") for e in self._records()[0]],
+                              self.config.data.tokenizer_family,
+                              vocab_size=self.model_cfg.vocab_size)
+        if jax.process_index() == 0:
+            tok.save(path)
+        return tok
+
+    def _records(self):
+        """(train records, eval records)."""
+        if self._data is None:
+            src = self.config.data.source
+            if src == "keyword":
+                from jaxformer.data import default_corpus
+                examples, self.keywords = keyword_task(default_corpus(),
+                                                       seed=self.config.data.seed)
+            elif src.startswith("jsonl:"):
+                from jaxformer.data import read_jsonl
+                examples = list(read_jsonl(src[6:]))
+            else:
+                raise ValueError(f"unknown data.source {src!r} for fine-tuning; use 'keyword' "
+                                 "or 'jsonl:PATH'.")
+            n_eval = max(1, int(len(examples) * self.config.data.eval_fraction))
+            self._data = (examples[:-n_eval], examples[-n_eval:])
+        return self._data
+
+    def encode(self, record) -> dict:
+        from jaxformer.data.finetuning import encode_classification, encode_ner
+        head, L = self.model_cfg.head, self.seq_len
+        if head == "sequence_classification":
+            return encode_classification(self.tokenizer, record["text"], record.get("pair"),
+                                         record["label"], max_seq_len=L,
+                                         regression=self.model_cfg.num_labels == 1)
+        if head == "token_classification":
+            return encode_ner(self.tokenizer, record["words"], record["tags"], max_seq_len=L)
+        raise ValueError(f"encode: use prepare_squad features for {head!r} (jsonl SQuAD).")
+
+    def _encoded(self, records):
+        if self.model_cfg.head == "question_answering":
+            from jaxformer.data.finetuning import SquadConfig, prepare_squad
+            feats, _ = prepare_squad(records, self.tokenizer, SquadConfig(max_seq_len=self.seq_len))
+            keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
+                    "end_positions")
+            return [{k: np.asarray(f[k]) for k in keys} for f in feats]
+        return [self.encode(r) for r in records]
+
+    def train_iterator(self, batch_size, process_index, process_count):
+        import grain
+        from jaxformer.data import DataIterator, batch_dataset, shard_for_process
+        feats = self._encoded(self._records()[0])
+        ds = grain.MapDataset.source(feats).seed(self.config.data.seed).shuffle().repeat()
+        ds = batch_dataset(shard_for_process(ds, process_index, process_count),
+                           batch_size // process_count)
+        return DataIterator(ds, prefetch=self.config.data.prefetch)
+
+    def eval_batches(self, batch_size, process_index, process_count):
+        import grain
+        from jaxformer.data import batch_dataset, shard_for_process
+        feats = self._encoded(self._records()[1])
+        ds = batch_dataset(shard_for_process(grain.MapDataset.source(feats), process_index,
+                                             process_count), batch_size // process_count,
+                           drop_remainder=False)
+        return [ds[i] for i in range(len(ds))]
+
+    # -- loss -------------------------------------------------------------------------------
+    def normalizers(self, batch):
+        if self.model_cfg.head == "token_classification":
+            return {"n": jnp.maximum(batch["label_weights"].astype(jnp.float32).sum(), 1.0)}
+        return {"n": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
+
+    def loss_fn(self, params, batch, rng, norms, deterministic=False):
+        out = self.model.apply({"params": params}, batch["input_ids"],
+                               attention_mask=batch["attention_mask"],
+                               token_type_ids=batch["token_type_ids"],
+                               deterministic=deterministic, rngs={"dropout": rng})
+        return task_loss(self.model_cfg, out, batch, norms.get("n"))
+
+    def flops_per_token(self, params) -> float:
+        c = self.model_cfg
+        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        n -= (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.emb_size
+        return 6.0 * n + 12.0 * c.num_layers * self.seq_len * c.hidden_size
+
+    def finish(self, params, workdir):
+        from jaxformer.convert.huggingface import save_pretrained
+        out = os.path.join(workdir, "hf_export")
+        save_pretrained(self.model, params, out)
+        if hasattr(self.tokenizer, "save"):
+            self.tokenizer.save(out)
+        return f"fine-tuned model exported to {out} (loads in transformers and jaxformer)."
+
+
+def task_loss(cfg: EncoderConfig, out, batch, normalizer=None):
+    """(loss, metrics) for the fine-tuning heads. Classification: cross-entropy and
+    accuracy; regression (num_labels=1): mean squared error; tokens: cross-entropy over
+    labelled tokens; QA: mean of the start and end cross-entropies, exact span accuracy."""
+    if cfg.head == "sequence_classification" and cfg.num_labels == 1:
+        err = out.logits[:, 0].astype(jnp.float32) - batch["label"].astype(jnp.float32)
+        n = normalizer if normalizer is not None else err.shape[0]
+        mse = jnp.sum(err ** 2) / n
+        return mse, {"loss": mse, "mse": mse}
+    if cfg.head == "sequence_classification":
+        loss, m = losses.weighted_cross_entropy(out.logits, batch["label"], normalizer=normalizer)
+        return loss, {"loss": loss, "accuracy": m["accuracy"]}
+    if cfg.head == "token_classification":
+        labels = jnp.maximum(batch["labels"], 0)  # -100 slots carry weight 0
+        loss, m = losses.weighted_cross_entropy(out.logits, labels, batch["label_weights"],
+                                                normalizer=normalizer)
+        return loss, {"loss": loss, "accuracy": m["accuracy"]}
+    if cfg.head == "question_answering":
+        ls, ms = losses.weighted_cross_entropy(out.start_logits, batch["start_positions"],
+                                               normalizer=normalizer)
+        le, me = losses.weighted_cross_entropy(out.end_logits, batch["end_positions"],
+                                               normalizer=normalizer)
+        both = ((jnp.argmax(out.start_logits, -1) == batch["start_positions"])
+                & (jnp.argmax(out.end_logits, -1) == batch["end_positions"]))
+        n = normalizer if normalizer is not None else both.shape[0]
+        loss = (ls + le) / 2
+        return loss, {"loss": loss, "start_accuracy": ms["accuracy"],
+                      "end_accuracy": me["accuracy"], "span_accuracy": both.sum() / n}
+    raise ValueError(f"no fine-tuning loss for head {cfg.head!r}.")
+
+
+def frozen_encoder_unchanged(before, after) -> bool:
+    """True when every encoder parameter is bit-for-bit equal in both trees."""
+    a, b = jax.tree.leaves(before["encoder"]), jax.tree.leaves(after["encoder"])
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+

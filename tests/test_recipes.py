@@ -1,0 +1,106 @@
+"""Recipe pieces: frozen encoders, the generated keyword task, fine-tuning losses."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxformer import EncoderModel, bert_config
+from jaxformer.recipes import finetune as ft
+
+V = 53
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    cfg = bert_config("tiny", vocab_size=V, hidden_size=32, num_heads=2, intermediate_size=64,
+                      head="sequence_classification", num_labels=2, hidden_dropout=0.0,
+                      attention_dropout=0.0)
+    model = EncoderModel(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    return model, params
+
+
+class _Frozen:
+    freeze_encoder = True
+    wrap_optimizer = ft.FineTuneTask.wrap_optimizer
+
+
+def test_frozen_encoder_changes_no_encoder_parameter_bit_for_bit(classifier):
+    model, params = classifier
+    # Weight decay would move a "frozen" weight even with zero gradients: the wrapped
+    # optimizer must zero the whole update, decay included.
+    tx = _Frozen().wrap_optimizer(optax.adamw(1e-2, weight_decay=0.1))
+    opt = tx.init(params)
+    x = np.random.RandomState(0).randint(5, V, (4, 8)).astype(np.int32)
+    y = np.array([0, 1, 1, 0], np.int32)
+
+    @jax.jit
+    def step(p, o):
+        def loss(p):
+            out = model.apply({"params": p}, x)
+            return ft.task_loss(model.cfg, out, {"label": y})[0]
+        g = jax.grad(loss)(p)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o
+
+    p = params
+    for _ in range(3):
+        p, opt = step(p, opt)
+    assert ft.frozen_encoder_unchanged(params, p)
+    changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params["classifier"]),
+                                                          jax.tree.leaves(p["classifier"]))]
+    assert all(changed)  # the head trains
+
+
+def test_unfrozen_optimizer_is_untouched():
+    class T:
+        freeze_encoder = False
+    tx = optax.sgd(1.0)
+    assert ft.FineTuneTask.wrap_optimizer(T(), tx) is tx
+
+
+def test_merge_encoder_takes_pretrained_encoder_and_keeps_fresh_head(classifier):
+    _, params = classifier
+    pre = jax.tree.map(lambda a: np.asarray(a) + 1.0, params)
+    merged = ft.merge_encoder(params, pre)
+    for a, b in zip(jax.tree.leaves(merged["encoder"]), jax.tree.leaves(pre["encoder"])):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(merged["classifier"]), jax.tree.leaves(params["classifier"])):
+        np.testing.assert_array_equal(a, b)
+    bad = jax.tree.map(lambda a: a, pre)
+    bad["encoder"]["pooler"]["bias"] = np.zeros(7)
+    with pytest.raises(ValueError, match=r"pooler.*shape \(7,\)"):
+        ft.merge_encoder(params, bad)
+
+
+def test_keyword_task_labels_follow_the_rule_and_are_balanced():
+    docs = ["Alpha beta gamma delta epsilon. " * 3,
+            "\n".join(f"Sentence number {i} mentions {'banana' if i % 3 else 'cherry'} "
+                      f"and other words here." for i in range(300))]
+    examples, keywords = ft.keyword_task(docs, seed=0)
+    labels = np.array([e["label"] for e in examples])
+    assert abs(labels.mean() - 0.5) < 1e-9
+    for e in examples:
+        assert e["label"] == int(bool(set(ft._words(e["text"])) & set(keywords)))
+    with pytest.raises(ValueError, match="usable sentences"):
+        ft.keyword_task(["Too short."], seed=0)
+
+
+def test_task_losses_match_numpy(classifier):
+    model, params = classifier
+    x = np.random.RandomState(1).randint(5, V, (3, 8)).astype(np.int32)
+    out = model.apply({"params": params}, x)
+    y = np.array([1, 0, 1])
+    loss, m = ft.task_loss(model.cfg, out, {"label": y})
+    lg = np.asarray(out.logits, np.float64)
+    lse = np.log(np.exp(lg).sum(-1))
+    np.testing.assert_allclose(loss, np.mean(lse - lg[np.arange(3), y]), rtol=1e-5)
+    np.testing.assert_allclose(m["accuracy"], np.mean(lg.argmax(-1) == y))
+    reg = model.cfg.replace(num_labels=1)
+    class O:  # noqa: E306
+        logits = jnp.array([[0.5], [2.0]])
+    mse, _ = ft.task_loss(reg, O, {"label": np.array([1.0, 1.0])})
+    np.testing.assert_allclose(mse, (0.25 + 1.0) / 2)
