@@ -2,6 +2,7 @@
 
 from jaxformer.models import *  # noqa: F401,F403
 from jaxformer.models import __all__ as _models_all
+from jaxformer.convert import from_pretrained, save_pretrained
 
 __version__ = "0.1.0"
-__all__ = list(_models_all)
+__all__ = list(_models_all) + ["from_pretrained", "save_pretrained"]

@@ -1,0 +1,122 @@
+"""Load HuggingFace BERT-family directories into jaxformer, and save them back. No network."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax.traverse_util import flatten_dict
+
+from jaxformer.convert.hf_config import encoder_config_from_hf, hf_config_from_encoder_config
+from jaxformer.convert.hf_params import (convert_hf_state_dict, finish_params,
+                                         hf_state_dict_from_params)
+from jaxformer.models.bert import EncoderModel
+from jaxformer.models.configs import EncoderConfig
+
+SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = ("model.safetensors", "model.safetensors.index.json",
+                                            "pytorch_model.bin")
+
+
+def read_hf_config(path: str) -> dict[str, Any]:
+    file = os.path.join(path, "config.json")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{path!r} has no config.json; not a HuggingFace model directory.")
+    with open(file) as f:
+        return json.load(f)
+
+
+def load_hf_state_dict(path: str) -> dict[str, Any]:
+    """The weights of a HF directory: model.safetensors (or its sharded index), else
+    pytorch_model.bin through `torch.load(weights_only=True)`."""
+    if os.path.isfile(os.path.join(path, SAFETENSORS)):
+        return _load_safetensors(os.path.join(path, SAFETENSORS))
+    if os.path.isfile(os.path.join(path, SAFETENSORS_INDEX)):
+        with open(os.path.join(path, SAFETENSORS_INDEX)) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        sd = {}
+        for shard in shards:
+            sd.update(_load_safetensors(os.path.join(path, shard)))
+        return sd
+    if os.path.isfile(os.path.join(path, TORCH_BIN)):
+        import torch  # only .bin checkpoints need torch
+
+        return torch.load(os.path.join(path, TORCH_BIN), map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path!r} has none of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                            f"{TORCH_BIN}.")
+
+
+def _load_safetensors(file: str) -> dict[str, np.ndarray]:
+    # safetensors.numpy cannot hold bf16; the flax loader can (via ml_dtypes), then numpy.
+    from safetensors.flax import load_file
+
+    return {k: np.asarray(v) for k, v in load_file(file).items()}
+
+
+def from_pretrained(path: str, head: Optional[str] = None, dtype: str = "float32",
+                    seed: int = 0, **overrides) -> tuple[EncoderModel, dict]:
+    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA directory -> `(model, params)`.
+
+    head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
+    head name builds that head, initialising with `seed` the head weights the checkpoint lacks
+    (a warning names them). dtype is the compute dtype; `overrides` are `EncoderConfig` fields
+    (e.g. `scan_layers=True`, `num_labels=3`, `param_dtype="bfloat16"`). Params are unboxed
+    numpy arrays in `param_dtype`. Unused weights in the file are named in a warning.
+    """
+    hf = read_hf_config(path)
+    ckpt = encoder_config_from_hf(hf)
+    sd = load_hf_state_dict(path)
+    changes = dict(dtype=dtype, **overrides)
+    if head is not None:
+        changes["head"] = None if head == "base" else head
+    cfg = ckpt.replace(**changes)
+    # The pooler comes with the checkpoint's class; keep it if the file has one, and build one
+    # when the new head needs it.
+    has_pooler = any(k.endswith(("pooler.dense.weight", "pooler.weight")) for k in sd)
+    needs_pooler = cfg.head == "pretraining" or (
+        cfg.head == "sequence_classification" and cfg.classifier_style == "pooler")
+    if "with_pooler" not in overrides and cfg.family != "electra":
+        cfg = cfg.replace(with_pooler=has_pooler or needs_pooler)
+
+    def fresh(p: str) -> bool:  # weights we may initialise: the head and pooler we added
+        new_head = cfg.head != ckpt.head and not p.startswith("encoder/")
+        return new_head or (p.startswith("encoder/pooler/") and not has_pooler)
+
+    flat, missing, unused = convert_hf_state_dict(sd, cfg, allow_missing=fresh)
+    if unused:
+        warnings.warn(f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}",
+                      stacklevel=2)
+    if missing:
+        warnings.warn(f"newly initialised (not in the checkpoint): {', '.join(missing)}",
+                      stacklevel=2)
+        flat.update(_fresh_params(cfg, missing, seed))
+    return EncoderModel(cfg), finish_params(flat, cfg)
+
+
+def _fresh_params(cfg: EncoderConfig, paths: list[str], seed: int) -> dict[str, np.ndarray]:
+    base = cfg.replace(scan_layers=False, remat_policy="none")
+    model = EncoderModel(base)
+    init = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])
+    flat = flatten_dict(nn.unbox(init(jax.random.key(seed))), sep="/")
+    return {p: np.asarray(flat[p]) for p in paths}
+
+
+def save_pretrained(model: EncoderModel, params, path: str) -> None:
+    """Writes `config.json` + `model.safetensors` that `transformers.AutoModel*` loads back
+    (the class named in `architectures`) with the same outputs. Tied decoder copies are
+    written too. Raises `ConfigError` for configs HF cannot express (pre-LN, ...)."""
+    from safetensors.flax import save_file
+
+    cfg = model.cfg
+    hf = hf_config_from_encoder_config(cfg)
+    sd = hf_state_dict_from_params(params, cfg)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    # flax's writer keeps bf16; metadata format=pt is what transformers checks for.
+    save_file({k: jax.numpy.asarray(v) for k, v in sd.items()},
+              os.path.join(path, SAFETENSORS), metadata={"format": "pt"})
