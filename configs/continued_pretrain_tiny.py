@@ -1,0 +1,10 @@
+"""Continued MLM pretraining of an existing encoder; set --config.init_from=hf:DIR or run:DIR.
+
+    python train.py --config configs/continued_pretrain_tiny.py --workdir runs/continued_pretrain_tiny
+"""
+
+from jaxformer.recipes import configs as recipes
+
+
+def get_config():
+    return recipes.continued_pretrain()

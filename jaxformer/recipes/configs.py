@@ -1,0 +1,148 @@
+"""The pretraining and fine-tuning recipes as configs: each paper's optimizer, schedule,
+batch size and sequence length at the real size, and a tiny variant that runs on CPU.
+
+`configs/NAME.py` files call these; `recipe("bert", "base")` etc. can be used directly.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxformer.models import albert_config, bert_config, electra_config, roberta_config
+from jaxformer.training.defaults import base_config
+
+DEMO = ("Return the [MASK] of the string.", "Raise a [MASK] if the file does not exist.")
+
+
+def _tiny(c: ml_collections.ConfigDict, steps: int = 300) -> ml_collections.ConfigDict:
+    """CPU scale: small vocab, short sequences, a few hundred steps on the embedded corpus."""
+    c.data.source = "default_corpus"
+    c.data.seq_len = 64
+    c.data.max_predictions = 10
+    c.batch_size = 16
+    c.num_train_steps = steps
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = steps // 10
+    c.checkpoint.every_steps = max(steps // 2, 1)
+    c.log.eval_every_steps = steps
+    c.demo_sentences = DEMO
+    return c
+
+
+def _tiny_model(make, **kw):
+    return make("tiny", vocab_size=2048, max_position_embeddings=128, hidden_dropout=0.0,
+                attention_dropout=0.0, **kw)
+
+
+def bert_pretrain(size: str) -> ml_collections.ConfigDict:
+    """BERT (Devlin et al. 2019): MLM + NSP, static masking duplicated 10x, AdamW lr 1e-4,
+    10k warmup then linear decay over 1M steps, batch 256 x 128 tokens (the 90% phase),
+    20 predictions per sequence."""
+    if size == "tiny":
+        c = base_config(_tiny_model(bert_config, head="pretraining").to_dict(), task="pretrain")
+        c = _tiny(c)
+        c.data.objective = "nsp"
+        return c
+    c = base_config(bert_config(size, head="pretraining").to_dict(), task="pretrain")
+    c.data.objective, c.data.masking, c.data.dupe_factor = "nsp", "static", 10
+    c.data.seq_len, c.data.max_predictions = 128, 20
+    c.batch_size, c.num_train_steps = 256, 1_000_000
+    c.optimizer.update(name="adamw", lr=1e-4, schedule="warmup_linear", warmup_steps=10_000,
+                       weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+    return c
+
+
+def roberta_pretrain(size: str) -> ml_collections.ConfigDict:
+    """RoBERTa (Liu et al. 2019): MLM only on full sentences, dynamic masking, byte-level BPE,
+    batch 8k x 512, AdamW lr 6e-4 (base), beta2 0.98, 24k warmup, 500k steps."""
+    if size == "tiny":
+        c = base_config(_tiny_model(roberta_config, head="mlm", pad_token_id=0,
+                                    position_offset=1).to_dict(), task="pretrain")
+        c = _tiny(c)
+        c.data.tokenizer_family = "roberta"
+        c.demo_sentences = tuple(s.replace("[MASK]", "<mask>") for s in DEMO)
+        return c
+    c = base_config(roberta_config(size, head="mlm").to_dict(), task="pretrain")
+    c.data.tokenizer_family, c.data.objective, c.data.masking = "roberta", "none", "dynamic"
+    c.data.seq_len, c.data.max_predictions = 512, 80
+    c.batch_size, c.num_train_steps = 8192, 500_000
+    c.optimizer.update(name="adamw", lr=6e-4 if size == "base" else 4e-4,
+                       schedule="warmup_linear", warmup_steps=24_000, weight_decay=0.01,
+                       b1=0.9, b2=0.98, eps=1e-6)
+    return c
+
+
+def albert_pretrain(size: str) -> ml_collections.ConfigDict:
+    """ALBERT (Lan et al. 2020): MLM + SOP, all layers shared, E=128, Unigram vocab 30k,
+    LAMB lr 0.00176, batch 4096 x 512, 3125 warmup, 125k steps."""
+    if size == "tiny":
+        c = base_config(_tiny_model(albert_config, head="pretraining").to_dict(),
+                        task="pretrain")
+        c = _tiny(c)
+        c.data.objective, c.data.tokenizer_family = "sop", "albert"
+        return c
+    c = base_config(albert_config(size, head="pretraining").to_dict(), task="pretrain")
+    c.data.objective, c.data.tokenizer_family = "sop", "albert"
+    c.data.seq_len, c.data.max_predictions = 512, 20
+    c.batch_size, c.num_train_steps = 4096, 125_000
+    c.optimizer.update(name="lamb", lr=0.00176, schedule="warmup_linear", warmup_steps=3125,
+                       weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+    return c
+
+
+ELECTRA_HPARAMS = {  # size: (batch, seq, lr, steps, generator fraction)
+    "small": (128, 128, 5e-4, 1_000_000, 1 / 4),
+    "base": (256, 512, 2e-4, 766_000, 1 / 3),
+    "large": (2048, 512, 2e-4, 400_000, 1 / 4),
+}
+
+
+def electra_pretrain(size: str) -> ml_collections.ConfigDict:
+    """ELECTRA (Clark et al. 2020): generator (MLM) + discriminator (replaced-token
+    detection, λ = 50), shared embeddings, AdamW with 10k warmup and linear decay."""
+    task = "jaxformer.recipes.electra:ElectraTask"
+    if size == "tiny":
+        c = base_config(_tiny_model(electra_config, head="rtd").to_dict(), task=task)
+        c = _tiny(c)
+        c.demo_sentences = ()
+        frac = 1 / 4
+    else:
+        batch, seq, lr, steps, frac = ELECTRA_HPARAMS[size]
+        c = base_config(electra_config(size, head="rtd").to_dict(), task=task)
+        c.data.seq_len, c.data.max_predictions = seq, 20 if seq == 128 else 80
+        c.batch_size, c.num_train_steps = batch, steps
+        c.optimizer.update(name="adamw", lr=lr, schedule="warmup_linear", warmup_steps=10_000,
+                           weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+    c.electra = ml_collections.ConfigDict({"generator_fraction": frac, "rtd_weight": 50.0})
+    return c
+
+
+def finetune(init_from: str = "", size: str = "tiny", freeze_encoder: bool = False,
+             source: str = "keyword") -> ml_collections.ConfigDict:
+    """Sequence classification on `source` (default: the generated keyword task), starting
+    from `init_from` ("hf:DIR", "run:WORKDIR" or "" for random init); BERT's fine-tuning
+    optimizer (AdamW 2e-5..5e-5 at real size, 10% warmup)."""
+    model = _tiny_model(bert_config) if size == "tiny" else bert_config(size)
+    c = base_config(model.to_dict(), task="jaxformer.recipes.finetune:FineTuneTask")
+    c.init_from = init_from
+    c.finetune = ml_collections.ConfigDict({
+        "head": "sequence_classification", "num_labels": 2, "freeze_encoder": freeze_encoder})
+    c.data.source, c.data.seq_len, c.data.eval_fraction = source, 64, 0.1
+    c.batch_size, c.num_train_steps = 32, 400
+    c.optimizer.update(lr=1e-3 if freeze_encoder else 3e-4, warmup_steps=40,
+                       schedule="warmup_linear", weight_decay=0.01)
+    c.checkpoint.best_metric, c.checkpoint.best_mode = "eval_accuracy", "max"
+    c.checkpoint.every_steps, c.log.eval_every_steps = 100, 100
+    if size != "tiny":
+        c.data.seq_len, c.optimizer.lr = 128, 3e-5
+    return c
+
+
+def continued_pretrain(init_from: str = "") -> ml_collections.ConfigDict:
+    """Keep training an existing encoder with MLM on a new corpus (`data.source`)."""
+    c = base_config(_tiny_model(bert_config, head="mlm").to_dict(),
+                    task="jaxformer.recipes.continued:ContinuedPretrainTask")
+    c = _tiny(c, steps=200)
+    c.init_from = init_from
+    c.optimizer.lr = 2e-4
+    return c
