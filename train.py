@@ -1,19 +1,12 @@
 """Train a jaxformer model from a config: `python train.py --config configs/NAME.py --workdir DIR`.
 
+With no arguments it runs the main job (configs/default.py). Overrides: `--config.a.b=value`.
 The training system (sharded steps, checkpoints, metrics) lives in `jaxformer.training`.
 """
 
 import sys
 
-
-def main(argv=None) -> int:
-    try:
-        from jaxformer.training import cli
-    except ImportError as e:  # the training package is not installed in this checkout
-        print(f"train.py: the training system is not available ({e}).", file=sys.stderr)
-        return 2
-    return cli.main(argv)
-
+from jaxformer.training import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main())

@@ -1,0 +1,234 @@
+"""The training loop: builds mesh, task, optimizer and state, restores the latest good
+checkpoint, runs the compiled step, and owns all IO (metrics, eval, checkpoints, signals)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+from jaxformer.training import checkpoint as ckpt_lib
+from jaxformer.training import observe
+from jaxformer.training import sharding as sh
+from jaxformer.training import state as state_lib
+from jaxformer.training import step as step_lib
+from jaxformer.training.config_lib import to_json
+from jaxformer.training.optim import make_optimizer
+from jaxformer.training.tasks import get_task
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop polls (saving from inside a signal handler is not
+    safe: the step may be mid-dispatch)."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, the flag stays False
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        from jax.experimental import multihost_utils  # every process must agree on the step
+        return bool(np.max(multihost_utils.process_allgather(np.int32(self.flag))))
+
+
+def _mean(rows: list[dict]) -> dict:
+    keys = rows[0].keys()
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def evaluate(eval_fn, params, batches, batch_sh, global_batch: int) -> dict:
+    rows = [jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, global_batch)))
+            for b in batches]
+    return _mean(rows) if rows else {}
+
+
+def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
+    """Trains as `config` says, in `workdir`. Returns a summary dict (also written to
+    workdir/summary.json). Resumes from workdir/checkpoints when there is one."""
+    t_start = time.perf_counter()
+    lead = jax.process_index() == 0
+    say = log if lead else (lambda _: None)
+    os.makedirs(workdir, exist_ok=True)
+    if lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(to_json(config))
+
+    mesh = sh.make_mesh(dict(config.mesh))
+    accum = config.grad_accum_steps
+    sh.check_batch(config.batch_size, mesh, accum)
+    total = config.num_train_steps
+    task = get_task(config, workdir)
+    tx, schedule = make_optimizer(config.optimizer, total)
+    abstract, specs = state_lib.state_specs(task, tx, mesh, seed=config.seed)
+    state_sh = sh.named(mesh, specs)
+    say(f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s), {jax.process_count()} process(es); "
+        f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)):,} parameters")
+
+    c = config.checkpoint
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=c.every_steps,
+                                 keep=c.keep, best_metric=c.best_metric, best_mode=c.best_mode,
+                                 async_save=c.async_save, report=say)
+    pi, pc = jax.process_index(), jax.process_count()
+    data = task.train_iterator(config.batch_size, pi, pc)
+    restored = ckpt.restore(abstract, state_sh)
+    if restored is not None:
+        state, data_state, start = restored
+        if data_state is not None:
+            data.set_state(data_state)
+        say(f"resumed from step {start} ({ckpt.directory})")
+    else:
+        state, _, _ = state_lib.create_state(task, tx, mesh, seed=config.seed)
+        start = 0
+
+    first = next(data)
+    train_fn, batch_sh = step_lib.compile_train_step(
+        step_lib.make_train_step(task, tx, schedule, accum), state_sh, first, mesh)
+    batch = sh.to_global(first, batch_sh, config.batch_size)
+    t0 = time.perf_counter()
+    compiled = train_fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    say(f"compiled the train step in {compile_s:.1f} s")
+
+    eval_batches = task.eval_batches(config.batch_size, pi, pc) if config.log.eval_every_steps \
+        or config.checkpoint.best_metric else None
+    eval_fn = (step_lib.compile_eval_step(step_lib.make_eval_step(task), state_sh.params,
+                                          eval_batches[0], mesh) if eval_batches else None)
+
+    writer = observe.MetricWriter(workdir, tensorboard=config.log.tensorboard)
+    writer.write(start, {"compile_time_s": compile_s})
+    stop_at = min(total, config.stop_after_steps or total)
+    progress = observe.Progress(total, start, enabled=config.log.progress)
+    tokens_per_step = config.batch_size * task.tokens_per_example()
+    flops_per_token = task.flops_per_token(abstract.params)
+    peak = observe.peak_flops_per_device(config.peak_tflops_per_device)
+    window, last_metrics, preempted, history = [], {}, False, []
+    t_window, steps_in_window = time.perf_counter(), 0
+    step, pending = start, None
+    train_time_start = time.perf_counter()
+
+    def handle(done_step, dev_metrics):
+        nonlocal t_window, steps_in_window, last_metrics
+        m = {k: float(v) for k, v in jax.device_get(dev_metrics).items()}
+        window.append(m)
+        history.append((done_step, m["loss"]))
+        steps_in_window += 1
+        if m["bad_streak"] >= config.max_bad_steps:
+            return m
+        if done_step % config.log.every_steps == 0 or done_step == stop_at:
+            dt = time.perf_counter() - t_window
+            row = _mean(window)
+            row["lr"] = m.get("lr", 0.0)
+            row["skipped_total"] = float(jax.device_get(state.skipped))
+            sps = steps_in_window / dt if dt > 0 else 0.0
+            row["steps_per_s"], row["tokens_per_s"] = sps, sps * tokens_per_step
+            if peak and flops_per_token:
+                row["mfu"] = flops_per_token * row["tokens_per_s"] / (peak * jax.device_count())
+            writer.write(done_step, row)
+            progress.update(done_step, row["loss"], row["lr"], row["tokens_per_s"], sps)
+            last_metrics = row
+            window.clear()
+            t_window, steps_in_window = time.perf_counter(), 0
+        return m
+
+    def run_eval(at_step) -> dict:
+        if not eval_fn:
+            return {}
+        e = evaluate(eval_fn, state.params, eval_batches, batch_sh, config.batch_size)
+        e = {f"eval_{k}": v for k, v in e.items()}
+        writer.write(at_step, e)
+        return e
+
+    def bad_stop(m, at_step):
+        ckpt.save(state, data.get_state(), wait=True)
+        raise NonFiniteError(
+            f"{int(m['bad_streak'])} consecutive steps up to step {at_step} had a non-finite "
+            f"loss or gradient (last loss {m['loss']}, grad norm {m['grad_norm']}); "
+            f"{int(jax.device_get(state.skipped))} skipped in total. The last good state was "
+            f"saved at step {int(jax.device_get(state.step))} in {ckpt.directory}. Lower the "
+            "learning rate, check the data, or raise config.max_bad_steps.")
+
+    with _Preemption() as preemption:
+        try:
+            while step < stop_at:
+                state, dev_metrics = compiled(state, batch)
+                step += 1
+                if pending is not None:   # read the previous step while this one runs
+                    m = handle(*pending)
+                    if m["bad_streak"] >= config.max_bad_steps:
+                        bad_stop(m, pending[0])
+                pending = (step, dev_metrics)
+                eval_metrics = {}
+                if config.log.eval_every_steps and step % config.log.eval_every_steps == 0:
+                    eval_metrics = run_eval(step)
+                if ckpt.should_save(step) and step < stop_at:
+                    ckpt.save(state, data.get_state(), eval_metrics or None)
+                if preemption.requested():
+                    preempted = True
+                    say(f"\nSIGTERM at step {step}: saving a checkpoint and exiting.")
+                    break
+                if step < stop_at:
+                    batch = sh.to_global(next(data), batch_sh, config.batch_size)
+            if pending is not None:
+                m = handle(*pending)
+                if m["bad_streak"] >= config.max_bad_steps:
+                    bad_stop(m, pending[0])
+        finally:
+            progress.close()
+    train_s = time.perf_counter() - train_time_start
+
+    final_eval = {} if preempted else run_eval(step)
+    ckpt.save(state, data.get_state(), final_eval or None, wait=True)
+    ckpt.close()
+    if hasattr(data, "close"):
+        data.close()
+
+    summary = {"step": step, "preempted": preempted, "compile_time_s": compile_s,
+               "train_time_s": train_s, "total_time_s": time.perf_counter() - t_start,
+               "first_loss": history[0][1] if history else None,
+               "last_loss": history[-1][1] if history else None,
+               "tokens_per_s": last_metrics.get("tokens_per_s"),
+               "mfu": last_metrics.get("mfu"), **final_eval}
+    if lead and not preempted:
+        if config.log.plot:
+            png = observe.plot_losses(workdir)
+            if png:
+                say(f"loss curve: {png}")
+        if step >= total:
+            text = task.finish(state.params, workdir)
+            if text:
+                say("fill-mask predictions:\n" + text)
+                writer.text("fill_mask", text, step)
+    writer.close()
+    if lead:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    say(f"done: step {step}, loss {summary['first_loss']} -> {summary['last_loss']}, "
+        f"{(summary['tokens_per_s'] or 0):,.0f} tokens/s, {summary['total_time_s']:.0f} s")
+    return summary

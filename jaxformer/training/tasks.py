@@ -1,0 +1,281 @@
+"""Tasks: what a recipe plugs into the training loop.
+
+A task owns its model, its loss and its data; the loop owns everything else (sharding,
+steps, checkpoints, logging). `config.task` names a task in `TASKS` or any importable
+`"package.module:Class"`, so a recipe adds a task without touching this file.
+
+Interface (see `Task`): `init_params(rng)` (boxed, with logical axis names),
+`normalizers(batch)`, `loss_fn(params, batch, rng, norms, deterministic)`,
+`train_iterator(...)` (with `get_state()` / `set_state()`), `eval_batches(...)`,
+`flops_per_token()`, and `finish(params, workdir)` for an end-of-run demo.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.objectives import losses
+
+
+class Task:
+    """Base class. Subclasses set `self.model` and override the data and loss methods."""
+
+    model: Any
+    seq_len: int
+
+    def __init__(self, config, workdir: str):
+        self.config, self.workdir = config, workdir
+
+    # -- model ---------------------------------------------------------------------------
+    def init_inputs(self) -> dict:
+        """Small dummy inputs for `model.init` (shapes only matter)."""
+        return {"input_ids": jnp.zeros((1, self.seq_len), jnp.int32)}
+
+    def init_params(self, rng):
+        """Boxed params (nn.Partitioned leaves carrying logical axis names)."""
+        p, d = jax.random.split(rng)
+        return self.model.init({"params": p, "dropout": d}, **self.init_inputs())["params"]
+
+    # -- loss ----------------------------------------------------------------------------
+    def normalizers(self, batch) -> dict:
+        """Whole-batch denominators, computed before the batch is split into micro-batches."""
+        return {}
+
+    def loss_fn(self, params, batch, rng, norms, deterministic: bool = False):
+        """-> (scalar loss, metrics dict of scalars normalised like the loss)."""
+        raise NotImplementedError
+
+    # -- data ----------------------------------------------------------------------------
+    def train_iterator(self, batch_size: int, process_index: int, process_count: int):
+        """This process's rows of each global batch (numpy dicts), forever, with
+        `get_state()` / `set_state()` for checkpoints."""
+        raise NotImplementedError
+
+    def eval_batches(self, batch_size: int, process_index: int,
+                     process_count: int) -> Optional[Iterable[dict]]:
+        return None
+
+    # -- reporting -----------------------------------------------------------------------
+    def tokens_per_example(self) -> int:
+        return self.seq_len
+
+    def flops_per_token(self, params) -> float:
+        return 0.0
+
+    def finish(self, params, workdir: str) -> str:
+        """Runs at the end on process 0; returns text to print (e.g. predictions)."""
+        return ""
+
+
+# ---------------------------------------------------------------------------------------
+class _IdTokenizer:
+    """Just enough of a tokenizer for synthetic data: specials 0..4 like ours (pad unk cls sep
+    mask), every other id a whole word."""
+
+    pad_id, unk_id, cls_id, sep_id, mask_id = 0, 1, 2, 3, 4
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.special_ids = np.arange(5, dtype=np.int32)
+
+    def word_starts(self, ids):
+        return np.ones(np.shape(ids), bool)
+
+
+def synthetic_instances(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[dict]:
+    """Learnable token sequences: [CLS] a, a+d, a+2d, ... (mod the non-special vocab) [SEP];
+    a masked token is predictable from its neighbours."""
+    rng = np.random.default_rng(seed)
+    k = vocab_size - 5
+    out = []
+    for _ in range(n):
+        a, d = rng.integers(0, k), rng.integers(1, 4)
+        body = (a + d * np.arange(seq_len - 2)) % k + 5
+        ids = np.concatenate([[2], body, [3]]).astype(np.int32)
+        out.append({"input_ids": ids, "token_type_ids": np.zeros(seq_len, np.int32)})
+    return out
+
+
+class PretrainTask(Task):
+    """BERT-family pretraining: MLM, plus NSP/SOP when `data.objective` is nsp/sop.
+
+    Data: `data.source` = "default_corpus" (the embedded corpus; a tokenizer of
+    `model.vocab_size` is trained once and saved in the workdir), "text:GLOB" (local files),
+    or "synthetic" (generated sequences, no tokenizer: for tests). Examples come from
+    `jaxformer.data.pretraining` with dynamic or static masking and are fed by
+    `jaxformer.data.feeding.DataIterator`.
+    """
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        d = config.data
+        self.seq_len = d.seq_len
+        self.objective = d.objective
+        model_cfg = dict(config.model)
+        head = "pretraining" if self.objective in ("nsp", "sop") else "mlm"
+        if model_cfg.get("head") not in (None, head):
+            raise ValueError(f"data.objective={self.objective!r} needs model.head={head!r}, "
+                             f"got {model_cfg.get('head')!r}.")
+        model_cfg["head"] = head
+        self.model_cfg = EncoderConfig.from_dict(model_cfg)
+        self.model = EncoderModel(self.model_cfg)
+        self._tokenizer = None
+        self._instances = None
+
+    # -- data ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load_data()
+        return self._tokenizer
+
+    def _documents(self):
+        from jaxformer.data import default_corpus, read_text_files
+        src = self.config.data.source
+        if src == "default_corpus":
+            return list(default_corpus())
+        if src.startswith("text:"):
+            return list(read_text_files(src[len("text:"):]))
+        raise ValueError(f"unknown data.source {src!r}; use 'default_corpus', 'text:GLOB' "
+                         "or 'synthetic'.")
+
+    def _pretraining_config(self):
+        from jaxformer.data import MaskingConfig, PretrainingConfig
+        d = self.config.data
+        return PretrainingConfig(
+            max_seq_len=d.seq_len, objective=d.objective, short_seq_prob=d.short_seq_prob,
+            dupe_factor=d.dupe_factor,
+            masking=MaskingConfig(mlm_probability=d.mlm_probability,
+                                  max_predictions=d.max_predictions, whole_word=d.whole_word))
+
+    def _load_data(self):
+        from jaxformer.data import create_instances, load_tokenizer, train_tokenizer
+        d, v = self.config.data, self.model_cfg.vocab_size
+        if d.source == "synthetic":
+            if self.objective != "none":
+                raise ValueError("data.source='synthetic' supports objective='none' only.")
+            self._tokenizer = _IdTokenizer(v)
+            self._instances = synthetic_instances(d.synthetic_examples, d.seq_len, v, seed=1)
+            self._eval_instances = synthetic_instances(64, d.seq_len, v, seed=2)
+            return
+        docs = self._documents()
+        n_eval = max(1, int(len(docs) * d.eval_fraction))
+        train_docs, eval_docs = docs[:-n_eval], docs[-n_eval:]
+        tok_dir = os.path.join(self.workdir, "tokenizer")
+        if os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+            tok = load_tokenizer(tok_dir)
+        else:
+            tok = train_tokenizer(train_docs, d.tokenizer_family, vocab_size=v)
+            if jax.process_index() == 0:
+                tok.save(tok_dir)
+        if tok.vocab_size > v:
+            raise ValueError(f"the tokenizer has {tok.vocab_size} ids but model.vocab_size={v}.")
+        self._tokenizer = tok
+        pcfg = self._pretraining_config()
+        self._instances, self.data_stats = create_instances(train_docs, tok, pcfg, seed=d.seed)
+        self._eval_instances, _ = create_instances(eval_docs, tok, pcfg, seed=d.seed + 1)
+
+    def _dataset(self, instances, masking, seed, epochs, batch_size, pi, pc):
+        from jaxformer.data import batch_dataset, pretraining_dataset, shard_for_process
+        ds = pretraining_dataset(instances, self.tokenizer, self._pretraining_config(),
+                                 masking=masking, seed=seed, num_epochs=epochs)
+        keys = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids",
+                "mlm_weights") + (("pair_label",) if self.objective != "none" else ())
+        ds = ds.map(lambda x: {k: np.asarray(x[k]) for k in keys})
+        return batch_dataset(shard_for_process(ds, pi, pc), batch_size // pc)
+
+    def train_iterator(self, batch_size, process_index, process_count):
+        from jaxformer.data import DataIterator
+        d = self.config.data
+        self.tokenizer  # noqa: B018  (builds the data)
+        ds = self._dataset(self._instances, d.masking, d.seed, None, batch_size,
+                           process_index, process_count)
+        return DataIterator(ds, prefetch=d.prefetch)
+
+    def eval_batches(self, batch_size, process_index, process_count):
+        self.tokenizer  # noqa: B018
+        ds = self._dataset(self._eval_instances, "static", 1234, 1, batch_size,
+                           process_index, process_count)
+        return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
+
+    # -- loss ----------------------------------------------------------------------------
+    def normalizers(self, batch):
+        norms = {"mlm": jnp.maximum(batch["mlm_weights"].astype(jnp.float32).sum(), 1.0)}
+        if self.objective != "none":
+            norms["pair"] = jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
+        return norms
+
+    def loss_fn(self, params, batch, rng, norms, deterministic=False):
+        out = self.model.apply(
+            {"params": params}, batch["input_ids"], attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"], mlm_positions=batch["mlm_positions"],
+            deterministic=deterministic, rngs={"dropout": rng})
+        loss, m = losses.weighted_cross_entropy(
+            out.mlm_logits, batch["mlm_ids"], batch["mlm_weights"],
+            label_smoothing=self.config.data.label_smoothing, normalizer=norms["mlm"])
+        metrics = {"mlm_loss": m["loss"], "mlm_accuracy": m["accuracy"]}
+        if self.objective != "none":
+            pl, pm = losses.weighted_cross_entropy(out.pair_logits, batch["pair_label"],
+                                                   normalizer=norms["pair"])
+            loss = loss + pl
+            metrics.update(pair_loss=pm["loss"], pair_accuracy=pm["accuracy"])
+        return loss, metrics
+
+    # -- reporting -----------------------------------------------------------------------
+    def flops_per_token(self, params) -> float:
+        """Training FLOPs per token: 6 x (matmul params, excluding embedding lookups) plus
+        attention scores (12 L T H) plus the MLM decoder at the predicted positions."""
+        c = self.model_cfg
+        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["encoder"]))
+        n -= (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.emb_size
+        frac = self.config.data.max_predictions / self.seq_len
+        return 6.0 * n + 12.0 * c.num_layers * self.seq_len * c.hidden_size + \
+            6.0 * c.vocab_size * c.emb_size * frac
+
+    def finish(self, params, workdir):
+        sentences = list(self.config.get("demo_sentences", ()))
+        if not sentences or self.config.data.source == "synthetic":
+            return ""
+        return fill_mask_report(self.model, params, self.tokenizer, sentences)
+
+
+def fill_mask_report(model, params, tokenizer, sentences, top_k: int = 5) -> str:
+    """Top-k predictions with probabilities for each [MASK] in each sentence."""
+    lines = []
+    mask_tok = tokenizer.specials.mask
+    for s in sentences:
+        enc = tokenizer.encode(s.replace("[MASK]", mask_tok))
+        ids = np.asarray(enc.ids, np.int32)[None]
+        pos = np.flatnonzero(ids[0] == tokenizer.mask_id)
+        if not len(pos):
+            lines.append(f"{s}\n  (no {mask_tok} token)")
+            continue
+        out = model.apply({"params": params}, ids, mlm_positions=pos[None].astype(np.int32))
+        probs = np.asarray(jax.nn.softmax(out.mlm_logits[0].astype(jnp.float32), -1))
+        lines.append(s)
+        for j, p in enumerate(probs):
+            top = np.argsort(-p)[:top_k]
+            preds = ", ".join(f"{tokenizer.id_to_token(int(t))!r} {p[t]:.3f}" for t in top)
+            lines.append(f"  mask {j + 1}: {preds}")
+    return "\n".join(lines)
+
+
+TASKS = {"pretrain": PretrainTask, "mlm": PretrainTask}
+
+
+def get_task(config, workdir: str) -> Task:
+    """The task named by `config.task`: a key of TASKS or "package.module:Class"."""
+    name = config.task
+    if name in TASKS:
+        return TASKS[name](config, workdir)
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        return getattr(importlib.import_module(module), attr)(config, workdir)
+    raise ValueError(f"unknown task {name!r}; use one of {sorted(TASKS)} or 'module:Class'.")
