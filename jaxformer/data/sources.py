@@ -23,20 +23,8 @@ from typing import Sequence
 __all__ = ["Documents", "tfds_source", "tfds_texts", "read_text_files", "read_jsonl",
            "split_sentences"]
 
-# Builders whose module tfds does not import without TensorFlow; imported on demand.
-_TFDS_MODULES = {
-    "glue": "tensorflow_datasets.text.glue",
-    "wmt14_translate": "tensorflow_datasets.translate.wmt14",
-    "wmt15_translate": "tensorflow_datasets.translate.wmt15",
-    "wmt16_translate": "tensorflow_datasets.translate.wmt16",
-    "wmt17_translate": "tensorflow_datasets.translate.wmt17",
-    "wmt18_translate": "tensorflow_datasets.translate.wmt18",
-    "wmt19_translate": "tensorflow_datasets.translate.wmt19",
-    "wmt_t2t_translate": "tensorflow_datasets.translate.wmt_t2t",
-    "squad": "tensorflow_datasets.question_answering.squad",
-    "conll2003": "tensorflow_datasets.text.conll2003",
-    "super_glue": "tensorflow_datasets.text.super_glue",
-}
+# Builder packages tfds does not import without TensorFlow; imported when a name is unknown.
+_TFDS_PACKAGES = ("text", "translate", "question_answering", "summarization", "structured")
 
 
 class Documents(list):
@@ -47,32 +35,41 @@ class Documents(list):
     self.skipped = collections.Counter(skipped or {})
 
 
-def _import_builder(name: str) -> None:
-  family = name.split("/")[0].split(":")[0]
-  module = _TFDS_MODULES.get(family)
-  if module is not None:
-    importlib.import_module(module)
+def _import_builder_packages() -> None:
+  for package in _TFDS_PACKAGES:
+    try:
+      importlib.import_module(f"tensorflow_datasets.{package}")
+    except Exception:   # a package whose builders need an absent optional dependency
+      pass
 
 
-def tfds_source(name: str, split: str = "train", data_dir: str | None = None):
+def tfds_source(name: str, split: str = "train", data_dir: str | None = None, *,
+                download: bool = False):
   """A random-access tfds data source (`len`, `[i]` -> dict of numpy / str).
 
   `name` is "dataset[/config][:version]". Raises ValueError naming the dataset if tfds does
-  not know it, and FileNotFoundError if it is known but not prepared in `data_dir`.
+  not know it, and FileNotFoundError if it is known but not prepared (in the ArrayRecord
+  format) in `data_dir`. download=True lets tfds download and prepare it (needs TF).
   """
   import tensorflow_datasets as tfds  # heavy-ish import; only when a tfds source is used.
-  _import_builder(name)
+  not_found = tfds.core.registered.DatasetNotFoundError
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
+    try:
+      return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    except not_found:
+      _import_builder_packages()                      # then try once more
+      return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+  except not_found as e:
     lines = str(e).splitlines()
     hint = " ".join(l for l in lines if l.startswith("Did you mean"))
     raise ValueError(f"tfds does not know the dataset {name!r} (check the spelling and the "
                      f"config after '/'): {lines[0]} {hint}".strip()) from e
-  except (FileNotFoundError, AssertionError) as e:
+  except ValueError as e:   # e.g. an unknown config: tfds's message lists close matches
+    raise ValueError(f"tfds cannot open the dataset {name!r}: {e}") from e
+  except (FileNotFoundError, AssertionError, NotImplementedError) as e:
     raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is not prepared in "
                             f"data_dir={data_dir!r}; prepare it once with TensorFlow "
-                            f"installed (`tfds build {name}`): {e}") from e
+                            f"installed (`tfds build --file_format=array_record {name}`): {e}") from e
 
 
 def _text(x) -> str:
