@@ -44,7 +44,10 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
                     g("activation_dropout"))
     eos = g("eos_token_id", 0)
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
-    shared = bool(g("share_encoder_decoder_embeddings", True))
+    # transformers 5 ties the encoder/decoder tables to `shared` only when the output is tied
+    # too; reading both tables separately is right under either reading of the flags.
+    shared = bool(g("share_encoder_decoder_embeddings", True)) and bool(
+        g("tie_word_embeddings", True))
     dec_vocab = g("decoder_vocab_size") or g("vocab_size")
     pad = g("pad_token_id")
     fields = dict(
@@ -125,8 +128,9 @@ def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConf
     h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
     params: dict = {}
     for ours, key in _embedding_keys(cfg).items():
-        alt = "model.encoder.embed_tokens.weight" if cfg.share_embeddings else None
-        k = key if key in state or alt is None else alt  # tied copies may be stored instead
+        # HF saves one of a group of tied tables; look for the others.
+        k = next((c for c in (key, "model.shared.weight", "model.encoder.embed_tokens.weight")
+                  if c in state), key)
         _set(params, (ours, "embedding"), a(k))
     for path, pre, kind in _layer_map(cfg):
         w, b = a(f"{pre}.weight"), a(f"{pre}.bias")  # torch Linear: weight [out, in]
@@ -152,15 +156,22 @@ def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConf
 
 
 def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> dict[str, np.ndarray]:
-    """Our `params` tree -> HF state dict of float32 numpy arrays (tied copies left out, as
-    HF saves them; positions left out, HF recomputes them)."""
+    """Our `params` tree -> HF state dict of float32 numpy arrays (positions left out: HF
+    recomputes them)."""
     import flax.linen as nn
     params = nn.unbox(params)
     g = lambda path: np.asarray(_walk(params, path), np.float32)  # noqa: E731
     h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
-    state: dict[str, np.ndarray] = {}
-    for ours, key in _embedding_keys(cfg).items():
-        state[key] = g((ours, "embedding"))
+    # Every table is written under every name that uses it, so any tying HF applies on load
+    # finds the same values.
+    src = g(("shared_embedding" if cfg.share_embeddings else "source_embedding", "embedding"))
+    tgt = g(("shared_embedding" if cfg.share_embeddings else "target_embedding", "embedding"))
+    state: dict[str, np.ndarray] = {"model.encoder.embed_tokens.weight": src,
+                                    "model.decoder.embed_tokens.weight": tgt}
+    if cfg.share_embeddings:
+        state["model.shared.weight"] = src
+    if cfg.tie_output:
+        state["lm_head.weight"] = tgt
     for path, pre, kind in _layer_map(cfg):
         if kind == "norm":
             w, b = g(path + ("scale",)), g(path + ("bias",))

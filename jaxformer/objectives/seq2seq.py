@@ -1,0 +1,84 @@
+"""Sequence-to-sequence objective: teacher forcing and label-smoothed token cross-entropy.
+
+Pure functions. A batch is a dict of `[batch, length]` int arrays:
+  input_ids, attention_mask (source, 1 = real token), labels (target ids ending in EOS,
+  padded), labels_mask (1 = real target token; weights the loss).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["shift_right", "smoothed_cross_entropy", "token_metrics", "seq2seq_loss",
+           "compute_loss"]
+
+
+def shift_right(labels, start_id: int, pad_id: Optional[int] = None):
+    """Decoder inputs for teacher forcing: `[start, y_0, ..., y_{n-2}]` per row.
+
+    Negative label ids (ignored positions, e.g. -100) become `pad_id` (default: start_id).
+    """
+    pad_id = start_id if pad_id is None else pad_id
+    shifted = jnp.concatenate([jnp.full_like(labels[:, :1], start_id), labels[:, :-1]], axis=1)
+    return jnp.where(shifted < 0, pad_id, shifted)
+
+
+def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.1):
+    """Per-token cross-entropy [batch, length] against the label-smoothed target.
+
+    The target puts 1 - eps on the label and eps / (V - 1) on every other token; the
+    target's own entropy is subtracted so a perfect prediction of it scores 0.
+    """
+    vocab = logits.shape[-1]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)   # [b, t, V]
+    conf = 1.0 - label_smoothing
+    low = label_smoothing / (vocab - 1)
+    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    if label_smoothing == 0.0:
+        return nll
+    # sum_v q_v (-log p_v) with q = low everywhere except conf at the label.
+    loss = conf * nll - low * (jnp.sum(logp, axis=-1) + nll)
+    xlogx = lambda p: p * jnp.log(p) if p > 0 else 0.0  # noqa: E731
+    const = -(xlogx(conf) + (vocab - 1) * xlogx(low))
+    return loss - const
+
+
+def token_metrics(logits, labels, weights, label_smoothing: float = 0.1) -> dict:
+    """Sums over real tokens: smoothed loss, NLL, correct argmax, token count (scalars)."""
+    w = weights.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    return {
+        "loss_sum": jnp.sum(smoothed_cross_entropy(logits, labels, label_smoothing) * w),
+        "nll_sum": jnp.sum(nll * w),
+        "correct": jnp.sum((jnp.argmax(logits, axis=-1) == labels) * w),
+        "num_tokens": jnp.sum(w),
+    }
+
+
+def seq2seq_loss(logits, labels, weights, label_smoothing: float = 0.1):
+    """(loss, metrics): loss is the smoothed cross-entropy per real token; metrics add
+    accuracy and perplexity (exp of the unsmoothed NLL) per real token, and the sums."""
+    m = token_metrics(logits, labels, weights, label_smoothing)
+    n = jnp.maximum(m["num_tokens"], 1.0)
+    loss = m["loss_sum"] / n
+    return loss, {**m, "loss": loss, "nll": m["nll_sum"] / n, "accuracy": m["correct"] / n,
+                  "perplexity": jnp.exp(m["nll_sum"] / n)}
+
+
+def compute_loss(model, params, batch: dict, *, rng=None, deterministic: bool = True,
+                 label_smoothing: float = 0.1):
+    """Teacher-forced forward pass + `seq2seq_loss` for a batch dict (see module doc).
+
+    `rng` is the dropout key (needed when `deterministic=False`).
+    """
+    cfg = model.cfg
+    dec_in = shift_right(batch["labels"], cfg.decoder_start_token_id, cfg.pad_token_id)
+    out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], dec_in,
+                      deterministic=deterministic,
+                      rngs=None if deterministic else {"dropout": rng})
+    return seq2seq_loss(out.logits, batch["labels"], batch["labels_mask"], label_smoothing)
+
