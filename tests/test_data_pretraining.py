@@ -237,3 +237,47 @@ def test_bad_inputs_are_clear(real):
   _, stats = create_instances(docs[:30] + ["a single run-on sentence without an end"], tok,
                               PretrainingConfig(objective="sop"))
   assert stats["documents without a sentence boundary"] >= 1
+
+
+def test_packed_and_unpacked_batches_give_the_same_per_example_loss(real):
+  import jax
+  import jax.numpy as jnp
+  from jaxformer.models import EncoderModel, bert_config
+  docs, tok = real
+  cfg = PretrainingConfig(max_seq_len=64, objective="none", short_seq_prob=0.6)
+  insts, _ = create_instances(docs[:15], tok, cfg, seed=0)
+  insts = insts[:24]
+  plain = pretraining_dataset(insts, tok, cfg, masking="static", seed=0)
+  packed = pretraining_dataset(insts, tok, cfg, masking="static", seed=0, pack=True)
+  assert len(packed) < len(plain)
+  stack = lambda ds: {k: np.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
+  u, p = stack(plain), stack(packed)
+  model = EncoderModel(bert_config("tiny", vocab_size=tok.vocab_size, head="mlm",
+                                   max_position_embeddings=64))
+  params = model.init(jax.random.key(0), jnp.asarray(u["input_ids"][:1]))["params"]
+
+  def token_losses(batch, **extra):
+    out = model.apply({"params": params}, jnp.asarray(batch["input_ids"]),
+                      attention_mask=jnp.asarray(batch["attention_mask"]),
+                      token_type_ids=jnp.asarray(batch["token_type_ids"]),
+                      mlm_positions=jnp.asarray(batch["mlm_positions"]), **extra)
+    logp = jax.nn.log_softmax(out.mlm_logits.astype(jnp.float32))
+    return -np.asarray(jnp.take_along_axis(logp, jnp.asarray(batch["mlm_ids"])[..., None],
+                                           -1)[..., 0])
+  lu = token_losses(u)
+  lp = token_losses(p, segment_ids=jnp.asarray(p["segment_ids"]),
+                    position_ids=jnp.asarray(p["position_ids"]))
+  want = {}
+  for i in range(len(u["input_ids"])):
+    n, w = u["attention_mask"][i].sum(), u["mlm_weights"][i]
+    want[u["input_ids"][i][:n].tobytes()] = (lu[i] * w).sum() / w.sum()
+  compared = 0
+  for r in range(len(p["input_ids"])):
+    seg = p["segment_ids"][r]
+    pred_seg = seg[p["mlm_positions"][r]] * (p["mlm_weights"][r] > 0)
+    for s in range(1, seg.max() + 1):
+      key = p["input_ids"][r][seg == s].tobytes()
+      got = lp[r][pred_seg == s].mean()
+      np.testing.assert_allclose(got, want.pop(key), rtol=2e-5)
+      compared += 1
+  assert compared == len(insts) and not want
