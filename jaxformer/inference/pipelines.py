@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.data.tokenizers import Tokenizer, load_tokenizer
-from jaxformer.inference.buckets import BucketedFn
+from jaxformer.inference.buckets import BucketedFn, batch_buckets, bucket_for, length_buckets
 from jaxformer.models import heads as heads_lib
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import ConfigError, EncoderConfig
@@ -757,31 +757,27 @@ class Embed(_EncoderPipeline):
 class Translate:
     """Translation with an encoder-decoder checkpoint (jaxformer Transformer or HF Marian).
 
-    `__call__(texts, beam=4, max_length=None, length_penalty=...)` -> translated strings.
-    Sources are padded to length buckets and batched; decoding is
-    `jaxformer.inference.decoding.generate`.
+    `__call__(texts, beam=4, max_length=64, **generate_kw)` -> translated string(s). Sources
+    end with the source tokenizer's separator as EOS (as `data.finetuning.encode_translation`
+    builds them), are sorted by length, batched and padded to length / batch buckets, then
+    decoded by `jaxformer.inference.decoding.generate` (which compiles per bucket shape);
+    the output stops at the model's EOS.
     """
 
     task = "translate"
 
-    def __init__(self, model: Union[str, LoadedModel], *, batch_size: int = 16,
-                 max_length: Optional[int] = None):
+    def __init__(self, model: Union[str, LoadedModel], *, batch_size: int = 16):
         self.loaded = load_model(model) if isinstance(model, str) else model
         _check_kind(self.loaded, self.task, None)
         self.model, self.cfg = self.loaded.model, self.loaded.config
         self.source, self.target = self.loaded.tokenizer, self.loaded.target_tokenizer
-        self.max_length = max_length or getattr(self.cfg, "max_len", 256)
+        self.max_length = self.cfg.max_len
         self.batch_size = batch_size
-        from jaxformer.inference.buckets import batch_buckets, length_buckets
         self.lengths = length_buckets(self.max_length)
         self.batches = batch_buckets(batch_size)
 
-    def __call__(self, texts, beam: int = 4, max_length: Optional[int] = None, **generate_kw):
-        try:
-            from jaxformer.inference.decoding import generate
-        except ImportError as e:
-            raise PipelineError(f"translate needs jaxformer.inference.decoding.generate ({e}).")
-        from jaxformer.inference.buckets import bucket_for
+    def __call__(self, texts, beam: int = 4, max_length: int = 64, **generate_kw):
+        from jaxformer.inference.decoding import generate
         texts, single = _as_list(texts)
         for t in texts:
             if not isinstance(t, str) or not t.strip():
@@ -790,6 +786,7 @@ class Translate:
                 for ids in self.source.tokenize_ids(texts)]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out: list = [None] * len(rows)
+        eos = self.cfg.eos_token_id
         for c in range(0, len(order), self.batch_size):
             idx = order[c:c + self.batch_size]
             length = bucket_for(max(len(rows[i]) for i in idx), self.lengths)
@@ -800,13 +797,13 @@ class Translate:
                 ids[j, :len(rows[i])], mask[j, :len(rows[i])] = rows[i], 1
             mask[len(idx):, 0] = 1
             gen = generate(self.model, self.loaded.params, ids, mask,
-                           max_length=max_length or self.max_length, num_beams=beam,
+                           max_length=min(max_length, self.cfg.max_len), num_beams=beam,
                            **generate_kw)
-            gen = np.asarray(jax.device_get(getattr(gen, "sequences", gen)))
-            if gen.ndim == 3:  # [batch, beams, length]: the best beam first
-                gen = gen[:, 0]
+            seqs = np.asarray(jax.device_get(gen.sequences))
             for j, i in enumerate(idx):
-                out[i] = self.target.decode(gen[j], skip_special_tokens=True)
+                toks = seqs[j].tolist()
+                toks = toks[:toks.index(eos)] if eos in toks else toks
+                out[i] = self.target.decode(toks, skip_special_tokens=True)
         return out[0] if single else out
 
 
