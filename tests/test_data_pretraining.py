@@ -148,18 +148,20 @@ def test_dynamic_masks_change_per_epoch_static_repeat(real, pack):
   for masking in ("static", "dynamic"):
     ds = pretraining_dataset(insts, tok, cfg, masking=masking, seed=3, num_epochs=2, pack=pack)
     n = len(ds) // 2
-    epochs = [{_original(ds[e * n + i]).tobytes(): ds[e * n + i]["mlm_positions"].tobytes()
-               for i in range(n)} for e in range(2)]
+    items = [ds[i] for i in range(2 * n)]
+    epochs = [{_original(x).tobytes(): x["mlm_positions"].tobytes() for x in
+               items[e * n:(e + 1) * n]} for e in range(2)]
     assert epochs[0].keys() == epochs[1].keys()          # the same rows, reshuffled
     same = np.mean([epochs[0][k] == epochs[1][k] for k in epochs[0]])
     assert same == 1.0 if masking == "static" else same < 0.2
-    order = [_original(ds[i]).tobytes() for i in range(2 * n)]
+    order = [_original(x).tobytes() for x in items]
     assert order[:n] != order[n:]                        # each epoch reshuffles
     again = pretraining_dataset(insts, tok, cfg, masking=masking, seed=3, num_epochs=2,
                                 pack=pack)
     for i in range(0, 2 * n, 7):
-      for k in ds[i]:
-        np.testing.assert_array_equal(ds[i][k], again[i][k])
+      other = again[i]
+      for k in items[i]:
+        np.testing.assert_array_equal(items[i][k], other[k])
 
 
 def test_dupe_factor_makes_differently_segmented_copies(real):
@@ -256,17 +258,20 @@ def test_packed_and_unpacked_batches_give_the_same_per_example_loss(real):
                                    max_position_embeddings=64))
   params = model.init(jax.random.key(0), jnp.asarray(u["input_ids"][:1]))["params"]
 
-  def token_losses(batch, **extra):
-    out = model.apply({"params": params}, jnp.asarray(batch["input_ids"]),
-                      attention_mask=jnp.asarray(batch["attention_mask"]),
-                      token_type_ids=jnp.asarray(batch["token_type_ids"]),
-                      mlm_positions=jnp.asarray(batch["mlm_positions"]), **extra)
+  @jax.jit
+  def losses(batch, extra):
+    out = model.apply({"params": params}, batch["input_ids"],
+                      attention_mask=batch["attention_mask"],
+                      token_type_ids=batch["token_type_ids"],
+                      mlm_positions=batch["mlm_positions"], **extra)
     logp = jax.nn.log_softmax(out.mlm_logits.astype(jnp.float32))
-    return -np.asarray(jnp.take_along_axis(logp, jnp.asarray(batch["mlm_ids"])[..., None],
-                                           -1)[..., 0])
+    return -jnp.take_along_axis(logp, batch["mlm_ids"][..., None], -1)[..., 0]
+
+  def token_losses(batch, **extra):
+    keys = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids")
+    return np.asarray(losses({k: batch[k] for k in keys}, extra))
   lu = token_losses(u)
-  lp = token_losses(p, segment_ids=jnp.asarray(p["segment_ids"]),
-                    position_ids=jnp.asarray(p["position_ids"]))
+  lp = token_losses(p, segment_ids=p["segment_ids"], position_ids=p["position_ids"])
   want = {}
   for i in range(len(u["input_ids"])):
     n, w = u["attention_mask"][i].sum(), u["mlm_weights"][i]
