@@ -31,10 +31,12 @@ class GenerateOutput:
     """sequences: [batch, max_length] int32; scores: [batch] float32 (greedy and sampling:
     the summed log-probabilities of the tokens up to and including EOS; beam search: that sum
     divided by the length penalty). Beam search also returns all beams, best first:
-    beam_sequences [batch, num_beams, max_length], beam_scores [batch, num_beams]."""
+    beam_sequences [batch, num_beams, max_length], beam_scores [batch, num_beams].
+    steps: the number of decoder steps run (< max_length when every sequence ended early)."""
 
     sequences: jnp.ndarray
     scores: jnp.ndarray
+    steps: jnp.ndarray
     beam_sequences: Optional[jnp.ndarray] = None
     beam_scores: Optional[jnp.ndarray] = None
 
@@ -144,8 +146,8 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
 
     state = (jnp.array(0, jnp.int32), jnp.full((b, opts.max_length), opts.pad, jnp.int32),
              jnp.zeros((b,), bool), jnp.zeros((b,), jnp.float32), init_cache())
-    _, seqs, _, scores, _ = _peeled_loop(body, cond, state)
-    return GenerateOutput(sequences=seqs, scores=scores)
+    steps, seqs, _, scores, _ = _peeled_loop(body, cond, state)
+    return GenerateOutput(sequences=seqs, scores=scores, steps=steps)
 
 
 # -- beam search ---------------------------------------------------------------------------------
@@ -201,9 +203,9 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     logp0 = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1))
     state = (jnp.array(0, jnp.int32), jnp.full((b, k, L), opts.pad, jnp.int32), logp0,
              jnp.zeros((b, k), bool), jnp.full((b, k), NEG_INF, jnp.float32), init_cache())
-    _, seqs, _, _, final, _ = _peeled_loop(body, cond, state)
-    return GenerateOutput(sequences=seqs[:, 0], scores=final[:, 0], beam_sequences=seqs,
-                          beam_scores=final)
+    steps, seqs, _, _, final, _ = _peeled_loop(body, cond, state)
+    return GenerateOutput(sequences=seqs[:, 0], scores=final[:, 0], steps=steps,
+                          beam_sequences=seqs, beam_scores=final)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
