@@ -13,9 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import jax  # noqa: E402
+import jax
 
-import jaxformer  # noqa: E402
+import jaxformer
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()

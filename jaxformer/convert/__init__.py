@@ -1,11 +1,25 @@
 """HuggingFace interop: `from_pretrained` / `save_pretrained` and the pure mappings under them."""
 
-from jaxformer.convert.hf_config import (encoder_config_from_hf, hf_config_from_encoder_config,
-                                         supported_architectures)
-from jaxformer.convert.hf_params import (MissingWeightError, hf_state_dict_from_params,
-                                         params_from_hf_state_dict)
+from jaxformer.convert.hf_config import (
+    encoder_config_from_hf,
+    hf_config_from_encoder_config,
+    supported_architectures,
+)
+from jaxformer.convert.hf_params import (
+    MissingWeightError,
+    hf_state_dict_from_params,
+    params_from_hf_state_dict,
+)
 from jaxformer.convert.huggingface import from_pretrained, load_hf_state_dict, save_pretrained
 
-__all__ = ["encoder_config_from_hf", "hf_config_from_encoder_config", "supported_architectures",
-           "MissingWeightError", "hf_state_dict_from_params", "params_from_hf_state_dict",
-           "from_pretrained", "load_hf_state_dict", "save_pretrained"]
+__all__ = [
+    "MissingWeightError",
+    "encoder_config_from_hf",
+    "from_pretrained",
+    "hf_config_from_encoder_config",
+    "hf_state_dict_from_params",
+    "load_hf_state_dict",
+    "params_from_hf_state_dict",
+    "save_pretrained",
+    "supported_architectures",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from jaxformer.models.configs import ConfigError, EncoderConfig
 
@@ -56,7 +56,7 @@ def supported_architectures() -> list[str]:
     return sorted(HEAD_OF_ARCHITECTURE)
 
 
-def hf_has_pooler(family: str, head: Optional[str]) -> bool:
+def hf_has_pooler(family: str, head: str | None) -> bool:
     """Whether HF's class for (family, head) builds the tanh pooler."""
     if family == "electra":
         return False
@@ -64,7 +64,7 @@ def hf_has_pooler(family: str, head: Optional[str]) -> bool:
         head == "sequence_classification" and family in ("bert", "albert"))
 
 
-def family_and_head(hf: dict[str, Any]) -> tuple[str, Optional[str]]:
+def family_and_head(hf: dict[str, Any]) -> tuple[str, str | None]:
     """(family, head) named by `model_type` and `architectures[0]`; clear error otherwise."""
     family = hf.get("model_type")
     if family not in ARCHITECTURES:
@@ -83,7 +83,7 @@ def family_and_head(hf: dict[str, Any]) -> tuple[str, Optional[str]]:
 def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     """An `EncoderConfig` (head included) from a HF `config.json` dict; `overrides` win."""
     family, head = family_and_head(hf)
-    get = lambda k: hf.get(k, _HF_DEFAULTS[family].get(k, _COMMON_DEFAULTS.get(k)))  # noqa: E731
+    get = lambda k: hf.get(k, _HF_DEFAULTS[family].get(k, _COMMON_DEFAULTS.get(k)))
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError(f"position_embedding_type={hf['position_embedding_type']!r} is not "
                           "supported; jaxformer has absolute learned positions only.")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxformer.convert.hf_config import (BASE_PREFIX, check_hf_compatible, hf_has_pooler,
-                                         hf_layout)
+from jaxformer.convert.hf_config import BASE_PREFIX, check_hf_compatible, hf_has_pooler, hf_layout
 from jaxformer.models.configs import EncoderConfig
 
 # kind -> {our leaf: HF leaf}
@@ -234,13 +234,25 @@ def _strip_prefix(state_dict: dict[str, Any], cfg: EncoderConfig) -> tuple[dict,
     if has_prefix == bool(want):
         return dict(state_dict), found if has_prefix else ""
     if has_prefix:  # task checkpoint loaded as a base model: drop the prefix
-        return {k[len(found):] if k.startswith(found) else k: v
+        return {k.removeprefix(found): v
                 for k, v in state_dict.items()}, found
     # bare base checkpoint loaded with a head: add the prefix to everything but head weights
     heads = {theirs.split(".")[0] for _, theirs, _ in _head_modules(cfg)} | {
         k.split(".")[0] for k in TIED[cfg.family]}
     return {k if k.split(".")[0] in heads else found + k: v
             for k, v in state_dict.items()}, ""
+
+
+def _rename_legacy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints converted from TF (e.g. the original bert-base-uncased .bin) name LayerNorm
+    params gamma/beta; transformers renames them on load, and so do we."""
+    def rename(k: str) -> str:
+        if k.endswith(".gamma"):
+            return k[: -len("gamma")] + "weight"
+        if k.endswith(".beta"):
+            return k[: -len("beta")] + "bias"
+        return k
+    return {rename(k): v for k, v in state_dict.items()}
 
 
 def _to_numpy(v) -> np.ndarray:
@@ -257,7 +269,7 @@ def convert_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig,
                           ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """The work behind `params_from_hf_state_dict`: returns (flat unscanned params, our
     paths left missing because `allow_missing(path)` allowed it, unused HF keys)."""
-    sd, file_prefix = _strip_prefix(state_dict, cfg)
+    sd, file_prefix = _strip_prefix(_rename_legacy(state_dict), cfg)
     shapes = param_shapes(cfg.replace(scan_layers=False, remat_policy="none"))
     dtype = jnp.dtype(cfg.param_dtype)
     flat, missing, used = {}, [], set()
@@ -272,7 +284,7 @@ def convert_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig,
                 f"HF weight {shown!r} is missing from the checkpoint (needed for jaxformer "
                 f"param {path!r} of shape {want}).")
         w = _to_numpy(sd[key])
-        hf_shape = jax.eval_shape(lambda x: _to_hf(kind, leaf, x),
+        hf_shape = jax.eval_shape(functools.partial(_to_hf, kind, leaf),
                                   jax.ShapeDtypeStruct(want, jnp.float32)).shape
         if w.shape != hf_shape:
             raise ValueError(f"HF weight {key!r} has shape {tuple(w.shape)}, expected "

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any
 
-import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from jaxformer.convert.hf_config import encoder_config_from_hf, hf_config_from_encoder_config
-from jaxformer.convert.hf_params import (convert_hf_state_dict, finish_params,
-                                         hf_state_dict_from_params)
+from jaxformer.convert.hf_params import (
+    convert_hf_state_dict,
+    finish_params,
+    hf_state_dict_from_params,
+    param_shapes,
+)
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import EncoderConfig
 
@@ -57,7 +60,7 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in load_file(file).items()}
 
 
-def from_pretrained(path: str, head: Optional[str] = None, dtype: str = "float32",
+def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
                     seed: int = 0, **overrides) -> tuple[EncoderModel, dict]:
     """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA directory -> `(model, params)`.
 
@@ -98,11 +101,20 @@ def from_pretrained(path: str, head: Optional[str] = None, dtype: str = "float32
 
 
 def _fresh_params(cfg: EncoderConfig, paths: list[str], seed: int) -> dict[str, np.ndarray]:
-    base = cfg.replace(scan_layers=False, remat_policy="none")
-    model = EncoderModel(base)
-    init = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])
-    flat = flatten_dict(nn.unbox(init(jax.random.key(seed))), sep="/")
-    return {p: np.asarray(flat[p]) for p in paths}
+    """The model's own init for the given params (kernels and tables N(0, initializer_range),
+    LayerNorm scales 1, biases 0), drawn with numpy: compiling `model.init` for a few head
+    weights would cost seconds."""
+    shapes = param_shapes(cfg.replace(scan_layers=False, remat_policy="none"))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in paths:
+        leaf = p.rsplit("/", 1)[-1]
+        if leaf in ("kernel", "embedding"):
+            x = rng.normal(0.0, cfg.initializer_range, shapes[p])
+        else:
+            x = np.full(shapes[p], 1.0 if leaf == "scale" else 0.0)
+        out[p] = x.astype(jnp.dtype(cfg.param_dtype))
+    return out
 
 
 def save_pretrained(model: EncoderModel, params, path: str) -> None:
