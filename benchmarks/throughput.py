@@ -56,14 +56,17 @@ def model_config(args):
     if family == "bert":
         head = "mlm" if args.mode == "train" else None
         # BertForMaskedLM has no pooler; the plain encoder (BertModel) has one.
-        cfg = bert_config(size, head=head, with_pooler=head is None, dtype=dtype,
+        drop = {} if args.dropout is None else dict(hidden_dropout=args.dropout,
+                                                     attention_dropout=args.dropout)
+        cfg = bert_config(size, head=head, with_pooler=head is None, dtype=dtype, **drop,
                           attention_kernel=args.attention, remat_policy=args.remat,
                           scan_layers=args.scan)
         return "bert", cfg
     if family == "transformer":
         from jaxformer.models.seq2seq_configs import transformer_config
         # Marian's shape: shared vocab, tied output, sinusoidal positions; swish as Marian.
-        cfg = transformer_config(size, vocab_size=args.vocab or 32000, dtype=dtype,
+        drop = {} if args.dropout is None else dict(dropout=args.dropout)
+        cfg = transformer_config(size, vocab_size=args.vocab or 32000, dtype=dtype, **drop,
                                  attention_kernel=args.attention, activation="swish",
                                  position_layout="halves", max_len=max(512, args.seq))
         return "transformer", cfg
@@ -99,6 +102,52 @@ def bert_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict:
     return {"input_ids": masked, "attention_mask": np.ones((batch, seq), np.int32),
             "token_type_ids": np.zeros((batch, seq), np.int32), "mlm_positions": pos,
             "mlm_ids": mlm_ids.astype(np.int32), "mlm_weights": w, "labels": labels}
+
+
+def variable_length_batches(cfg, batch: int, seq: int, lo: int, seed: int = 0):
+    """Examples of lengths uniform in [lo, seq], masked like `bert_batch`: (padded batch, a
+    row per example; packed batch, rows filled by `jaxformer.data.packing.Packer` from a
+    larger pool; padding fraction of each)."""
+    from jaxformer.data.packing import Packer
+    rng = np.random.default_rng(seed)
+    p = predictions_per_row(seq)
+    full = bert_batch(cfg, batch * 4, seq, seed)
+    lengths = rng.integers(lo, seq + 1, batch * 4)
+    examples = []
+    for r, n in enumerate(lengths):
+        ids = full["input_ids"][r, :n].copy()
+        ids[-1] = 3
+        k = min(p, max(1, round(0.15 * (n - 2))))
+        pos = np.sort(rng.choice(np.arange(1, n - 1), k, replace=False)).astype(np.int32)
+        examples.append({"input_ids": ids, "token_type_ids": np.zeros(n, np.int32),
+                         "mlm_positions": pos, "mlm_ids": ids[pos].copy(),
+                         "mlm_weights": np.ones(k, np.float32)})
+
+    def pad(ex):
+        n, k = len(ex["input_ids"]), len(ex["mlm_positions"])
+        z = lambda a, size, dt: np.concatenate([a, np.zeros(size - len(a), dt)])  # noqa: E731
+        return {"input_ids": z(ex["input_ids"], seq, np.int32),
+                "attention_mask": z(np.ones(n, np.int32), seq, np.int32),
+                "token_type_ids": np.zeros(seq, np.int32),
+                "mlm_positions": z(ex["mlm_positions"], p, np.int32),
+                "mlm_ids": z(ex["mlm_ids"], p, np.int32),
+                "mlm_weights": z(ex["mlm_weights"], p, np.float32)}
+    stack = lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
+    padded = stack([pad(e) for e in examples[:batch]])
+    packer = Packer(seq, 0, max_predictions=p)
+    plan = packer.plan([len(e["input_ids"]) for e in examples],
+                       [len(e["mlm_positions"]) for e in examples])[:batch]
+    packed = stack([packer([examples[i] for i in row]) for row in plan])
+    fill = lambda b: float(b["attention_mask"].mean())  # noqa: E731
+    return padded, packed, 1 - fill(padded), 1 - fill(packed)
+
+
+def _dense_labels(b: dict, seq: int) -> np.ndarray:
+    labels = np.full(b["input_ids"].shape, -100, np.int64)
+    for r in range(labels.shape[0]):
+        real = b["mlm_weights"][r] > 0
+        labels[r, b["mlm_positions"][r][real]] = b["mlm_ids"][r][real]
+    return labels
 
 
 def equal_work_batch(b: dict) -> dict:
@@ -182,7 +231,8 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
                           attention_mask=batch["attention_mask"],
                           token_type_ids=batch["token_type_ids"],
                           mlm_positions=batch["mlm_positions"], deterministic=deterministic,
-                          rngs={"dropout": rng})
+                          segment_ids=batch.get("segment_ids"),
+                          position_ids=batch.get("position_ids"), rngs={"dropout": rng})
         return losses.weighted_cross_entropy(out.mlm_logits, batch["mlm_ids"],
                                              batch["mlm_weights"])
     return _SimpleTask(model, {"input_ids": jnp.zeros((1, seq), jnp.int32)}, loss), "own"
@@ -422,7 +472,26 @@ def build_sides(args):
         useful = B.encoder_flops(cfg, args.seq, args.mode, p if args.mode == "train" else None)
         equal = B.encoder_flops(cfg, args.seq, args.mode,
                                 args.seq if args.mode == "train" else None)
-        if args.mode == "train":
+        if args.mode == "train" and args.lengths != "full":
+            # Padding vs packing: the same examples, a row each or packed; tokens/s counts
+            # real tokens only. PretrainTask does not pass segment ids, so both use ours.
+            lo = int(args.lengths.split(":")[1])
+            padded, packed, f_pad, f_pack = variable_length_batches(cfg, args.batch, args.seq,
+                                                                    lo, args.seed)
+            batch = dict(padded, labels=_dense_labels(padded, args.seq))
+            task, which = bert_task(cfg, args.seq, p, "own")
+            ours = JaxTrain("jaxformer (padded)", task, padded, mesh, not args.no_donate)
+            ours.tokens, ours.extra_meta = int(padded["attention_mask"].sum()), {
+                "padding_fraction": f_pad}
+            sides.append(ours)
+            if args.pack:
+                s = JaxTrain("jaxformer (packed)", task, packed, mesh, not args.no_donate)
+                s.tokens, s.extra_meta = int(packed["attention_mask"].sum()), {
+                    "padding_fraction": f_pack}
+                sides.append(s)
+            for s in sides:
+                s.flops_per_token = useful["total"] * b_tokens / s.tokens
+        elif args.mode == "train":
             task, which = bert_task(cfg, args.seq, p, args.step)
             ours = JaxTrain("jaxformer", task, {k: v for k, v in batch.items() if k != "labels"},
                             mesh, donate=not args.no_donate)
@@ -463,6 +532,10 @@ def build_sides(args):
                       compile_model=peer == "torch-compile",
                       threads=1 if peer == "torch-1t" else None)
         s.flops_per_token = flops["equal_work"]["total"]
+        if args.lengths != "full":
+            s.tokens = sides[0].tokens
+            s.flops_per_token = sides[0].flops_per_token * flops["equal_work"]["total"] / \
+                flops["useful"]["total"]
         sides.append(s)
     return kind, cfg, sides, b_tokens, flops
 
@@ -516,9 +589,10 @@ def run(args) -> dict:
             continue
         st = B.summarize(s.times)
         med = st["median_s"]
-        achieved = s.flops_per_token * tokens_per_step / med
+        tokens = getattr(s, "tokens", tokens_per_step)
+        achieved = s.flops_per_token * tokens / med
         row.update(step=st, step_ms=med * 1e3, step_iqr_ms=st["iqr_s"] * 1e3,
-                   tokens_per_s=tokens_per_step / med, sequences_per_s=args.batch / med,
+                   tokens_per_s=tokens / med, sequences_per_s=args.batch / med,
                    compile_s=s.compile_s, n_params=int(s.n_params),
                    flops_per_token=s.flops_per_token, achieved_tflops=achieved / 1e12,
                    mfu=achieved / ref_rate if ref_rate else None,
@@ -596,6 +670,12 @@ def parse_args(argv=None):
     p.add_argument("--step", choices=("system", "own"), default="system",
                    help="train step task: the training system's PretrainTask, or our own")
     p.add_argument("--no-donate", action="store_true", help="do not donate the train state")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="override the model's dropout rates (all sides)")
+    p.add_argument("--lengths", default="full",
+                   help="example lengths: full, or uniform:LO (uniform in [LO, seq])")
+    p.add_argument("--pack", action="store_true",
+                   help="with --lengths: time ours padded (a row per example) and packed")
     p.add_argument("--vocab", type=int, default=None, help="seq2seq vocabulary (32000)")
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,79 @@
+"""The benchmark scripts run end to end on a tiny config; the FLOP count matches a hand count."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from jaxformer import benchmarking as B
+from jaxformer.models import bert_config
+from jaxformer.models.seq2seq_configs import transformer_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks",
+                                                                     f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_layer_flops_match_hand_count():
+    # BERT-base layer at T = 128, per token, forward:
+    #   q, k, v, out projections: 4 x 2 x 768 x 768    = 4,718,592
+    #   feed-forward 768->3072->768: 2 x 2 x 768 x 3072 = 9,437,184
+    #   scores q.k over 128 keys: 2 x 128 x 768         =   196,608
+    #   probabilities x values:   2 x 128 x 768         =   196,608
+    hand = 4_718_592 + 9_437_184 + 196_608 + 196_608
+    assert hand == 14_548_992
+    assert B.encoder_layer_flops(768, 3072, 128) == hand
+
+
+def test_encoder_flops_train_is_three_forwards_and_head_scales_with_predictions():
+    cfg = bert_config("base", head="mlm", with_pooler=False)
+    fwd = B.encoder_flops(cfg, 128, "infer", predictions=20)
+    train = B.encoder_flops(cfg, 128, "train", predictions=20)
+    assert train["total"] == pytest.approx(3 * fwd["total"])
+    # 6N + 12 L T H form: N = 12 layers x (4 H^2 + 2 H I) matmul parameters per token.
+    n = 12 * (4 * 768 ** 2 + 2 * 768 * 3072)
+    assert train["layers"] == pytest.approx(6 * n + 12 * 12 * 128 * 768)
+    # MLM head (768x768 transform + 768x30522 decoder) at 20 of 128 positions, x3.
+    assert train["head"] == pytest.approx(3 * (2 * 768 * 768 + 2 * 768 * 30522) * 20 / 128)
+    equal = B.encoder_flops(cfg, 128, "train", predictions=128)
+    assert equal["head"] == pytest.approx(train["head"] * 128 / 20)
+
+
+def test_transformer_flops_hand_count():
+    cfg = transformer_config("nano", vocab_size=100)  # 1 layer each, d=32, f=64
+    d, f, s, t, v = 32, 64, 5, 3, 100
+    enc = s * (8 * d * d + 4 * d * f + 4 * s * d)
+    dec = t * (8 * d * d + 4 * t * d + 4 * d * d + 4 * s * d + 4 * d * f) + s * 4 * d * d
+    out = B.transformer_flops(cfg, s, t, "infer")
+    assert out["total"] == enc + dec + t * 2 * d * v
+
+
+def test_peak_table():
+    assert B.device_peak_tflops("NVIDIA H200") == 989.0
+    assert B.device_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert B.device_peak_tflops("TPU v5 lite") == 197.0
+    assert B.device_peak_tflops("TPU v5p") == 459.0
+    assert B.device_peak_tflops("cpu") is None
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
+    tp = _load("throughput")
+    out = tmp_path / "out.json"
+    tp.main(["--model", "bert-tiny", "--seq", "16", "--batch", "2", "--mode", mode,
+             "--steps", "2", "--warmup", "1", "--matmul-n", "256", "--json", str(out)]
+            + (["--equal-work"] if mode == "train" else []))
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert len(rows) == (2 if mode == "train" else 1)
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["step"]["n"] == 2 and r["flops_per_token"] > 0
+        assert r["mfu"] is not None
+    assert report["hardware"]["versions"]["jax"]
