@@ -229,7 +229,7 @@ class _EncoderPipeline:
 
     def __init__(self, model: Union[str, LoadedModel], *, max_length: Optional[int] = None,
                  batch_size: int = 32, max_unknown_fraction: float = 0.5):
-        self.loaded = load_model(model) if isinstance(model, str) else model
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(os.fspath(model))
         _check_kind(self.loaded, self.task, self.heads)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.cfg: EncoderConfig = self.loaded.config
@@ -374,7 +374,7 @@ class Classify(_EncoderPipeline):
     """Sequence classification of texts or (text, pair) tuples.
 
     `__call__(texts, top_k=1, function=None)`: per text `{"label", "score"}` (top_k=1) or the
-    top_k labels sorted by score (top_k=None: all, in label order). function: "softmax",
+    top_k labels sorted by score (top_k=None: all). function: "softmax",
     "sigmoid" or "none"; by default as `transformers`: none for regression, sigmoid for one
     label or multi-label, softmax otherwise.
     """
@@ -427,9 +427,7 @@ class Classify(_EncoderPipeline):
                 out.append({"label": self.labels[int(s.argmax())], "score": float(s.max())})
                 continue
             ranked = [{"label": self.labels[i], "score": float(v)} for i, v in enumerate(s)]
-            if top_k is not None:
-                ranked = sorted(ranked, key=lambda d: d["score"], reverse=True)[:top_k]
-            out.append(ranked)
+            out.append(sorted(ranked, key=lambda d: d["score"], reverse=True)[:top_k])
         return out[0] if single else out
 
 
@@ -767,7 +765,7 @@ class Translate:
     task = "translate"
 
     def __init__(self, model: Union[str, LoadedModel], *, batch_size: int = 16):
-        self.loaded = load_model(model) if isinstance(model, str) else model
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(os.fspath(model))
         _check_kind(self.loaded, self.task, None)
         self.model, self.cfg = self.loaded.model, self.loaded.config
         self.source, self.target = self.loaded.tokenizer, self.loaded.target_tokenizer
