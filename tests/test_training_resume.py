@@ -1,0 +1,135 @@
+"""Exact resume: runs stopped at step 20 (normal stop, SIGTERM, SIGKILL after the step-20
+checkpoint) and restarted reach step 40 with the same per-step losses as an uninterrupted
+run; a corrupted checkpoint is reported and the previous good one is used."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CONFIG = os.path.join(HERE, "training_tiny_config.py")
+
+pytestmark = pytest.mark.slow
+
+
+def _cmd(workdir, *extra):
+    return [sys.executable, os.path.join(HERE, "training_run.py"), "--config", CONFIG,
+            "--workdir", str(workdir), *extra]
+
+
+def _env(delay=0.0):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JF_STEP_DELAY=str(delay),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _start(workdir, *extra, delay=0.0):
+    return subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=_env(delay),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _losses(workdir) -> dict:
+    """step -> loss; a step logged twice (re-run after a kill) keeps its last value."""
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            if "loss" in row:
+                out[row["step"]] = row["loss"]
+    return out
+
+
+def _steps(workdir):
+    d = os.path.join(workdir, "checkpoints")
+    return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+
+
+def _wait_for(pred, proc, timeout=240):
+    t = time.time()
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError("run ended early:\n" + proc.stdout.read())
+        if time.time() - t > timeout:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _logged_step(workdir):
+    try:
+        return max(_losses(workdir), default=0)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
+    full, stop, term, kill = (tmp_path / n for n in ("full", "stop", "term", "kill"))
+    # Phase 1, concurrently: the reference run, a run halted at 20, and two slowed runs.
+    p_full = _start(full)
+    p_stop = _start(stop, "--config.stop_after_steps=20")
+    p_term = _start(term, delay=0.25)
+    p_kill = _start(kill, delay=0.25)
+
+    _wait_for(lambda: _logged_step(term) >= 12, p_term)
+    p_term.send_signal(signal.SIGTERM)
+    out_term = _finish(p_term)
+    assert "SIGTERM at step" in out_term
+    term_step = _steps(term)[-1]
+    assert 12 <= term_step < 40, out_term
+
+    # SIGKILL once the step-20 checkpoint is complete (orbax renames it into place when
+    # done) and a few more steps ran, so the restart has to redo them.
+    _wait_for(lambda: 20 in _steps(kill) and _logged_step(kill) >= 23, p_kill)
+    p_kill.kill()
+    p_kill.wait()
+    assert max(_losses(kill)) < 40
+
+    _finish(p_full)
+    _finish(p_stop)
+    assert _steps(stop)[-1] == 20 and max(_losses(stop)) == 20
+
+    # Phase 2: restart all three to step 40.
+    outs = [_finish(p) for p in [_start(stop), _start(term), _start(kill)]]
+    assert "resumed from step 20" in outs[0]
+    assert f"resumed from step {term_step}" in outs[1]
+    assert "resumed from step 20" in outs[2] or "resumed from step 30" in outs[2]
+
+    ref = _losses(full)
+    assert sorted(ref) == list(range(1, 41))
+    for wd in (stop, term, kill):
+        got = _losses(wd)
+        assert sorted(got) == list(range(1, 41)), wd
+        np.testing.assert_allclose([got[s] for s in range(1, 41)],
+                                   [ref[s] for s in range(1, 41)], rtol=1e-6, err_msg=str(wd))
+
+    # A corrupted latest checkpoint: reported, set aside, and the previous one is used.
+    assert _steps(full)[-2:] == [30, 40]
+    state_dir = os.path.join(full, "checkpoints", "40", "state")
+    for dirpath, _, files in os.walk(state_dir):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.getsize(path) > 0:
+                with open(path, "r+b") as f:
+                    f.write(b"\x00garbage" * 8)
+    out = _finish(_start(full))
+    assert "checkpoint at step 40" in out and "corrupt" in out, out
+    assert "resumed from step 30" in out, out
+    assert os.path.isdir(os.path.join(full, "checkpoints", "corrupt-40"))
+    assert _steps(full)[-1] == 40
+    again = _losses(full)
+    np.testing.assert_allclose([again[s] for s in range(31, 41)],
+                               [ref[s] for s in range(31, 41)], rtol=1e-6)

@@ -1,0 +1,29 @@
+"""`python tests/training_run.py ARGS...` = `python train.py ARGS...` for subprocess tests,
+with the shared compilation cache and an optional per-step delay (JF_STEP_DELAY seconds) so
+a test can signal the run while it is training."""
+
+import os
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxformer-jax")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_default_matmul_precision", "highest")
+
+from jaxformer.training import cli, sharding  # noqa: E402
+
+_delay = float(os.environ.get("JF_STEP_DELAY", "0"))
+if _delay:
+    _to_global = sharding.to_global
+
+    def _slow(*args, **kwargs):
+        time.sleep(_delay)
+        return _to_global(*args, **kwargs)
+
+    sharding.to_global = _slow
+
+if __name__ == "__main__":
+    sys.exit(cli.main())
