@@ -449,6 +449,11 @@ class Answer(_EncoderPipeline):
     task = "answer"
     heads = ("question_answering",)
 
+    def __init__(self, model, **kw):
+        super().__init__(model, **kw)
+        # Full windows are 384 tokens by default: a bucket of their own, not padding to 512.
+        self.forward.lengths = sorted(set(self.forward.lengths) | {min(384, self.max_length)})
+
     def _forward(self, params, input_ids, attention_mask, token_type_ids):
         out = self._apply(params, input_ids, attention_mask, token_type_ids)
         return out.start_logits.astype(jnp.float32), out.end_logits.astype(jnp.float32)
@@ -522,7 +527,10 @@ class Answer(_EncoderPipeline):
         scores = np.tril(np.triu(np.outer(p_start, p_end)), max_answer_len - 1)
         context = np.array([s == 1 for s in enc.sequence_ids])
         scores = np.where(context[:, None] & context[None, :], scores, -1.0)
-        flat = np.argsort(-scores, axis=None, kind="stable")[:top_k]
+        flat = -scores.ravel()
+        k = min(top_k, flat.size)
+        top = np.argpartition(flat, k - 1)[:k]
+        flat = top[np.argsort(flat[top], kind="stable")]
         s_idx, e_idx = np.unravel_index(flat, scores.shape)
         return [(int(s), int(e), float(scores[s, e])) for s, e in zip(s_idx, e_idx)
                 if scores[s, e] >= 0], null_score
