@@ -62,8 +62,8 @@ def _to_hf(kind: str, leaf: str, x):
 
 # -- tables ----------------------------------------------------------------------------------
 
-def _bert_layer(i: int, j: int) -> list[tuple[str, str, str]]:
-    """BERT / RoBERTa / ELECTRA: physical block i is `encoder.layer.i` (j unused)."""
+def _bert_layer(i: int) -> list[tuple[str, str, str]]:
+    """BERT / RoBERTa / ELECTRA: physical block i is `encoder.layer.i`."""
     h = f"encoder.layer.{i}"
     return [(f"encoder/attention_{i}/attention/{p}", f"{h}.attention.self.{p}", "qkv")
             for p in ("query", "key", "value")] + [
@@ -104,7 +104,7 @@ def _base_modules(cfg: EncoderConfig) -> list[tuple[str, str, str]]:
         if cfg.emb_size != cfg.hidden_size:  # ELECTRA only (checked by check_hf_compatible)
             mods.append(("encoder/embed_proj", "embeddings_project", "dense"))
         for i in range(cfg.num_layers):
-            mods += _bert_layer(i, 0)
+            mods += _bert_layer(i)
     if cfg.with_pooler:
         mods.append(("encoder/pooler", "pooler" if fam == "albert" else "pooler.dense", "dense"))
     return mods
@@ -279,7 +279,8 @@ def convert_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig,
             if allow_missing(path):
                 missing.append(path)
                 continue
-            shown = file_prefix + bare if key != bare else key  # as the file spells it
+            is_base = key != bare or cfg.head is None
+            shown = file_prefix + bare if is_base else key  # as the file spells it
             raise MissingWeightError(
                 f"HF weight {shown!r} is missing from the checkpoint (needed for jaxformer "
                 f"param {path!r} of shape {want}).")
