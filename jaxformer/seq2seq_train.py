@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,8 +99,8 @@ def train_translation(size: str = "tiny", num_train: int = 20000, num_test: int 
     model = Transformer(cfg)
     rng = jax.random.key(seed)
     dummy = {k: jnp.asarray(v[:2]) for k, v in train.items()}
-    params = model.init(rng, dummy["input_ids"], dummy["attention_mask"],
-                        dummy["labels"])["params"]
+    params = nn.unbox(model.init(rng, dummy["input_ids"], dummy["attention_mask"],
+                                 dummy["labels"])["params"])
     tx = make_optimizer(learning_rate, warmup_steps)
     opt_state = tx.init(params)
     step_fn = make_train_step(model, tx, label_smoothing)

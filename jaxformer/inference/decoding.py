@@ -280,9 +280,12 @@ def generate(model, params, input_ids, attention_mask=None, *, max_length: int =
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ValueError(f"input_ids hold ids outside the source vocabulary "
                              f"[0, {cfg.vocab_size}).")
-    opts = _Options(int(max_length), int(num_beams), float(length_penalty_alpha),
-                    bool(do_sample), float(temperature), int(top_k), float(top_p), int(eos),
-                    int(pad), int(start), bool(use_cache))
+    # Options that cannot matter are normalized so they do not trigger a recompile.
+    beam, sample = num_beams > 1, bool(do_sample)
+    opts = _Options(int(max_length), int(num_beams), float(length_penalty_alpha) if beam else 0.0,
+                    sample, float(temperature) if sample else 1.0, int(top_k) if sample else 0,
+                    float(top_p) if sample else 1.0, int(eos), int(pad), int(start),
+                    bool(use_cache))
     rng = jax.random.key(0) if rng is None else rng
     return _generate(model.clone(use_cache=False), params, jnp.asarray(input_ids, jnp.int32),
                      jnp.asarray(attention_mask, jnp.int32), rng, opts)
