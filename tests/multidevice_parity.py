@@ -65,9 +65,9 @@ def main(report_path, ckpt_dir):
         state, losses, mesh, abstract, shardings = run(sizes, None, batches, cfg)
         params = jax.device_get(state.params)
         # Per parameter: |a - b| / |b| (norms over the whole array).
-        diffs = jax.tree.leaves(jax.tree.map(
-            lambda a, b: float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12)),
-            params, ref_params))
+        diffs = {jax.tree_util.keystr(k): float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12))
+                 for (k, a), b in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                      jax.tree.leaves(ref_params))}
         elem = jax.tree.leaves(jax.tree.map(
             lambda a, b: float(np.max(np.abs(a - b) / (np.abs(b) + 1e-3))), params, ref_params))
         p = state.params
@@ -91,7 +91,7 @@ def main(report_path, ckpt_dir):
         specs["mu_wi"] = spec(mu)
         shard_shape = list(p["encoder"]["mlp_0"]["mlp"]["wi"]["kernel"]
                            .addressable_shards[0].data.shape)
-        report["runs"][name] = {"losses": losses, "max_rel_param_diff": max(diffs),
+        report["runs"][name] = {"losses": losses, "param_diffs": diffs,
                                 "max_elementwise_diff": max(elem),
                                 "specs": specs, "wi_shard_shape": shard_shape,
                                 "mesh": dict(mesh.shape)}

@@ -37,7 +37,14 @@ def test_same_losses_and_params_as_one_device(report, name):
     r, _ = report
     run = r["runs"][name]
     np.testing.assert_allclose(run["losses"], r["reference"], rtol=1e-5)
-    assert run["max_rel_param_diff"] < 1e-5 or np.isclose(run["max_rel_param_diff"], 0, atol=1e-4)
+    # Per parameter, |a - b| / |b| over the array. The attention *key* biases are exempt:
+    # their gradient is exactly zero in exact arithmetic (softmax ignores a per-query
+    # constant), so what they receive is rounding noise, which Adam's 1/sqrt(v) scales up to
+    # full-size steps of arbitrary sign on every mesh alike.
+    diffs = {k: v for k, v in run["param_diffs"].items() if "['key']['bias']" not in k}
+    assert len(diffs) >= len(run["param_diffs"]) - 2
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] < 1e-5, (worst, diffs[worst])
     assert r["reference"][2] < r["reference"][0]  # it does train
 
 

@@ -270,12 +270,16 @@ def fill_mask_report(model, params, tokenizer, sentences, top_k: int = 5) -> str
 TASKS = {"pretrain": PretrainTask, "mlm": PretrainTask}
 
 
-def get_task(config, workdir: str) -> Task:
-    """The task named by `config.task`: a key of TASKS or "package.module:Class"."""
-    name = config.task
+def task_class(name: str):
+    """The class for a task name: a key of TASKS or "package.module:Class"."""
     if name in TASKS:
-        return TASKS[name](config, workdir)
+        return TASKS[name]
     if ":" in name:
         module, attr = name.split(":", 1)
-        return getattr(importlib.import_module(module), attr)(config, workdir)
+        return getattr(importlib.import_module(module), attr)
     raise ValueError(f"unknown task {name!r}; use one of {sorted(TASKS)} or 'module:Class'.")
+
+
+def get_task(config, workdir: str) -> Task:
+    """The task named by `config.task`, built for this config and workdir."""
+    return task_class(config.task)(config, workdir)

@@ -1,0 +1,51 @@
+"""Every config under configs/ loads, is complete, builds its optimizer and model config,
+accepts overrides of its keys and rejects unknown ones."""
+
+import glob
+import os
+
+import pytest
+
+from jaxformer.models import EncoderConfig
+from jaxformer.models.configs import FAMILIES
+from jaxformer.training import config_lib, optim, sharding as sh
+from jaxformer.training.defaults import base_config
+from jaxformer.training.tasks import task_class
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith("_"))
+
+
+def test_there_are_configs():
+    names = {os.path.basename(p) for p in CONFIGS}
+    assert "default.py" in names and "bert_tiny_mlm.py" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_and_is_complete(path):
+    c = config_lib.load_config_file(path)
+    c.lock()
+    required = set(config_lib.flat_keys(base_config({})))
+    missing = required - set(config_lib.flat_keys(c))
+    assert not missing, f"{path} lacks {sorted(missing)}"
+    assert task_class(c.task) is not None
+    model = c.model.to_dict()
+    if model.get("family") in FAMILIES:  # an encoder of the BERT family
+        EncoderConfig.from_dict(model)
+    tx, sched = optim.make_optimizer(c.optimizer, c.num_train_steps)
+    assert float(sched(c.optimizer.warmup_steps)) > 0
+    sh.mesh_shape(dict(c.mesh), 8 if -1 in dict(c.mesh).values() else
+                  __import__("math").prod(dict(c.mesh).values()))
+    config_lib.apply_override(c, "optimizer.lr", "0.5")
+    assert c.optimizer.lr == 0.5
+    with pytest.raises(config_lib.ConfigOverrideError, match="Nearest valid keys"):
+        config_lib.apply_override(c, "optimizer.lrr", "0.5")
+
+
+def test_cli_reports_unknown_keys(capsys):
+    from jaxformer.training import cli
+    assert cli.main(["--config", os.path.join(ROOT, "configs", "default.py"),
+                     "--config.optimizer.learning_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optimizer.learning_rate'" in err and "optimizer.lr" in err
