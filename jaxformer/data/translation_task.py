@@ -15,7 +15,7 @@ import dataclasses
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = ["number_to_words", "make_number_corpus", "Seq2SeqTokenizer", "train_tokenizer",
            "encode_pairs", "batches", "tfds_translation_pairs", "PAD", "EOS", "UNK"]
@@ -109,12 +109,27 @@ class Seq2SeqTokenizer:
         return out
 
 
-def train_tokenizer(texts: Sequence[str]) -> Seq2SeqTokenizer:
-    """A word-level vocabulary (with <pad>=0, </s>=1, <unk>=2) trained on `texts`."""
-    hf = Tokenizer(models.WordLevel(unk_token=UNK))
-    hf.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
-    hf.train_from_iterator(list(texts), trainers.WordLevelTrainer(special_tokens=[PAD, EOS, UNK]))
+def train_tokenizer(texts: Sequence[str], kind: str = "word",
+                    vocab_size: int = 8000) -> Seq2SeqTokenizer:
+    """A vocabulary (with <pad>=0, </s>=1, <unk>=2) trained on `texts`.
+
+    kind="word": word level, digits one per token (the generated corpus); kind="bpe":
+    byte-pair merges up to `vocab_size` over SentencePiece-style `▁` words (real text, WMT).
+    """
+    specials = [PAD, EOS, UNK]
+    if kind == "word":
+        hf = Tokenizer(models.WordLevel(unk_token=UNK))
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+        trainer = trainers.WordLevelTrainer(special_tokens=specials)
+    elif kind == "bpe":
+        hf = Tokenizer(models.BPE(unk_token=UNK))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace()
+        hf.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; use 'word' or 'bpe'.")
+    hf.train_from_iterator(list(texts), trainer)
     tok = Seq2SeqTokenizer(hf)
     assert (tok.pad_id, tok.eos_id) == (0, 1), "special tokens must come first"
     return tok
