@@ -171,7 +171,12 @@ def _load_jaxformer(path: str) -> LoadedModel:
     params = _restore_params(_latest_step_dir(path))
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
     if "family" in model_cfg:
-        cfg = EncoderConfig.from_dict({k: v for k, v in model_cfg.items()})
+        model_cfg = dict(model_cfg)
+        if model_cfg.get("head") is None and config.get("task") in ("pretrain", "mlm"):
+            # PretrainTask picks the head from the objective rather than from model.head.
+            objective = (config.get("data") or {}).get("objective", "none")
+            model_cfg["head"] = "pretraining" if objective in ("nsp", "sop") else "mlm"
+        cfg = EncoderConfig.from_dict(model_cfg)
         tok = _first_tokenizer(tok_dirs)
         labels = _labels_from(config, cfg.num_labels)
         return LoadedModel("encoder", EncoderModel(cfg), _to_device(params), tok, cfg, labels,
