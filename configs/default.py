@@ -18,12 +18,12 @@ def get_config():
     c.data.seq_len = 128
     c.data.max_predictions = 20
     c.batch_size = 32
-    c.num_train_steps = 1500
+    c.num_train_steps = 600
     c.optimizer.lr = 1e-3             # a tiny model takes a large step
-    c.optimizer.warmup_steps = 100
-    c.checkpoint.every_steps = 500
+    c.optimizer.warmup_steps = 60
+    c.checkpoint.every_steps = 200
     c.log.every_steps = 10
-    c.log.eval_every_steps = 500
+    c.log.eval_every_steps = 200
     c.demo_sentences = (
         "Return the [MASK] of the string.",
         "Raise a [MASK] if the file does not exist.",

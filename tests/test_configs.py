@@ -33,6 +33,9 @@ def test_config_loads_and_is_complete(path):
     model = c.model.to_dict()
     if model.get("family") in FAMILIES:  # an encoder of the BERT family
         EncoderConfig.from_dict(model)
+    if c.task == "seq2seq":             # the encoder-decoder
+        from jaxformer.models.seq2seq_configs import TransformerConfig
+        TransformerConfig.from_dict(model)
     tx, sched = optim.make_optimizer(c.optimizer, c.num_train_steps)
     assert float(sched(c.optimizer.warmup_steps)) > 0
     sh.mesh_shape(dict(c.mesh), 8 if -1 in dict(c.mesh).values() else

@@ -272,6 +272,9 @@ TASKS = {"pretrain": PretrainTask, "mlm": PretrainTask}
 
 def task_class(name: str):
     """The class for a task name: a key of TASKS or "package.module:Class"."""
+    if name == "seq2seq":
+        from jaxformer.training.seq2seq_task import Seq2SeqTask
+        return Seq2SeqTask
     if name in TASKS:
         return TASKS[name]
     if ":" in name:
