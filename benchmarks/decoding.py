@@ -18,12 +18,12 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import flax.linen as nn
+import jax
+import numpy as np
 
-from jaxformer.inference.decoding import generate  # noqa: E402
-from jaxformer.models.transformer import Transformer, transformer_config  # noqa: E402
+from jaxformer.inference.decoding import generate
+from jaxformer.models.transformer import Transformer, transformer_config
 
 
 def bench(model, params, ids, mask, repeats: int, **kw) -> float:

@@ -10,7 +10,6 @@ training loop can reuse them.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -23,8 +22,13 @@ from jaxformer.inference.decoding import generate
 from jaxformer.models.transformer import Transformer, transformer_config
 from jaxformer.objectives.seq2seq import compute_loss
 
-__all__ = ["rsqrt_schedule", "make_optimizer", "make_train_step", "evaluate_translation",
-           "train_translation"]
+__all__ = [
+    "evaluate_translation",
+    "make_optimizer",
+    "make_train_step",
+    "rsqrt_schedule",
+    "train_translation",
+]
 
 
 def rsqrt_schedule(peak: float, warmup_steps: int):
@@ -50,7 +54,7 @@ def make_train_step(model: Transformer, tx, label_smoothing: float = 0.1):
         grad_fn = jax.value_and_grad(
             lambda p: compute_loss(model, p, batch, rng=rng, deterministic=False,
                                    label_smoothing=label_smoothing), has_aux=True)
-        (loss, metrics), grads = grad_fn(params)
+        (_, metrics), grads = grad_fn(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, opt_state, {**metrics, "grad_norm": optax.global_norm(grads)}
@@ -80,7 +84,7 @@ def train_translation(size: str = "tiny", num_train: int = 20000, num_test: int 
                       steps: int = 2000, batch_size: int = 64, learning_rate: float = 3e-3,
                       warmup_steps: int = 200, label_smoothing: float = 0.1, seed: int = 0,
                       eval_beams: int = 4, log_every: int = 250,
-                      time_budget_s: Optional[float] = None, verbose: bool = True,
+                      time_budget_s: float | None = None, verbose: bool = True,
                       **config_overrides) -> dict:
     """Trains on the number corpus and evaluates on its held-out split.
 

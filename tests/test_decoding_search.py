@@ -184,7 +184,7 @@ def test_filter_logits():
 
 def test_sampling(setup, greedy):
     model, params, x, mask = setup
-    kw = dict(max_length=L, do_sample=True, temperature=1.5)
+    kw = {"max_length": L, "do_sample": True, "temperature": 1.5}
     a = generate(model, params, x, mask, rng=jax.random.key(1), top_k=3, **kw)
     a2 = generate(model, params, x, mask, rng=jax.random.key(1), top_k=3, **kw)
     c = generate(model, params, x, mask, rng=jax.random.key(2), top_k=3, **kw)
@@ -206,18 +206,18 @@ def test_sampling(setup, greedy):
 
 # -- bad input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, match", [
-    (dict(input_ids=np.zeros((1, 13), np.int32), attention_mask=None), "exceeds the model's max_len"),
-    (dict(input_ids=np.zeros((0, 5), np.int32), attention_mask=None), "empty batch"),
-    (dict(num_beams=V + 1), "num_beams"),
-    (dict(eos_token_id=V), "eos_token_id"),
-    (dict(eos_token_id=-1), "eos_token_id"),
-    (dict(max_length=13), "max_length"),
-    (dict(do_sample=True), "PRNG key"),
-    (dict(do_sample=True, rng=jax.random.key(0), top_p=0.0), "top_p"),
-    (dict(input_ids=np.full((1, 5), V, np.int32), attention_mask=None), "source vocabulary"),
+    ({"input_ids": np.zeros((1, 13), np.int32), "attention_mask": None}, "exceeds the model's max_len"),
+    ({"input_ids": np.zeros((0, 5), np.int32), "attention_mask": None}, "empty batch"),
+    ({"num_beams": V + 1}, "num_beams"),
+    ({"eos_token_id": V}, "eos_token_id"),
+    ({"eos_token_id": -1}, "eos_token_id"),
+    ({"max_length": 13}, "max_length"),
+    ({"do_sample": True}, "PRNG key"),
+    ({"do_sample": True, "rng": jax.random.key(0), "top_p": 0.0}, "top_p"),
+    ({"input_ids": np.full((1, 5), V, np.int32), "attention_mask": None}, "source vocabulary"),
 ])
 def test_bad_inputs(setup, change, match):
     model, params, x, mask = setup
-    kw = {**dict(input_ids=x, attention_mask=mask, max_length=L), **change}
+    kw = {"input_ids": x, "attention_mask": mask, "max_length": L, **change}
     with pytest.raises(ValueError, match=match):
         generate(model, params, **kw)

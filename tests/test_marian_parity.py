@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jaxformer.convert import marian as conv  # noqa: E402
-from jaxformer.inference.decoding import generate  # noqa: E402
-from jaxformer.models.transformer import Transformer  # noqa: E402
+from jaxformer.convert import marian as conv
+from jaxformer.inference.decoding import generate
+from jaxformer.models.transformer import Transformer
 
 PAD, EOS, VOCAB, MAX_NEW = 3, 2, 64, 10
 

@@ -42,12 +42,12 @@ def test_named_sizes_match_the_paper():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(d_model=30, num_heads=4), "divisible"),
-    (dict(activation="swsh"), "swish"),
-    (dict(position_layout="halfs"), "halves"),
-    (dict(eos_token_id=V), "outside the target vocabulary"),
-    (dict(share_embeddings=True, target_vocab_size=V + 1), "one vocabulary"),
-    (dict(dropout=1.0), r"\[0, 1\)"),
+    ({"d_model": 30, "num_heads": 4}, "divisible"),
+    ({"activation": "swsh"}, "swish"),
+    ({"position_layout": "halfs"}, "halves"),
+    ({"eos_token_id": V}, "outside the target vocabulary"),
+    ({"share_embeddings": True, "target_vocab_size": V + 1}, "one vocabulary"),
+    ({"dropout": 1.0}, r"\[0, 1\)"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -100,9 +100,9 @@ def test_dropout_only_when_not_deterministic(post_ln):
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(),
-    dict(pre_ln=True, share_embeddings=False, target_vocab_size=V + 5, tie_output=False,
-         final_logits_bias=True, position_layout="halves", activation="swish"),
+    {},
+    {"pre_ln": True, "share_embeddings": False, "target_vocab_size": V + 5, "tie_output": False,
+         "final_logits_bias": True, "position_layout": "halves", "activation": "swish"},
 ])
 def test_cached_steps_equal_teacher_forcing(overrides):
     cfg = transformer_config("nano", vocab_size=V, max_len=16, num_decoder_layers=2,

@@ -11,8 +11,8 @@ from jaxformer.data import translation_task as tt
 @pytest.mark.parametrize("n, words", [
     (0, "zero"), (7, "seven"), (13, "thirteen"), (40, "forty"), (95, "ninety five"),
     (100, "one hundred"), (110, "one hundred ten"), (4307, "four thousand three hundred seven"),
-    (20000, "twenty thousand"), (999999, "nine hundred ninety nine thousand nine hundred "
-                                         "ninety nine"),
+    (20000, "twenty thousand"), (999999, ("nine hundred ninety nine thousand nine hundred "
+                                          "ninety nine")),
 ])
 def test_number_to_words(n, words):
     assert tt.number_to_words(n) == words

@@ -11,15 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from jaxformer.models.seq2seq_configs import TransformerConfig
 from jaxformer.models.transformer import Transformer
 
-__all__ = ["config_from_marian", "marian_config_dict", "params_from_marian_state_dict",
-           "marian_state_dict_from_params", "marian_from_pretrained", "marian_save_pretrained"]
+__all__ = [
+    "config_from_marian",
+    "marian_config_dict",
+    "marian_from_pretrained",
+    "marian_save_pretrained",
+    "marian_state_dict_from_params",
+    "params_from_marian_state_dict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ def _get(c, key, default=None):
 
 def config_from_marian(hf_config, **overrides) -> TransformerConfig:
     """A `TransformerConfig` from a `MarianConfig` (object or its dict)."""
-    g = lambda k, d=None: _get(hf_config, k, d)  # noqa: E731
+    g = lambda k, d=None: _get(hf_config, k, d)
     if g("encoder_attention_heads") != g("decoder_attention_heads", g("encoder_attention_heads")):
         raise ValueError("encoder and decoder with different head counts are not supported.")
     if g("encoder_ffn_dim") != g("decoder_ffn_dim", g("encoder_ffn_dim")):
@@ -50,18 +57,18 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
         g("tie_word_embeddings", True))
     dec_vocab = g("decoder_vocab_size") or g("vocab_size")
     pad = g("pad_token_id")
-    fields = dict(
-        vocab_size=g("vocab_size"), target_vocab_size=None if shared else dec_vocab,
-        d_model=g("d_model"), num_heads=g("encoder_attention_heads"), d_ff=g("encoder_ffn_dim"),
-        num_encoder_layers=g("encoder_layers"), num_decoder_layers=g("decoder_layers"),
-        max_len=g("max_position_embeddings"), dropout=float(g("dropout", 0.1)),
-        attention_dropout=float(g("attention_dropout", 0.0)),
-        activation=g("activation_function", "gelu"), layer_norm_eps=1e-5, pre_ln=False,
-        share_embeddings=shared, tie_output=bool(g("tie_word_embeddings", True)),
-        scale_embedding=bool(g("scale_embedding", False)), position_layout="halves",
-        final_logits_bias=True, pad_token_id=pad, eos_token_id=eos,
-        decoder_start_token_id=g("decoder_start_token_id", pad),
-        init_std=float(g("init_std", 0.02)))
+    fields = {
+        "vocab_size": g("vocab_size"), "target_vocab_size": None if shared else dec_vocab,
+        "d_model": g("d_model"), "num_heads": g("encoder_attention_heads"), "d_ff": g("encoder_ffn_dim"),
+        "num_encoder_layers": g("encoder_layers"), "num_decoder_layers": g("decoder_layers"),
+        "max_len": g("max_position_embeddings"), "dropout": float(g("dropout", 0.1)),
+        "attention_dropout": float(g("attention_dropout", 0.0)),
+        "activation": g("activation_function", "gelu"), "layer_norm_eps": 1e-5, "pre_ln": False,
+        "share_embeddings": shared, "tie_output": bool(g("tie_word_embeddings", True)),
+        "scale_embedding": bool(g("scale_embedding", False)), "position_layout": "halves",
+        "final_logits_bias": True, "pad_token_id": pad, "eos_token_id": eos,
+        "decoder_start_token_id": g("decoder_start_token_id", pad),
+        "init_std": float(g("init_std", 0.02))}
     fields.update(overrides)
     return TransformerConfig.from_dict(fields)
 
@@ -124,7 +131,7 @@ def _set(tree: dict, path: tuple, value) -> None:
 
 def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConfig) -> dict:
     """HF state dict (name -> array-like, torch tensors allowed) -> our `params` tree."""
-    a = lambda k: np.asarray(state[k], np.float32)  # noqa: E731
+    a = lambda k: np.asarray(state[k], np.float32)
     h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
     params: dict = {}
     for ours, key in _embedding_keys(cfg).items():
@@ -160,7 +167,7 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
     recomputes them)."""
     import flax.linen as nn
     params = nn.unbox(params)
-    g = lambda path: np.asarray(_walk(params, path), np.float32)  # noqa: E731
+    g = lambda path: np.asarray(_walk(params, path), np.float32)
     h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
     # Every table is written under every name that uses it, so any tying HF applies on load
     # finds the same values.

@@ -12,19 +12,28 @@ labels (target ids then EOS, padded), labels_mask (see `jaxformer.objectives.seq
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-__all__ = ["number_to_words", "make_number_corpus", "Seq2SeqTokenizer", "train_tokenizer",
-           "encode_pairs", "batches", "tfds_translation_pairs", "PAD", "EOS", "UNK"]
+__all__ = [
+    "EOS",
+    "PAD",
+    "UNK",
+    "Seq2SeqTokenizer",
+    "batches",
+    "encode_pairs",
+    "make_number_corpus",
+    "number_to_words",
+    "tfds_translation_pairs",
+    "train_tokenizer",
+]
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 in a trained vocabulary
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def _below_thousand(n: int) -> list[str]:
@@ -136,8 +145,8 @@ def train_tokenizer(texts: Sequence[str], kind: str = "word",
 
 
 def encode_pairs(tok: Seq2SeqTokenizer, pairs: Sequence[tuple[str, str]],
-                 max_source_len: Optional[int] = None,
-                 max_target_len: Optional[int] = None) -> dict[str, np.ndarray]:
+                 max_source_len: int | None = None,
+                 max_target_len: int | None = None) -> dict[str, np.ndarray]:
     """(source, target) pairs -> padded arrays; EOS closes both sides. Raises if a pair is
     longer than a given maximum (never truncates silently)."""
     if not pairs:
@@ -180,8 +189,8 @@ def batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0,
 
 def tfds_translation_pairs(name: str = "wmt14_translate/de-en", split: str = "train",
                            source_lang: str = "en", target_lang: str = "de",
-                           data_dir: Optional[str] = None,
-                           limit: Optional[int] = None) -> list[tuple[str, str]]:
+                           data_dir: str | None = None,
+                           limit: int | None = None) -> list[tuple[str, str]]:
     """(source, target) text pairs from a tfds translation dataset (`wmt14_translate/de-en`,
     `wmt_t2t_translate/de-en`, ...) read through `tfds.data_source` (no TensorFlow)."""
     from jaxformer.data.sources import tfds_source
@@ -193,6 +202,6 @@ def tfds_translation_pairs(name: str = "wmt14_translate/de-en", split: str = "tr
         missing = [lang for lang in (source_lang, target_lang) if lang not in ex]
         if missing:
             raise KeyError(f"{name} examples have fields {sorted(ex)}, not {missing}.")
-        text = lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x)  # noqa: E731
+        text = lambda x: x.decode("utf-8") if isinstance(x, bytes) else str(x)
         pairs.append((text(ex[source_lang]), text(ex[target_lang])))
     return pairs

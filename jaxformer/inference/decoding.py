@@ -13,7 +13,7 @@ EOS id is, and positions after it hold the pad id.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["GenerateOutput", "generate", "length_penalty", "filter_logits"]
+__all__ = ["GenerateOutput", "filter_logits", "generate", "length_penalty"]
 
 NEG_INF = -jnp.inf
 
@@ -37,8 +37,8 @@ class GenerateOutput:
     sequences: jnp.ndarray
     scores: jnp.ndarray
     steps: jnp.ndarray
-    beam_sequences: Optional[jnp.ndarray] = None
-    beam_scores: Optional[jnp.ndarray] = None
+    beam_sequences: jnp.ndarray | None = None
+    beam_scores: jnp.ndarray | None = None
 
 
 class _Options(NamedTuple):  # static: one compiled program per distinct value
@@ -90,13 +90,13 @@ def _step_fns(model, params, encoded, enc_mask, opts: _Options):
             logits = model.apply({"params": params}, encoded, enc_mask,
                                  _decoder_inputs(seqs, opts.start), method="decode")
             return lax.dynamic_index_in_dim(logits, i, axis=1, keepdims=False), cache
-        return lambda: {}, logits_fn
+        return dict, logits_fn
 
     dec = model.clone(use_cache=True)
 
     def init_cache():
         # Shapes from an abstract call over the full length; the cache starts as zeros.
-        fn = lambda p, e, m: dec.apply(  # noqa: E731
+        fn = lambda p, e, m: dec.apply(
             {"params": p}, e, m, jnp.zeros((e.shape[0], opts.max_length), jnp.int32),
             method="decode", mutable=["cache"])[1]["cache"]
         shapes = jax.eval_shape(fn, params, encoded, enc_mask)
@@ -214,15 +214,15 @@ def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
     if opts.num_beams == 1:
         return _greedy_or_sample(model, params, encoded, attention_mask, rng, opts)
     k = opts.num_beams
-    rep = lambda x: jnp.repeat(x, k, axis=0)  # noqa: E731  [b, ...] -> [b*k, ...]
+    rep = lambda x: jnp.repeat(x, k, axis=0)  # [b, ...] -> [b*k, ...], beams of an item adjacent
     return _beam_search(model, params, rep(encoded), rep(attention_mask), opts)
 
 
 def generate(model, params, input_ids, attention_mask=None, *, max_length: int = 64,
              num_beams: int = 1, length_penalty_alpha: float = 0.6, do_sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, rng=None,
-             eos_token_id: Optional[int] = None, pad_token_id: Optional[int] = None,
-             decoder_start_token_id: Optional[int] = None,
+             eos_token_id: int | None = None, pad_token_id: int | None = None,
+             decoder_start_token_id: int | None = None,
              use_cache: bool = True) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 

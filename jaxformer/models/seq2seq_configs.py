@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from jaxformer.layers.feedforward import ACTIVATIONS
-from jaxformer.models.configs import (DTYPES, KERNELS, ConfigError, _ConfigMixin, _nearest,
-                                      check_choice)
+from jaxformer.models.configs import (
+    DTYPES,
+    KERNELS,
+    ConfigError,
+    _ConfigMixin,
+    _nearest,
+    check_choice,
+)
 
 LAYOUTS = ("interleaved", "halves")
 
@@ -17,7 +22,7 @@ class TransformerConfig(_ConfigMixin):
     """The encoder-decoder of Vaswani et al. (2017); Marian is a setting of these fields."""
 
     vocab_size: int = 32000              # source vocabulary (the only one when shared)
-    target_vocab_size: Optional[int] = None  # None: vocab_size
+    target_vocab_size: int | None = None  # None: vocab_size
     d_model: int = 512
     num_heads: int = 8                   # d_model must divide by it
     d_ff: int = 2048                     # feed-forward width
@@ -101,8 +106,8 @@ def transformer_config(size: str = "base", **overrides) -> TransformerConfig:
         raise ConfigError(f"unknown size {size!r}.{_nearest(size, TRANSFORMER_SIZES)} "
                           f"Known: {list(TRANSFORMER_SIZES)}.")
     layers, d, ff, h = TRANSFORMER_SIZES[size]
-    base = dict(num_encoder_layers=layers, num_decoder_layers=layers, d_model=d, d_ff=ff,
-                num_heads=h)
+    base = {"num_encoder_layers": layers, "num_decoder_layers": layers, "d_model": d, "d_ff": ff,
+                "num_heads": h}
     if size == "big":
         base["dropout"] = 0.3  # the paper's EN-DE big model
     return TransformerConfig.from_dict({**base, **overrides})

@@ -9,23 +9,24 @@ a key/value cache in the "cache" collection (see `jaxformer.inference.decoding`)
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, zeros_init
 from jaxformer.layers.embeddings import Embed, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.outputs import Seq2SeqOutput
-from jaxformer.models.seq2seq_configs import (TRANSFORMER_SIZES, TransformerConfig,
-                                              transformer_config)
+from jaxformer.models.seq2seq_configs import (
+    TRANSFORMER_SIZES,
+    TransformerConfig,
+    transformer_config,
+)
 
-__all__ = ["Transformer", "TransformerConfig", "transformer_config", "TRANSFORMER_SIZES"]
+__all__ = ["TRANSFORMER_SIZES", "Transformer", "TransformerConfig", "transformer_config"]
 
 
 def _dtypes(cfg: TransformerConfig):
@@ -176,7 +177,7 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         dt, pdt = _dtypes(cfg)
-        kw = dict(init_std=cfg.init_std, dtype=dt, param_dtype=pdt)
+        kw = {"init_std": cfg.init_std, "dtype": dt, "param_dtype": pdt}
         if cfg.share_embeddings:
             self.shared_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
         else:

@@ -7,16 +7,19 @@ Pure functions. A batch is a dict of `[batch, length]` int arrays:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
-__all__ = ["shift_right", "smoothed_cross_entropy", "token_metrics", "seq2seq_loss",
-           "compute_loss"]
+__all__ = [
+    "compute_loss",
+    "seq2seq_loss",
+    "shift_right",
+    "smoothed_cross_entropy",
+    "token_metrics",
+]
 
 
-def shift_right(labels, start_id: int, pad_id: Optional[int] = None):
+def shift_right(labels, start_id: int, pad_id: int | None = None):
     """Decoder inputs for teacher forcing: `[start, y_0, ..., y_{n-2}]` per row.
 
     Negative label ids (ignored positions, e.g. -100) become `pad_id` (default: start_id).
@@ -41,7 +44,7 @@ def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.1):
         return nll
     # sum_v q_v (-log p_v) with q = low everywhere except conf at the label.
     loss = conf * nll - low * (jnp.sum(logp, axis=-1) + nll)
-    xlogx = lambda p: p * jnp.log(p) if p > 0 else 0.0  # noqa: E731
+    xlogx = lambda p: p * jnp.log(p) if p > 0 else 0.0
     const = -(xlogx(conf) + (vocab - 1) * xlogx(low))
     return loss - const
 
