@@ -129,6 +129,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     flops_per_token = task.flops_per_token(abstract.params)
     peak = observe.peak_flops_per_device(config.peak_tflops_per_device)
     window, last_metrics, preempted, history = [], {}, False, []
+    eval_metrics = {}
     t_window, steps_in_window = time.perf_counter(), 0
     step, pending = start, None
     train_time_start = time.perf_counter()
@@ -203,7 +204,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             progress.close()
     train_s = time.perf_counter() - train_time_start
 
-    final_eval = {} if preempted else run_eval(step)
+    evaluated_now = config.log.eval_every_steps and step % config.log.eval_every_steps == 0
+    final_eval = {} if preempted else (eval_metrics if evaluated_now and eval_metrics
+                                       else run_eval(step))
     ckpt.save(state, data.get_state(), final_eval or None, wait=True)
     ckpt.close()
     if hasattr(data, "close"):
