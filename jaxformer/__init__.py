@@ -3,6 +3,10 @@
 from jaxformer.models import *  # noqa: F401,F403
 from jaxformer.models import __all__ as _models_all
 from jaxformer.convert import from_pretrained, save_pretrained
+from jaxformer.inference.decoding import generate
+from jaxformer.models.seq2seq_configs import TransformerConfig, transformer_config
+from jaxformer.models.transformer import Transformer
 
 __version__ = "0.1.0"
-__all__ = list(_models_all) + ["from_pretrained", "save_pretrained"]
+__all__ = list(_models_all) + ["from_pretrained", "save_pretrained", "generate", "Transformer",
+                               "TransformerConfig", "transformer_config"]

@@ -62,7 +62,7 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
 
 def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
                     seed: int = 0, **overrides) -> tuple[EncoderModel, dict]:
-    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA directory -> `(model, params)`.
+    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or Marian) directory -> `(model, params)`.
 
     head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
     head name builds that head, initialising with `seed` the head weights the checkpoint lacks
@@ -71,6 +71,12 @@ def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
     numpy arrays in `param_dtype`. Unused weights in the file are named in a warning.
     """
     hf = read_hf_config(path)
+    if hf.get("model_type") == "marian":  # the encoder-decoder family has its own mapping
+        from jaxformer.convert.marian import marian_from_pretrained
+        if head is not None:
+            raise ValueError("head= applies to BERT-family encoders; a Marian checkpoint is "
+                             "an encoder-decoder with its language-model head.")
+        return marian_from_pretrained(path, **overrides)
     ckpt = encoder_config_from_hf(hf)
     sd = load_hf_state_dict(path)
     changes = dict(dtype=dtype, **overrides)
@@ -117,12 +123,16 @@ def _fresh_params(cfg: EncoderConfig, paths: list[str], seed: int) -> dict[str, 
     return out
 
 
-def save_pretrained(model: EncoderModel, params, path: str) -> None:
+def save_pretrained(model, params, path: str) -> None:
     """Writes `config.json` + `model.safetensors` that `transformers.AutoModel*` loads back
     (the class named in `architectures`) with the same outputs. Tied decoder copies are
-    written too. Raises `ConfigError` for configs HF cannot express (pre-LN, ...)."""
+    written too. Raises `ConfigError` for configs HF cannot express (pre-LN, ...). A
+    `Transformer` (encoder-decoder) is written as a `MarianMTModel` directory."""
     from safetensors.flax import save_file
 
+    if not isinstance(model, EncoderModel):  # the encoder-decoder Transformer -> Marian
+        from jaxformer.convert.marian import marian_save_pretrained
+        return marian_save_pretrained(model, params, path)
     cfg = model.cfg
     hf = hf_config_from_encoder_config(cfg)
     sd = hf_state_dict_from_params(params, cfg)
