@@ -336,6 +336,25 @@ class JaxInfer(Side):
         self.compiled(self.params, self.batch).block_until_ready()
 
 
+class MatmulSide(Side):
+    """The CPU MFU reference: one n^3 float32 `jnp.dot` per step, timed in the same rounds
+    as the model sides so that it sees the same load."""
+
+    def __init__(self, n):
+        self.name, self.n = f"matmul {n}^3 f32", n
+
+    def build(self):
+        k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+        self.a = jax.random.normal(k1, (self.n, self.n), jnp.float32)
+        self.b = jax.random.normal(k2, (self.n, self.n), jnp.float32)
+        self.f = jax.jit(jnp.dot)
+        self.f(self.a, self.b).block_until_ready()
+        return 0.0
+
+    def step(self):
+        self.f(self.a, self.b).block_until_ready()
+
+
 def _xla_bytes(compiled):
     """Arguments + outputs + temporaries of XLA's buffer plan (aliased outputs not double
     counted): what the step needs resident, independent of other processes."""
@@ -540,14 +559,39 @@ def build_sides(args):
     return kind, cfg, sides, b_tokens, flops
 
 
+COMPARE = {"remat": str, "scan": lambda v: v in ("1", "true", "on"), "dtype": str,
+           "attention": str, "dropout": float, "no_donate": lambda v: v in ("1", "true", "on")}
+
+
+def compare_sides(args):
+    """`--compare remat=none,full`: one side of ours per value, everything else equal."""
+    key, _, values = args.compare.partition("=")
+    if key not in COMPARE:
+        raise SystemExit(f"--compare: unknown key {key!r}; use one of {list(COMPARE)}.")
+    sides, first = [], None
+    for v in values.split(","):
+        a = argparse.Namespace(**{**vars(args), key: COMPARE[key](v), "compare": None,
+                                  "peers": "", "equal_work": False})
+        kind, cfg, ss, tokens, flops = build_sides(a)
+        ss[0].name = f"jaxformer ({key}={v})"
+        sides.append(ss[0])
+        first = first or (kind, cfg, tokens, flops)
+    kind, cfg, tokens, flops = first
+    return kind, cfg, sides, tokens, flops
+
+
 def run(args) -> dict:
-    kind, cfg, sides, tokens_per_step, flops = build_sides(args)
+    if args.compare:
+        kind, cfg, sides, tokens_per_step, flops = compare_sides(args)
+    else:
+        kind, cfg, sides, tokens_per_step, flops = build_sides(args)
     backend = jax.default_backend()
     dev = jax.devices()[0]
     matmul = [B.matmul_rate(args.matmul_n)] if backend == "cpu" else []
     peak = None if backend == "cpu" else B.device_peak_tflops(dev.device_kind)
+    mm_side = MatmulSide(args.matmul_n) if backend == "cpu" else None
     built = []
-    for s in sides:
+    for s in sides + ([mm_side] if mm_side else []):
         print(f"[throughput] building {s.name} ...", flush=True)
         try:
             s.compile_s = s.build()
@@ -578,7 +622,10 @@ def run(args) -> dict:
             f"{s.name} {s.times[-1] * 1e3:.0f} ms" for s in built), flush=True)
     if backend == "cpu":
         matmul.append(B.matmul_rate(args.matmul_n))
-    ref_rate = float(np.median(matmul)) if matmul else (peak * 1e12 if peak else None)
+    interleaved = None
+    if mm_side is not None:
+        interleaved = 2.0 * args.matmul_n ** 3 / float(np.median(mm_side.times))
+    ref_rate = interleaved or (peak * 1e12 if peak else None)
 
     results = []
     for s in sides:
@@ -610,7 +657,8 @@ def run(args) -> dict:
         "date": datetime.date.today().isoformat(), "hardware": hardware(),
         "args": vars(args), "model": kind, "config": cfg.to_dict(),
         "tokens_per_step": tokens_per_step, "flops_per_token": flops,
-        "matmul_flops_per_s": matmul, "mfu_reference": ("measured 2048^3 float32 jnp.dot"
+        "matmul_flops_per_s": matmul, "matmul_interleaved_flops_per_s": interleaved,
+        "mfu_reference": ("n^3 float32 jnp.dot timed in the interleaved rounds"
                                                         if backend == "cpu" else
                                                         f"bf16 peak of {dev.device_kind}"),
         "reference_flops_per_s": ref_rate, "results": results}
@@ -626,8 +674,11 @@ def markdown(report: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in hw["versions"].items()),
              ""]
     if mm:
-        lines[0] += "; matmul 2048^3 f32: " + " / ".join(f"{x / 1e9:.0f}" for x in mm) + \
+        lines[0] += f"; matmul {a['matmul_n']}^3 f32: " + " / ".join(f"{x / 1e9:.0f}" for x in mm) + \
             " GFLOP/s (start / end)"
+    if report.get("matmul_interleaved_flops_per_s"):
+        lines[0] += (f", {report['matmul_interleaved_flops_per_s'] / 1e9:.0f} GFLOP/s "
+                     "interleaved (the MFU reference)")
     lines += ["| side | step ms (median, IQR) | tokens/s | seq/s | ours / side | compile s "
               "| memory | GFLOP/token | TFLOP/s | MFU |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -672,6 +723,9 @@ def parse_args(argv=None):
     p.add_argument("--no-donate", action="store_true", help="do not donate the train state")
     p.add_argument("--dropout", type=float, default=None,
                    help="override the model's dropout rates (all sides)")
+    p.add_argument("--compare", default=None,
+                   help="KEY=V1,V2: time one side of ours per value (keys: "
+                        "remat scan dtype attention dropout no_donate)")
     p.add_argument("--lengths", default="full",
                    help="example lengths: full, or uniform:LO (uniform in [LO, seq])")
     p.add_argument("--pack", action="store_true",
