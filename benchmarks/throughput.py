@@ -638,7 +638,7 @@ def run(args) -> dict:
         med = st["median_s"]
         tokens = getattr(s, "tokens", tokens_per_step)
         achieved = s.flops_per_token * tokens / med
-        row.update(step=st, step_ms=med * 1e3, step_iqr_ms=st["iqr_s"] * 1e3,
+        row.update(step=st, times_s=[float(t) for t in s.times], step_ms=med * 1e3, step_iqr_ms=st["iqr_s"] * 1e3,
                    tokens_per_s=tokens / med, sequences_per_s=args.batch / med,
                    compile_s=s.compile_s, n_params=int(s.n_params),
                    flops_per_token=s.flops_per_token, achieved_tflops=achieved / 1e12,
@@ -650,9 +650,17 @@ def run(args) -> dict:
                    **getattr(s, "extra_meta", {}))
         results.append(row)
     ours = results[0]
-    for row in results:
+    for row, s in zip(results, sides):
         if "tokens_per_s" in row:
             row["ratio_vs_first"] = ours["tokens_per_s"] / row["tokens_per_s"]
+            # Paired: the same round's times compared, then the median over rounds; with
+            # --block 1 each pair ran back to back, so it is the least load-sensitive ratio.
+            t0s, ts = sides[0].times, s.times
+            n = min(len(t0s), len(ts))
+            tok0, tok = getattr(sides[0], "tokens", tokens_per_step), \
+                getattr(s, "tokens", tokens_per_step)
+            row["paired_ratio_vs_first"] = float(np.median(
+                [(tok0 / a) / (tok / b) for a, b in zip(t0s[:n], ts[:n])]))
     return {
         "date": datetime.date.today().isoformat(), "hardware": hardware(),
         "args": vars(args), "model": kind, "config": cfg.to_dict(),
@@ -679,8 +687,8 @@ def markdown(report: dict) -> str:
     if report.get("matmul_interleaved_flops_per_s"):
         lines[0] += (f", {report['matmul_interleaved_flops_per_s'] / 1e9:.0f} GFLOP/s "
                      "interleaved (the MFU reference)")
-    lines += ["| side | step ms (median, IQR) | tokens/s | seq/s | ours / side | compile s "
-              "| memory | GFLOP/token | TFLOP/s | MFU |",
+    lines += ["| side | step ms (median, IQR) | tokens/s | seq/s | ours / side (paired) "
+              "| compile s | memory | GFLOP/token | TFLOP/s | MFU |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if "error" in r:
@@ -695,7 +703,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['name']} | {r['step_ms']:.0f} ± {r['step_iqr_ms']:.0f} | "
             f"{r['tokens_per_s']:.0f} | {r['sequences_per_s']:.2f} | "
-            f"{r['ratio_vs_first']:.2f}x | {r['compile_s']:.1f} | {mem_s} | "
+            f"{r['ratio_vs_first']:.2f}x ({r.get('paired_ratio_vs_first', 0):.2f}x) | "
+            f"{r['compile_s']:.1f} | {mem_s} | "
             f"{r['flops_per_token'] / 1e9:.3f} | {r['achieved_tflops']:.3f} | {mfu} |")
     return "\n".join(lines)
 
