@@ -68,6 +68,55 @@ def zeros_init(axes: tuple) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+class HeadsProjection(nn.Module):
+    """[..., embed] -> [..., heads, head_dim] with a 3-d kernel `[embed, heads, kv]`.
+
+    The kernel is created at its final shape (not flattened as DenseGeneral does), so its
+    logical names hold at init and apply alike, under any sharding rules.
+    """
+
+    num_heads: int
+    head_dim: int
+    use_bias: bool = True
+    init_std: float = 0.02
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (x.shape[-1], self.num_heads, self.head_dim)
+        kernel = self.param("kernel", dense_init(self.init_std, ("embed", "heads", "kv")),
+                            shape, self.param_dtype)
+        y = jnp.einsum("...e,ehd->...hd", x.astype(self.dtype),
+                       jnp.asarray(kernel, self.dtype))            # [..., heads, kv]
+        if self.use_bias:
+            bias = self.param("bias", zeros_init(("heads", "kv")), shape[1:], self.param_dtype)
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+class OutputProjection(nn.Module):
+    """[..., heads, head_dim] -> [..., features] with a 3-d kernel `[heads, kv, embed]`."""
+
+    features: int
+    use_bias: bool = True
+    init_std: float = 0.02
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (x.shape[-2], x.shape[-1], self.features)
+        kernel = self.param("kernel", dense_init(self.init_std, ("heads", "kv", "embed")),
+                            shape, self.param_dtype)
+        y = jnp.einsum("...hd,hde->...e", x.astype(self.dtype),
+                       jnp.asarray(kernel, self.dtype))            # [..., embed]
+        if self.use_bias:
+            bias = self.param("bias", zeros_init(("embed",)), (self.features,), self.param_dtype)
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention. Self-attention when `inputs_kv` is None, cross otherwise.
 
@@ -93,11 +142,9 @@ class MultiHeadAttention(nn.Module):
                  use_cached_kv: bool = False) -> Array:
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
-        proj = lambda name: nn.DenseGeneral(  # noqa: E731  [b, t, embed] -> [b, t, heads, kv]
-            features=(self.num_heads, self.head_dim), axis=-1, use_bias=self.use_bias,
-            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-            kernel_init=dense_init(self.init_std, ("embed", "heads", "kv")),
-            bias_init=zeros_init(("heads", "kv")))
+        proj = lambda name: HeadsProjection(  # noqa: E731  [b, t, embed] -> [b, t, heads, kv]
+            self.num_heads, self.head_dim, self.use_bias, self.init_std, self.dtype,
+            self.param_dtype, name=name)
         q = proj("query")(inputs_q)
 
         if use_cached_kv:
@@ -120,11 +167,8 @@ class MultiHeadAttention(nn.Module):
                      dropout_rng=None if deterministic or self.dropout_rate == 0.0
                      else self.make_rng("dropout"), deterministic=deterministic)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return nn.DenseGeneral(  # [b, q, heads, kv] -> [b, q, embed]
-            features=features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
-            param_dtype=self.param_dtype, name="out",
-            kernel_init=dense_init(self.init_std, ("heads", "kv", "embed")),
-            bias_init=zeros_init(("embed",)))(out)
+        return OutputProjection(features, self.use_bias, self.init_std, self.dtype,
+                                self.param_dtype, name="out")(out)  # [b, q, embed]
 
     def _update_cache(self, k: Array, v: Array, mask: Optional[Array]):
         """Writes the new keys/values at cache_index; returns the full cache and its mask."""

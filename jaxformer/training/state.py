@@ -68,8 +68,7 @@ def create_state(task, tx, mesh, rules=sh.RULES, seed: int = 0):
         return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=run_rng,
                           bad_streak=zero, skipped=zero)
 
-    # No logical rules in scope here: out_shardings place the result, and flax's DenseGeneral
-    # would constrain its flat pre-reshape kernel with the 3-d names under active rules.
+    # out_shardings place the result; activations need no constraints at init.
     state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
     return state, shardings, abstract
 

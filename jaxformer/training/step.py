@@ -111,36 +111,14 @@ def compile_eval_step(eval_step, param_shardings, batch_example, mesh, rules=sh.
 
 class _with_context:
     """Calls (and lowers) a jitted function under the mesh and the logical rules, which
-    Linen's activation constraints read at trace time.
-
-    If tracing under the rules fails inside a sharding constraint (flax's DenseGeneral
-    re-runs its kernel init for a shape check and constrains the flat pre-reshape kernel with
-    the 3-d attention names), it falls back, once and loudly, to tracing without activation
-    constraints: parameter and batch shardings still come from in/out_shardings, and XLA
-    propagates the rest. Results are the same; only the activation layouts are left to XLA.
-    """
-
-    warned = False
+    Linen's activation constraints read at trace time."""
 
     def __init__(self, fn, mesh, rules):
         self.fn, self.mesh, self.rules = fn, mesh, rules
-        self.constrained = True
 
     def _run(self, method, *args):
-        if self.constrained:
-            try:
-                with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-                    return method(*args)
-            except ValueError as e:
-                if "with_sharding_constraint" not in str(e):
-                    raise
-                self.constrained = False
-                if not _with_context.warned:
-                    _with_context.warned = True
-                    print("warning: the model cannot be traced under the logical axis rules "
-                          f"({str(e)[:160]}...); compiling without activation sharding "
-                          "constraints.", flush=True)
-        return method(*args)
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            return method(*args)
 
     def __call__(self, *args):
         return self._run(self.fn, *args)
