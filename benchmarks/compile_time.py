@@ -24,11 +24,11 @@ import jax  # noqa: E402
 import throughput as tp  # noqa: E402
 
 
-def measure(args, scan: bool) -> dict:
+def measure(args, scan: bool, remat: str | None = None) -> dict:
     from jaxformer.training import optim, sharding as sh, state as state_lib
     from jaxformer.training import step as step_lib
     targs = tp.parse_args(["--model", args.model, "--seq", str(args.seq), "--batch",
-                           str(args.batch), "--remat", args.remat] + (["--scan"] if scan else []))
+                           str(args.batch), "--remat", remat or args.remat] + (["--scan"] if scan else []))
     _, cfg = tp.model_config(targs)
     p = tp.predictions_per_row(args.seq)
     task, _ = tp.bert_task(cfg, args.seq, p, "system")
@@ -46,10 +46,13 @@ def measure(args, scan: bool) -> dict:
     t0 = time.perf_counter()
     lowered = fn.lower(abs_state, abs_batch)
     t1 = time.perf_counter()
-    lowered.compile()
+    compiled = lowered.compile()
     t2 = time.perf_counter()
-    return {"scan_layers": scan, "lower_s": t1 - t0, "compile_s": t2 - t1,
-            "total_s": t2 - t0, "hlo_chars": len(lowered.as_text())}
+    mem = compiled.memory_analysis()
+    return {"scan_layers": scan, "remat": remat or args.remat, "lower_s": t1 - t0,
+            "compile_s": t2 - t1, "total_s": t2 - t0, "hlo_chars": len(lowered.as_text()),
+            "temp_bytes": int(mem.temp_size_in_bytes),
+            "argument_bytes": int(mem.argument_size_in_bytes)}
 
 
 def main(argv=None):
@@ -58,8 +61,23 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--remat", default="none")
+    ap.add_argument("--remat-sweep", action="store_true",
+                    help="instead: compile (with scan) for each remat policy and report XLA's "
+                         "temporary-buffer bytes, i.e. the activation memory each one keeps")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.remat_sweep:
+        rows = [measure(args, True, r) for r in ("none", "full", "dots", "dots_no_batch")]
+        print(f"| {args.model} b{args.batch} s{args.seq} remat | XLA temp GiB | state+batch GiB "
+              "| compile s |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['remat']} | {r['temp_bytes'] / 2**30:.2f} | "
+                  f"{r['argument_bytes'] / 2**30:.2f} | {r['compile_s']:.1f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "hardware": tp.hardware(), "results": rows}, f,
+                          indent=2, default=str)
+        return rows
     rows = []
     for scan in (False, True):
         r = measure(args, scan)

@@ -1,6 +1,6 @@
 """The sharded train step on 1, 2, 4 and 8 devices for data parallel, FSDP and tensor parallel.
 
-    python benchmarks/scaling.py [--model bert-tiny --seq 64 --batch 8 --steps 3] [--json f]
+    python benchmarks/scaling.py [--model bert-tiny --heads 8 --seq 64 --batch 8] [--json f]
 
 On CPU the devices are fake (`--xla_force_host_platform_device_count=8`, set for a worker
 subprocess), so the figures show that every strategy compiles and runs and what it costs in
@@ -35,6 +35,8 @@ def worker(args) -> list[dict]:
     targs = tp.parse_args(["--model", args.model, "--seq", str(args.seq), "--batch",
                            str(args.batch)])
     _, cfg = tp.model_config(targs)
+    if args.heads:  # tensor parallelism splits heads: 8 devices need a multiple of 8
+        cfg = cfg.replace(num_heads=args.heads)
     p = tp.predictions_per_row(args.seq)
     task, _ = tp.bert_task(cfg, args.seq, p, "system")
     tx, _ = optim.make_optimizer(tp.OPTIMIZER, total_steps=10_000)
@@ -82,6 +84,7 @@ def main(argv=None):
     ap.add_argument("--model", default="bert-tiny")
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8, help="override num_heads (0: keep)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--devices", default="1,2,4,8")
     ap.add_argument("--strategies", default="dp,fsdp,tp")

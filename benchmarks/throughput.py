@@ -580,6 +580,73 @@ def compare_sides(args):
     return kind, cfg, sides, tokens, flops
 
 
+def run_decode(args) -> dict:
+    """Greedy and beam-4 decoding of the encoder-decoder (KV cache on), ours through
+    `benchmarks/decoding.py`'s timer, beside `MarianMTModel.generate` of the same shape.
+    EOS is suppressed on both sides so every call decodes exactly `--seq` positions;
+    the sides alternate per repeat. tokens/s = batch x seq / seconds (best of repeats)."""
+    import flax.linen as nn
+    import torch
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from decoding import bench as jax_decode  # the inference engineer's timer
+    from jaxformer.models.transformer import Transformer
+    kind, cfg = model_config(args)
+    if kind != "transformer":
+        raise SystemExit("--mode decode is for transformer-<size>.")
+    cfg = cfg.replace(final_logits_bias=True)
+    src_len, n = max(8, args.seq // 2), args.seq
+    model = Transformer(cfg)
+    rs = np.random.RandomState(args.seed)
+    ids = rs.randint(SPECIAL, cfg.vocab_size, (args.batch, src_len)).astype(np.int32)
+    mask = np.ones_like(ids)
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), ids[:1], mask[:1],
+                                          ids[:1])["params"])
+    params["final_logits_bias"] = params["final_logits_bias"].at[cfg.eos_token_id].set(-1e9)
+    from transformers import MarianConfig, MarianMTModel
+    hf = MarianMTModel(MarianConfig(
+        vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.num_encoder_layers,
+        decoder_layers=cfg.num_decoder_layers, encoder_attention_heads=cfg.num_heads,
+        decoder_attention_heads=cfg.num_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
+        activation_function="swish", max_position_embeddings=cfg.max_len,
+        pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id,
+        decoder_start_token_id=cfg.decoder_start_token_id, scale_embedding=True)).eval()
+    tids, tmask = torch.as_tensor(ids).long(), torch.as_tensor(mask).long()
+    rows = []
+    for beams in (1, 4):
+        kw = dict(max_length=n, num_beams=beams, use_cache=True)
+        ours_s, torch_times = float("inf"), {}
+        for r in range(args.steps):
+            # bench(): one untimed call (compiles the first time), then one timed call.
+            ours_s = min(ours_s, jax_decode(model, params, ids, mask, 1, **kw))
+            for label, th in (("torch eager", None), ("eager, 1 thread", 1)):
+                torch.set_num_threads(th or peer_threads())
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    hf.generate(tids, attention_mask=tmask, max_new_tokens=n,
+                                min_new_tokens=n, num_beams=beams, do_sample=False,
+                                early_stopping=False)
+                torch_times.setdefault(label, []).append(time.perf_counter() - t0)
+        torch.set_num_threads(peer_threads())
+        name = "greedy" if beams == 1 else f"beam{beams}"
+        row = {"strategy": name, "jaxformer_tokens_per_s": args.batch * n / ours_s}
+        for label, ts in torch_times.items():
+            row[f"transformers ({label})_tokens_per_s"] = args.batch * n / min(ts)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"date": datetime.date.today().isoformat(), "hardware": hardware(),
+            "args": vars(args), "config": cfg.to_dict(), "decode": rows}
+
+
+_DEFAULT_THREADS = []
+
+
+def peer_threads() -> int:
+    import torch
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    return _DEFAULT_THREADS[0]
+
+
 def run(args) -> dict:
     if args.compare:
         kind, cfg, sides, tokens_per_step, flops = compare_sides(args)
@@ -714,7 +781,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="bert-base")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--mode", choices=("train", "infer", "decode"), default="train",
+                   help="decode: greedy/beam-4 generation, transformer-<size> only")
     p.add_argument("--peers", default="", help="comma list: torch, torch-1t (one intra-op thread), torch-compile")
     p.add_argument("--dtype", default="float32", help="float32 | bf16 (compute; f32 masters)")
     p.add_argument("--attention", default="xla", choices=("xla", "cudnn", "einsum"))
@@ -749,6 +817,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mode == "decode":
+        report = run_decode(args)
+        print("| strategy | jaxformer tok/s | transformers eager tok/s | eager 1 thread tok/s |"
+              "\n|---|---|---|---|")
+        for r in report["decode"]:
+            print(f"| {r['strategy']} | {r['jaxformer_tokens_per_s']:.0f} | "
+                  f"{r['transformers (torch eager)_tokens_per_s']:.0f} | "
+                  f"{r['transformers (eager, 1 thread)_tokens_per_s']:.0f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2, default=str)
+        return report
     report = run(args)
     table = markdown(report)
     print(table)
