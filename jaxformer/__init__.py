@@ -1,6 +1,6 @@
 """jaxformer: encoder-decoder and BERT-family transformers in JAX/Flax."""
 
-from jaxformer.models import *  # noqa: F401,F403
+from jaxformer.models import *  # noqa: F403
 from jaxformer.models import __all__ as _models_all
 from jaxformer.convert import from_pretrained, save_pretrained
 from jaxformer.inference.decoding import generate

@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import jax  # noqa: E402
+import jax
 
 _cache = os.environ.get("JAX_COMPILATION_CACHE_DIR",
                         os.path.join(os.path.expanduser("~"), ".cache", "jaxformer-jax"))

@@ -7,9 +7,7 @@ import json
 import os
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -17,11 +15,11 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxformer-jax")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-from jaxformer.models import bert_config  # noqa: E402
-from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib  # noqa
-from jaxformer.training import step as step_lib  # noqa: E402
-from jaxformer.training.defaults import base_config  # noqa: E402
-from jaxformer.training.tasks import get_task  # noqa: E402
+from jaxformer.models import bert_config
+from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib
+from jaxformer.training import step as step_lib
+from jaxformer.training.defaults import base_config
+from jaxformer.training.tasks import get_task
 
 
 def config():

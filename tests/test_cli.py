@@ -13,7 +13,7 @@ from test_pipelines_helpers import NER_LABELS, make_hf_dir
 
 pytest.importorskip("transformers")
 
-from jaxformer.cli import main  # noqa: E402
+from jaxformer.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -174,7 +174,7 @@ def test_translation_buckets_from_tfds_mock(toks):
   ds, skipped = ft.translation_dataset(examples, boundaries=boundaries, batch_size=[8, 4, 2],
                                        pad_id=tok.pad_id, seed=0, num_epochs=2)
   lengths = [max(len(e["inputs"]), len(e["targets"])) for e in examples]
-  assert skipped[f"longer than 32 tokens"] == sum(n > 32 for n in lengths)
+  assert skipped["longer than 32 tokens"] == sum(n > 32 for n in lengths)
   seen = 0
   for i in range(len(ds) // 2):
     b = ds[i]

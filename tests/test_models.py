@@ -82,7 +82,7 @@ def test_remat_is_numerically_neutral(bert, policy):
     model, params = bert
     x = ids(2, 8)
     remat = EncoderModel(model.cfg.replace(remat_policy=policy))
-    loss = lambda m: lambda p: m.apply({"params": p}, x).mlm_logits.sum()  # noqa: E731
+    loss = lambda m: lambda p: m.apply({"params": p}, x).mlm_logits.sum()
     g0 = jax.grad(loss(model))(params)
     g1 = jax.grad(loss(remat))(params)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
@@ -94,7 +94,7 @@ def test_scan_layers_equals_unrolled_layers(bert):
     scanned = EncoderModel(model.cfg.replace(scan_layers=True))
     sp = dict(params)
     enc = dict(params["encoder"])
-    stack = lambda name: jax.tree.map(lambda *xs: jnp.stack(xs),  # noqa: E731
+    stack = lambda name: jax.tree.map(lambda *xs: jnp.stack(xs),
                                       *[enc.pop(f"{name}_{i}") for i in range(2)])
     enc["layers"] = {"attention": stack("attention"), "mlp": stack("mlp")}
     sp["encoder"] = enc

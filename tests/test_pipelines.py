@@ -13,7 +13,7 @@ from test_pipelines_helpers import NER_LABELS, VOCAB, WORDS, make_hf_dir
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jaxformer.inference import pipelines as P  # noqa: E402
+from jaxformer.inference import pipelines as P
 
 TOL = 1e-4
 

@@ -9,11 +9,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-import os  # noqa: E402
+import os
 
-import jax  # noqa: E402
+import jax
 
-import jaxformer  # noqa: E402
+import jaxformer
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()

@@ -100,7 +100,7 @@ def test_task_losses_match_numpy(classifier):
     np.testing.assert_allclose(loss, np.mean(lse - lg[np.arange(3), y]), rtol=1e-5)
     np.testing.assert_allclose(m["accuracy"], np.mean(lg.argmax(-1) == y))
     reg = model.cfg.replace(num_labels=1)
-    class O:  # noqa: E306
+    class Out:
         logits = jnp.array([[0.5], [2.0]])
-    mse, _ = ft.task_loss(reg, O, {"label": np.array([1.0, 1.0])})
+    mse, _ = ft.task_loss(reg, Out, {"label": np.array([1.0, 1.0])})
     np.testing.assert_allclose(mse, (0.25 + 1.0) / 2)

@@ -13,7 +13,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from jaxformer.training import cli, sharding  # noqa: E402
+from jaxformer.training import cli, sharding
 
 _delay = float(os.environ.get("JF_STEP_DELAY", "0"))
 if _delay:

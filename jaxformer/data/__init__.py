@@ -11,3 +11,33 @@ from jaxformer.data.sources import (Documents, read_jsonl, read_text_files, spli
                                     tfds_source, tfds_texts)
 from jaxformer.data.tokenizers import (FAMILIES, MissingSpecialTokenError, Tokenizer,
                                        load_tokenizer, train_tokenizer)
+
+__all__ = [
+    "DataIterator",
+    "Documents",
+    "FAMILIES",
+    "Masker",
+    "MaskingConfig",
+    "MissingSpecialTokenError",
+    "Packer",
+    "PretrainingConfig",
+    "Tokenizer",
+    "batch_dataset",
+    "create_instances",
+    "default_corpus",
+    "dense_labels",
+    "load_tokenizer",
+    "make_global_batch",
+    "mask_instance",
+    "mask_tokens",
+    "pad_example",
+    "padding_fraction",
+    "pretraining_dataset",
+    "read_jsonl",
+    "read_text_files",
+    "shard_for_process",
+    "split_sentences",
+    "tfds_source",
+    "tfds_texts",
+    "train_tokenizer",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import grain
 import numpy as np
@@ -172,7 +172,7 @@ def prepare_squad(examples: Sequence[dict], tokenizer, config: SquadConfig = Squ
       max_ctx = np.zeros(L, bool)
       for i in range(length):
         p = start + i
-        score = lambda s, n: min(p - s, s + n - 1 - p) + 0.01 * n
+        score = lambda s, n: min(p - s, s + n - 1 - p) + 0.01 * n  # noqa: B023 (called at once)
         best = max((score(s, n), k) for k, (s, n) in enumerate(spans) if s <= p < s + n)[1]
         max_ctx[prefix + i] = best == w
       sp = ep = 0

@@ -12,7 +12,7 @@ prediction budget and at most `max_segments` per row; it is deterministic.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

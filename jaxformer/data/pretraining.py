@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import grain
 import numpy as np

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["Documents", "tfds_source", "tfds_texts", "read_text_files", "read_jsonl",
            "split_sentences"]

@@ -8,7 +8,7 @@ handful of compilations instead of one per length.
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -90,5 +90,5 @@ class BucketedFn:
                 arrays.update(extra(idx, batch, length))
             out = jax.device_get(self._jitted(self.params, arrays))
             for j, i in enumerate(idx):
-                results[i] = jax.tree.map(lambda x: x[j], out)
+                results[i] = jax.tree.map(lambda x: x[j], out)  # noqa: B023 (called at once)
         return results

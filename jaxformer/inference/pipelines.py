@@ -21,7 +21,8 @@ import json
 import os
 import re
 import warnings
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -137,29 +138,13 @@ def _find_config(path: str) -> tuple[dict, str]:
                         "section next to orbax step directories).")
 
 
-def _latest_step_dir(path: str) -> str:
-    """`path` itself if it is an orbax step, else its (or `checkpoints/`'s) largest step."""
-    for root in (path, os.path.join(path, "checkpoints")):
-        if os.path.isdir(os.path.join(root, "state")) or os.path.isdir(os.path.join(root,
-                                                                                    "params")):
-            return root
-        steps = [d for d in os.listdir(root) if d.isdigit()] if os.path.isdir(root) else []
-        if steps:
-            return os.path.join(root, max(steps, key=int))
-    raise PipelineError(f"no orbax checkpoint (numbered step directory) under {path!r}.")
-
-
-def _restore_params(step_dir: str):
-    """Params of a `jaxformer.training.checkpoint.Checkpointer` step (its `state` item, a
-    TrainState) or of a params-only export (`params` item)."""
-    import orbax.checkpoint as ocp
-    ckptr = ocp.StandardCheckpointer()
-    for item in ("params", "state"):
-        d = os.path.join(step_dir, item)
-        if os.path.isdir(d):
-            tree = ckptr.restore(d)
-            return tree["params"] if item == "state" else tree
-    raise PipelineError(f"{step_dir!r} has neither a 'state' nor a 'params' item.")
+def _restore_params(path: str):
+    """Params of the newest checkpoint under `path` (see `checkpoint.load_params`)."""
+    from jaxformer.training.checkpoint import load_params
+    try:
+        return load_params(path)
+    except FileNotFoundError as e:
+        raise PipelineError(str(e)) from None
 
 
 def _load_jaxformer(path: str) -> LoadedModel:
@@ -168,7 +153,7 @@ def _load_jaxformer(path: str) -> LoadedModel:
     to the config, or tokenizer.json in it)."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
-    params = _restore_params(_latest_step_dir(path))
+    params = _restore_params(path)
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
     if "family" in model_cfg:
         model_cfg = dict(model_cfg)
@@ -546,7 +531,7 @@ class Answer(_EncoderPipeline):
         try:
             a = enc.word_to_chars(enc.token_to_word(s), 1)[0]
             b = enc.word_to_chars(enc.token_to_word(e), 1)[1]
-        except Exception:  # noqa: BLE001  tokens without a word: use the token offsets
+        except Exception:
             a, b = enc.offsets[s][0], enc.offsets[e][1]
         return int(a), int(b)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -142,7 +143,7 @@ class MultiHeadAttention(nn.Module):
                  use_cached_kv: bool = False) -> Array:
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
-        proj = lambda name: HeadsProjection(  # noqa: E731  [b, t, embed] -> [b, t, heads, kv]
+        proj = lambda name: HeadsProjection(
             self.num_heads, self.head_dim, self.use_bias, self.init_std, self.dtype,
             self.param_dtype, name=name)
         q = proj("query")(inputs_q)

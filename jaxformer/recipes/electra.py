@@ -64,7 +64,7 @@ class ElectraTask(PretrainTask):
         """6 x matmul params of both encoders + attention scores + the generator's vocab
         projection at the masked positions."""
         c, g = self.model_cfg, self.generator.cfg
-        leaves = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
+        leaves = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
         emb = params["discriminator"]["encoder"]["embeddings"]
         n = (leaves(params["discriminator"]) - leaves(emb)
              + leaves(params["generator"]) - c.vocab_size)           # minus the MLM bias

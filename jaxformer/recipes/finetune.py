@@ -74,7 +74,7 @@ def load_run_params(workdir: str):
     from jaxformer.training.checkpoint import load_params
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
-    return EncoderConfig.from_dict(run["model"]), load_params(os.path.join(workdir, "checkpoints"))
+    return EncoderConfig.from_dict(run["model"]), load_params(workdir)
 
 
 def merge_encoder(fresh, pretrained):
@@ -92,7 +92,8 @@ def merge_encoder(fresh, pretrained):
 
 def encoder_mask(params, trainable: bool):
     """A tree of booleans: True on the encoder's parameters when `trainable`, else False."""
-    return {k: jax.tree.map(lambda _: (k == "encoder") == trainable, v) for k, v in params.items()}
+    return {k: jax.tree.map(lambda _, t=(k == "encoder") == trainable: t, v)
+            for k, v in params.items()}
 
 
 # -- the task ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +107,7 @@ class Checkpointer:
                 if not np.allclose(got, meta["fingerprint"], rtol=1e-4, atol=1e-6):
                     raise CorruptCheckpointError("parameter fingerprint mismatch")
                 return state, meta.get("data"), step
-            except Exception as e:  # noqa: BLE001  any failure to read means unusable
+            except Exception as e:
                 self.report(f"checkpoint at step {step} in {self.directory} is corrupt or "
                             f"unreadable ({type(e).__name__}: {str(e)[:300]}); moving it "
                             "aside and falling back to the previous one.")
@@ -132,3 +133,29 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def latest_step_dir(path: str) -> str:
+    """`path` if it is one saved step, else the newest numbered step under `path` or under
+    `path/checkpoints` (a training workdir). Raises FileNotFoundError when there is none."""
+    for root in (path, os.path.join(path, "checkpoints")):
+        if any(os.path.isdir(os.path.join(root, item)) for item in ("state", "params")):
+            return root
+        steps = [d for d in os.listdir(root) if d.isdigit()] if os.path.isdir(root) else []
+        if steps:
+            return os.path.join(root, max(steps, key=int))
+    raise FileNotFoundError(f"no checkpoint (numbered step directory) under {path!r}.")
+
+
+def load_params(path: str):
+    """The params (host numpy arrays) of the newest checkpoint under `path`, without knowing
+    the run's optimizer: a Checkpointer step (its `state` item) or a params-only export
+    (`params` item)."""
+    step_dir = latest_step_dir(path)
+    ckptr = ocp.StandardCheckpointer()
+    for item in ("params", "state"):
+        d = os.path.join(step_dir, item)
+        if os.path.isdir(d):
+            tree = ckptr.restore(d)
+            return tree["params"] if item == "state" else tree
+    raise FileNotFoundError(f"{step_dir!r} has neither a 'state' nor a 'params' item.")

@@ -8,7 +8,8 @@ import difflib
 import importlib.util
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import ml_collections
 

@@ -4,11 +4,10 @@ checkpoint, runs the compiled step, and owns all IO (metrics, eval, checkpoints,
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -85,6 +84,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     total = config.num_train_steps
     task = get_task(config, workdir)
     tx, schedule = make_optimizer(config.optimizer, total)
+    if hasattr(task, "wrap_optimizer"):  # e.g. a frozen encoder: zero updates for its params
+        tx = task.wrap_optimizer(tx)
     abstract, specs = state_lib.state_specs(task, tx, mesh, seed=config.seed)
     state_sh = sh.named(mesh, specs)
     say(f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
@@ -105,6 +106,10 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
         say(f"resumed from step {start} ({ckpt.directory})")
     else:
         state, _, _ = state_lib.create_state(task, tx, mesh, seed=config.seed)
+        if hasattr(task, "pretrained_params"):  # fine-tuning / continued pretraining
+            params = task.pretrained_params(jax.device_get(state.params))
+            state = state.replace(params=jax.device_put(params, state_sh.params))
+            say("initialised from pretrained weights")
         start = 0
 
     first = next(data)
@@ -226,8 +231,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
         if step >= total:
             text = task.finish(state.params, workdir)
             if text:
-                say("fill-mask predictions:\n" + text)
-                writer.text("fill_mask", text, step)
+                say(text)
+                writer.text("finish", text, step)
+                summary["finish"] = text
     writer.close()
     if lead:
         with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -7,7 +7,7 @@ clipped to a global norm before the optimizer sees them.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,8 @@ which mesh axis that dimension is split over.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax

@@ -67,7 +67,7 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         bad = jnp.where(ok, 0, state.bad_streak + 1).astype(jnp.int32)
         new_state = state.replace(
             step=state.step + 1, params=keep(new_params, state.params),

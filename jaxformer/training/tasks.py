@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -243,7 +244,8 @@ class PretrainTask(Task):
         sentences = list(self.config.get("demo_sentences", ()))
         if not sentences or self.config.data.source == "synthetic":
             return ""
-        return fill_mask_report(self.model, params, self.tokenizer, sentences)
+        return "fill-mask predictions:\n" + fill_mask_report(self.model, params,
+                                                             self.tokenizer, sentences)
 
 
 def fill_mask_report(model, params, tokenizer, sentences, top_k: int = 5) -> str:
