@@ -37,6 +37,8 @@ def worker(args) -> list[dict]:
     _, cfg = tp.model_config(targs)
     if args.heads:  # tensor parallelism splits heads: 8 devices need a multiple of 8
         cfg = cfg.replace(num_heads=args.heads)
+    if args.vocab:  # ... and the vocabulary: BERT's 30522 = 2 x 15261 splits only in two
+        cfg = cfg.replace(vocab_size=args.vocab)
     p = tp.predictions_per_row(args.seq)
     task, _ = tp.bert_task(cfg, args.seq, p, "system")
     tx, _ = optim.make_optimizer(tp.OPTIMIZER, total_steps=10_000)
@@ -85,6 +87,8 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8, help="override num_heads (0: keep)")
+    ap.add_argument("--vocab", type=int, default=30720,
+                    help="override vocab_size (0: keep); 30720 = 30522 padded to 256 x 120")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--devices", default="1,2,4,8")
     ap.add_argument("--strategies", default="dp,fsdp,tp")

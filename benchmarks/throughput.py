@@ -742,6 +742,10 @@ def run(args) -> dict:
         "reference_flops_per_s": ref_rate, "results": results}
 
 
+def _fmt_x(x) -> str:
+    return "—" if x is None else f"{x:.2f}x"
+
+
 def markdown(report: dict) -> str:
     a = report["args"]
     hw = report["hardware"]
@@ -773,7 +777,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['name']} | {r['step_ms']:.0f} ± {r['step_iqr_ms']:.0f} | "
             f"{r['tokens_per_s']:.0f} | {r['sequences_per_s']:.2f} | "
-            f"{r['ratio_vs_first']:.2f}x ({r.get('paired_ratio_vs_first', 0):.2f}x) | "
+            f"{r['ratio_vs_first']:.2f}x ({_fmt_x(r.get('paired_ratio_vs_first'))}) | "
             f"{r['compile_s']:.1f} | {mem_s} | "
             f"{r['flops_per_token'] / 1e9:.3f} | {r['achieved_tflops']:.3f} | {mfu} |")
     return "\n".join(lines)
