@@ -24,15 +24,23 @@ def classifier():
 
 
 class _Frozen:
+    """Just what FineTuneTask.wrap_optimizer reads."""
+
     freeze_encoder = True
     wrap_optimizer = ft.FineTuneTask.wrap_optimizer
+
+    def __init__(self, model):
+        self.model = model
+
+    def init_params(self, rng):
+        return self.model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
 
 
 def test_frozen_encoder_changes_no_encoder_parameter_bit_for_bit(classifier):
     model, params = classifier
     # Weight decay would move a "frozen" weight even with zero gradients: the wrapped
     # optimizer must zero the whole update, decay included.
-    tx = _Frozen().wrap_optimizer(optax.adamw(1e-2, weight_decay=0.1))
+    tx = _Frozen(model).wrap_optimizer(optax.adamw(1e-2, weight_decay=0.1))
     opt = tx.init(params)
     x = np.random.RandomState(0).randint(5, V, (4, 8)).astype(np.int32)
     y = np.array([0, 1, 1, 0], np.int32)
@@ -53,6 +61,8 @@ def test_frozen_encoder_changes_no_encoder_parameter_bit_for_bit(classifier):
     changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params["classifier"]),
                                                           jax.tree.leaves(p["classifier"]))]
     assert all(changed)  # the head trains
+    # The optimizer state can be laid out like the params (what sharded training needs).
+    optax.tree_map_params(tx, lambda p: p, opt)
 
 
 def test_unfrozen_optimizer_is_untouched():

@@ -34,10 +34,12 @@ class ContinuedPretrainTask(PretrainTask):
                      if k in ("hidden_dropout", "attention_dropout", "dtype", "remat_policy")}
         self.model_cfg = cfg.replace(head="mlm", **overrides)
         self.model = EncoderModel(self.model_cfg)
-        # PretrainTask reuses a tokenizer saved in the workdir: put the source's there.
-        self._tokenizer = load_tokenizer(tok_dir)
-        if jax.process_index() == 0:
-            self._tokenizer.save(os.path.join(workdir, "tokenizer"))
+        # PretrainTask builds its data with the tokenizer saved in the workdir (training one
+        # only when there is none): put the source's there. Every process writes the same
+        # files, so none can find the directory empty and train a different vocabulary.
+        target = os.path.join(workdir, "tokenizer")
+        if not os.path.exists(os.path.join(target, "tokenizer.json")):
+            load_tokenizer(tok_dir).save(target)
 
     def pretrained_params(self, fresh):
         """The source's encoder and MLM head (a base-only source keeps a fresh head)."""
@@ -45,7 +47,8 @@ class ContinuedPretrainTask(PretrainTask):
         if "mlm" in self._source:
             out["mlm"] = jax.tree.map(lambda f, p: np.asarray(p, f.dtype), fresh["mlm"],
                                       self._source["mlm"])
-        self._initial = out
+        # A host copy: the device arrays are donated to the train step and freed.
+        self._initial = jax.device_get(out)
         return out
 
     def finish(self, params, workdir):

@@ -16,6 +16,7 @@ import os
 import re
 from typing import Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,10 +138,12 @@ class FineTuneTask(Task):
         """With a frozen encoder, its updates are exactly zero (no weight decay either)."""
         if not self.freeze_encoder:
             return tx
-        return optax.multi_transform(
-            {"train": tx, "frozen": optax.set_to_zero()},
-            lambda p: jax.tree.map(lambda t: "train" if t else "frozen",
-                                   encoder_mask(p, trainable=False)))
+        # Labels as a tree, not a callable: optax.tree_map_params (optimizer-state sharding)
+        # initialises the optimizer with a placeholder that a label function cannot walk.
+        shapes = nn.unbox(jax.eval_shape(self.init_params, jax.random.key(0)))
+        labels = jax.tree.map(lambda t: "train" if t else "frozen",
+                              encoder_mask(shapes, trainable=False))
+        return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
     # -- data ------------------------------------------------------------------------------
     @property
@@ -220,9 +223,12 @@ class FineTuneTask(Task):
         import grain
         from jaxformer.data import batch_dataset, shard_for_process
         feats = self._encoded(self._records()[1])
+        if len(feats) < batch_size:
+            raise ValueError(f"{len(feats)} eval examples cannot fill one batch of "
+                             f"{batch_size}; raise data.eval_fraction or lower batch_size.")
+        # Whole batches only: the sharded eval step takes the global batch shape.
         ds = batch_dataset(shard_for_process(grain.MapDataset.source(feats), process_index,
-                                             process_count), batch_size // process_count,
-                           drop_remainder=False)
+                                             process_count), batch_size // process_count)
         return [ds[i] for i in range(len(ds))]
 
     # -- loss -------------------------------------------------------------------------------

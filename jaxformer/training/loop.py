@@ -223,6 +223,12 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
                "last_loss": history[-1][1] if history else None,
                "tokens_per_s": last_metrics.get("tokens_per_s"),
                "mfu": last_metrics.get("mfu"), **final_eval}
+    if eval_batches and hasattr(task, "baseline_metrics"):
+        summary.update(task.baseline_metrics(eval_batches))
+        if "eval_mlm_accuracy" in summary and "eval_baseline_mlm_accuracy" in summary:
+            say(f"held-out masked-token accuracy {summary['eval_mlm_accuracy']:.1%} "
+                f"(most-frequent-token baseline {summary['eval_baseline_mlm_accuracy']:.1%}, "
+                f"always {summary['baseline_token']!r})")
     if lead and not preempted:
         if config.log.plot:
             png = observe.plot_losses(workdir)

@@ -38,9 +38,12 @@ def state_specs(task, tx, mesh, rules=sh.RULES, seed: int = 0):
     pspecs = sh.mesh_specs(logical, rules)
     sh.check_divisible(params_abs, pspecs, mesh, logical=logical)
     opt_abs = jax.eval_shape(tx.init, params_abs)
+    # Masked optimizers (e.g. a frozen encoder) hold MaskedNode where a parameter is left out:
+    # it has no arrays, so it keeps no spec.
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
     ospecs = optax.tree_map_params(
-        tx, lambda p, s: s, opt_abs, pspecs, transform_non_params=lambda _: P(),
-        is_leaf=_is_spec)
+        tx, lambda p, s: p if masked(p) else s, opt_abs, pspecs,
+        transform_non_params=lambda _: P(), is_leaf=lambda x: _is_spec(x) or masked(x))
     # Statistics shaped unlike their parameter (Adafactor's factored moments) get a fitted spec.
     ospecs = jax.tree.map(lambda s, a: sh.fit_spec(s, a.shape, mesh), ospecs, opt_abs,
                           is_leaf=_is_spec)

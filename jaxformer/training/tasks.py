@@ -230,6 +230,20 @@ class PretrainTask(Task):
         return loss, metrics
 
     # -- reporting -----------------------------------------------------------------------
+    def baseline_metrics(self, eval_batches) -> dict:
+        """The most-frequent-token baseline on the held-out masked positions: the accuracy of
+        always predicting the single id that is most common among those very targets (the
+        best any constant guess can do there)."""
+        ids = np.concatenate([np.asarray(b["mlm_ids"]).ravel() for b in eval_batches])
+        w = np.concatenate([np.asarray(b["mlm_weights"]).ravel() for b in eval_batches]) > 0
+        if not w.any():
+            return {}
+        counts = np.bincount(ids[w])
+        return {"eval_baseline_mlm_accuracy": float(counts.max() / w.sum()),
+                "baseline_token": (self.tokenizer.id_to_token(int(counts.argmax()))
+                                   if hasattr(self.tokenizer, "id_to_token")
+                                   else str(int(counts.argmax())))}
+
     def flops_per_token(self, params) -> float:
         """Training FLOPs per token: 6 x (matmul params, excluding embedding lookups) plus
         attention scores (12 L T H) plus the MLM decoder at the predicted positions."""

@@ -1,0 +1,178 @@
+"""Every recipe end to end through the training loop, on CPU, at tiny size.
+
+- each pretraining recipe's tiny config runs a few steps, and its loss falls when it
+  overfits one fixed batch;
+- fine-tuning from a pretrained tiny checkpoint reaches >= 95% on the keyword task;
+  a frozen encoder is unchanged bit for bit; the export predicts the same in transformers;
+- continued pretraining starts from the pretrained weights.
+"""
+
+import json
+import os
+import re
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxformer.training import loop
+from jaxformer.training.checkpoint import load_params
+from jaxformer.training.config_lib import load_config_file
+from jaxformer.training.tasks import get_task
+
+pytestmark = pytest.mark.slow
+QUIET = {"log.progress": False, "log.tensorboard": False, "log.plot": False}
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    """~100 KB of the embedded corpus (the main-job test covers the whole of it)."""
+    from jaxformer.data import default_corpus
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    docs, size = [], 0
+    for d in default_corpus():
+        if len(d) > 4000:  # many small modules rather than a few big ones
+            continue
+        # One document per module: blank lines inside it would split it into paragraphs.
+        docs.append(re.sub(r"\n\s*\n", "\n", d.strip()))
+        size += len(d)
+        if size > 100_000:
+            break
+    path.write_text("\n\n".join(docs), encoding="utf-8")
+    return str(path)
+
+
+def configure(name, **overrides):
+    c = load_config_file(f"configs/{name}.py")
+    for k, v in {**QUIET, **overrides}.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+def summary(workdir):
+    with open(os.path.join(workdir, "summary.json")) as f:
+        return json.load(f)
+
+
+def overfit(task, steps=40, lr=3e-3):
+    """Loss on one fixed batch before and after `steps` Adam steps."""
+    params = nn.unbox(task.init_params(jax.random.key(0)))
+    if hasattr(task, "pretrained_params"):
+        params = task.pretrained_params(params)
+    it = task.train_iterator(8, 0, 1)
+    batch = {k: np.asarray(v) for k, v in next(it).items()}
+    norms = task.normalizers(batch)
+    tx = optax.adam(lr)
+    opt = tx.init(params)
+    key = jax.random.key(1)
+    loss_of = lambda p: task.loss_fn(p, batch, key, norms, deterministic=True)[0]
+
+    @jax.jit
+    def step(p, o):
+        loss, g = jax.value_and_grad(loss_of)(p)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    first = float(loss_of(params))
+    for _ in range(steps):
+        params, opt, _ = step(params, opt)
+    return first, float(loss_of(params))
+
+
+@pytest.mark.parametrize("name", ["bert_tiny_pretrain", "roberta_tiny_pretrain",
+                                  "albert_tiny_pretrain", "electra_tiny_pretrain"])
+def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
+    c = configure(name, **{"data.source": f"text:{small_corpus}", "num_train_steps": 4,
+                           "data.eval_fraction": 0.1,  # NSP/SOP eval needs >= 2 documents
+                           "checkpoint.every_steps": 4, "log.eval_every_steps": 4,
+                           "log.every_steps": 2, "model.vocab_size": 1024})
+    out = loop.train(c, str(tmp_path), log=lambda _: None)
+    s = summary(str(tmp_path))
+    assert s["step"] == 4 and np.isfinite(s["last_loss"]), (out, s)
+    assert os.path.isdir(os.path.join(str(tmp_path), "checkpoints", "4"))
+    first, last = overfit(get_task(c, str(tmp_path)))
+    assert last < 0.5 * first, (name, first, last)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny BERT pretrained with MLM on the embedded corpus (what fine-tuning starts from)."""
+    workdir = str(tmp_path_factory.mktemp("pretrained"))
+    c = configure("bert_tiny_pretrain", **{"data.objective": "none", "model.head": "mlm",
+                                           "num_train_steps": 150, "checkpoint.every_steps": 150,
+                                           "log.eval_every_steps": 0,
+                                           "checkpoint.best_metric": ""})
+    loop.train(c, workdir, log=lambda _: None)
+    return workdir
+
+
+def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, tmp_path):
+    import torch
+    import transformers
+
+    workdir = str(tmp_path / "ft")
+    c = configure("finetune_tiny", **{"init_from": f"run:{pretrained}", "num_train_steps": 300,
+                                      "log.eval_every_steps": 300, "checkpoint.every_steps": 300})
+    loop.train(c, workdir, log=lambda _: None)
+    s = summary(workdir)
+    assert s["eval_accuracy"] >= 0.95, s
+
+    # The HF export (written at the end of the run) predicts what we predict.
+    task = get_task(c, workdir)
+    batch = task.eval_batches(32, 0, 1)[0]
+    ours = task.model.apply({"params": load_params(workdir)}, batch["input_ids"],
+                            attention_mask=batch["attention_mask"],
+                            token_type_ids=batch["token_type_ids"]).logits
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        os.path.join(workdir, "hf_export")).eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
+                    attention_mask=torch.tensor(np.asarray(batch["attention_mask"])),
+                    token_type_ids=torch.tensor(np.asarray(batch["token_type_ids"]),
+                                                dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+    np.testing.assert_array_equal(theirs.argmax(-1), np.asarray(ours).argmax(-1))
+
+
+def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_path):
+    workdir = str(tmp_path / "frozen")
+    c = configure("finetune_tiny_frozen", **{"init_from": f"run:{pretrained}",
+                                             "num_train_steps": 20, "log.eval_every_steps": 0,
+                                             "checkpoint.every_steps": 20,
+                                             "checkpoint.best_metric": ""})
+    loop.train(c, workdir, log=lambda _: None)
+    before, after = load_params(pretrained), load_params(workdir)
+    flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
+    flat_a = dict(jax.tree_util.tree_leaves_with_path(after["encoder"]))
+    assert len(flat_b) == len(flat_a)
+    for path, x in flat_b:
+        assert np.array_equal(np.asarray(x), np.asarray(flat_a[path])), path  # bit for bit
+    fresh = nn.unbox(get_task(c, workdir).init_params(jax.random.key(0)))["classifier"]
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after["classifier"]),
+                                                        jax.tree.leaves(fresh)))
+
+
+def test_continued_pretraining_starts_from_the_checkpoint(pretrained, small_corpus, tmp_path):
+    workdir = str(tmp_path / "continued")
+    c = configure("continued_pretrain_tiny", **{"init_from": f"run:{pretrained}",
+                                                "data.source": f"text:{small_corpus}",
+                                                "data.eval_fraction": 0.1,
+                                                "num_train_steps": 10,
+                                                "checkpoint.every_steps": 10,
+                                                "log.eval_every_steps": 0,
+                                                "checkpoint.best_metric": ""})
+    out = loop.train(c, workdir, log=lambda _: None)
+    src = load_params(pretrained)
+    task = get_task(c, workdir)
+    task.tokenizer  # noqa: B018  (loads the source's tokenizer)
+    start = task.pretrained_params(nn.unbox(task.init_params(jax.random.key(0))))
+    for a, b in zip(jax.tree.leaves(start["encoder"]), jax.tree.leaves(src["encoder"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "fill-mask before continued pretraining" in out["finish"]
+    assert "after:" in out["finish"]
