@@ -114,3 +114,34 @@ def test_task_losses_match_numpy(classifier):
         logits = jnp.array([[0.5], [2.0]])
     mse, _ = ft.task_loss(reg, Out, {"label": np.array([1.0, 1.0])})
     np.testing.assert_allclose(mse, (0.25 + 1.0) / 2)
+
+
+def test_token_and_qa_losses_match_numpy():
+    from types import SimpleNamespace
+
+    r = np.random.RandomState(2)
+    logits = r.randn(2, 5, 3).astype(np.float32)
+    labels = np.array([[-100, 1, 2, -100, 0], [-100, 0, -100, -100, -100]])
+    weights = (labels != -100).astype(np.float32)
+    cfg = bert_config("tiny", vocab_size=V, head="token_classification", num_labels=3)
+    loss, m = ft.task_loss(cfg, SimpleNamespace(logits=jnp.asarray(logits)),
+                           {"labels": labels, "label_weights": weights})
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    keep = labels != -100
+    ce = lse[keep] - logits[keep, labels[keep]]
+    np.testing.assert_allclose(loss, ce.mean(), rtol=1e-5)          # -100 slots do not count
+    np.testing.assert_allclose(m["accuracy"], np.mean(logits[keep].argmax(-1) == labels[keep]))
+
+    start, end = r.randn(3, 6).astype(np.float32), r.randn(3, 6).astype(np.float32)
+    sp, ep = np.array([1, 2, 5]), np.array([3, 2, 5])
+    qa = cfg.replace(head="question_answering")
+    loss, m = ft.task_loss(qa, SimpleNamespace(start_logits=jnp.asarray(start),
+                                               end_logits=jnp.asarray(end)),
+                           {"start_positions": sp, "end_positions": ep})
+
+    def nll(x, y):
+        x = x.astype(np.float64)
+        return np.mean(np.log(np.exp(x).sum(-1)) - x[np.arange(len(y)), y])
+    np.testing.assert_allclose(loss, (nll(start, sp) + nll(end, ep)) / 2, rtol=1e-5)
+    both = (start.argmax(-1) == sp) & (end.argmax(-1) == ep)
+    np.testing.assert_allclose(m["span_accuracy"], both.mean())
