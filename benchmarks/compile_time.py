@@ -19,9 +19,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax  # noqa: E402
+import jax
 
-import throughput as tp  # noqa: E402
+import throughput as tp
 
 
 def measure(args, scan: bool, remat: str | None = None) -> dict:

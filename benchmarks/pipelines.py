@@ -104,7 +104,7 @@ def bench_transformers(dirs, texts, repeats, batch_size):
     masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t
               for t in texts]
     ctx = " ".join(texts[:12])
-    pipe = lambda task, d, **kw: transformers.pipeline(task, model=d, device="cpu", **kw)  # noqa
+    pipe = lambda task, d, **kw: transformers.pipeline(task, model=d, device="cpu", **kw)
     fm, clf = pipe("fill-mask", dirs["mlm"]), pipe("text-classification", dirs["cls"])
     tag = pipe("token-classification", dirs["ner"], aggregation_strategy="first")
     feat = pipe("feature-extraction", dirs["embed"])

@@ -74,7 +74,7 @@ def worker(args) -> list[dict]:
                 big = max(jax.tree.leaves(state.params), key=lambda x: x.size)
                 row["largest_param_shard"] = list(big.addressable_shards[0].data.shape)
                 row["largest_param"] = list(big.shape)
-            except Exception as e:  # noqa: BLE001  (report and carry on with the others)
+            except Exception as e:
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -112,8 +112,8 @@ def main(argv=None):
     rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode:
         print(proc.stderr[-3000:], file=sys.stderr)
-    print(f"| devices | strategy | mesh | compile s | step ms | tokens/s | first loss | "
-          f"largest param / its shard |\n|---|---|---|---|---|---|---|---|")
+    print("| devices | strategy | mesh | compile s | step ms | tokens/s | first loss | "
+          "largest param / its shard |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['devices']} | {r['strategy']} | {r['mesh']} | failed: {r['error']} |")

@@ -37,10 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # peak_bytes_in_use still reports what our step actually used.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from jaxformer import benchmarking as B  # noqa: E402
+from jaxformer import benchmarking as B
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-4, "schedule": "constant", "warmup_steps": 0,
              "end_lr": 0.0, "weight_decay": 0.01, "b1": 0.9, "b2": 0.999, "eps": 1e-6,
@@ -127,21 +127,21 @@ def variable_length_batches(cfg, batch: int, seq: int, lo: int, seed: int = 0):
                          "mlm_weights": np.ones(k, np.float32)})
 
     def pad(ex):
-        n, k = len(ex["input_ids"]), len(ex["mlm_positions"])
-        z = lambda a, size, dt: np.concatenate([a, np.zeros(size - len(a), dt)])  # noqa: E731
+        n = len(ex["input_ids"])
+        z = lambda a, size, dt: np.concatenate([a, np.zeros(size - len(a), dt)])
         return {"input_ids": z(ex["input_ids"], seq, np.int32),
                 "attention_mask": z(np.ones(n, np.int32), seq, np.int32),
                 "token_type_ids": np.zeros(seq, np.int32),
                 "mlm_positions": z(ex["mlm_positions"], p, np.int32),
                 "mlm_ids": z(ex["mlm_ids"], p, np.int32),
                 "mlm_weights": z(ex["mlm_weights"], p, np.float32)}
-    stack = lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
+    stack = lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     padded = stack([pad(e) for e in examples[:batch]])
     packer = Packer(seq, 0, max_predictions=p)
     plan = packer.plan([len(e["input_ids"]) for e in examples],
                        [len(e["mlm_positions"]) for e in examples])[:batch]
     packed = stack([packer([examples[i] for i in row]) for row in plan])
-    fill = lambda b: float(b["attention_mask"].mean())  # noqa: E731
+    fill = lambda b: float(b["attention_mask"].mean())
     return padded, packed, 1 - fill(padded), 1 - fill(packed)
 
 
@@ -365,7 +365,7 @@ def _xla_bytes(compiled):
         m = compiled.memory_analysis()
         return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
                    + m.temp_size_in_bytes)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -477,7 +477,7 @@ def hardware() -> dict:
     for mod in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "numpy"):
         try:
             versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     info["versions"] = versions
     return info
@@ -618,7 +618,7 @@ def run_decode(args) -> dict:
     for beams in (1, 4):
         kw = dict(max_length=n, num_beams=beams, use_cache=True)
         ours_s, torch_times = float("inf"), {}
-        for r in range(args.steps):
+        for _ in range(args.steps):
             # bench(): one untimed call (compiles the first time), then one timed call.
             ours_s = min(ours_s, jax_decode(model, params, ids, mask, 1, **kw))
             for label, th in (("torch eager", None), ("eager, 1 thread", 1)):
@@ -669,7 +669,7 @@ def run(args) -> dict:
                 s.step()
             s.times, s.rss_peak = [], 0
             built.append(s)
-        except Exception as e:  # noqa: BLE001  (a peer that cannot run is reported, not fatal)
+        except Exception as e:
             if s is sides[0]:
                 raise
             print(f"[throughput] {s.name} failed: {type(e).__name__}: {str(e)[:300]}")

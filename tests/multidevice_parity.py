@@ -73,7 +73,7 @@ def main(report_path, ckpt_dir):
         def spec(x):  # the spec with size-1 mesh axes dropped: what is really split
             out = []
             for e in tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec)):
-                names = [n for n in ((e,) if isinstance(e, str) else (e or ())) if mesh.shape[n] > 1]
+                names = [n for n in ((e,) if isinstance(e, str) else (e or ())) if mesh.shape[n] > 1]  # noqa: B023
                 out.append(names[0] if len(names) == 1 else (tuple(names) or None))
             return out
         att = p["encoder"]["attention_0"]["attention"]

@@ -59,7 +59,8 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
     pad = g("pad_token_id")
     fields = {
         "vocab_size": g("vocab_size"), "target_vocab_size": None if shared else dec_vocab,
-        "d_model": g("d_model"), "num_heads": g("encoder_attention_heads"), "d_ff": g("encoder_ffn_dim"),
+        "d_model": g("d_model"), "num_heads": g("encoder_attention_heads"),
+        "d_ff": g("encoder_ffn_dim"),
         "num_encoder_layers": g("encoder_layers"), "num_decoder_layers": g("decoder_layers"),
         "max_len": g("max_position_embeddings"), "dropout": float(g("dropout", 0.1)),
         "attention_dropout": float(g("attention_dropout", 0.0)),

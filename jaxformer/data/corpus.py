@@ -73,7 +73,7 @@ def default_corpus(min_bytes: int = 1_000_000, cache_dir: str | None = None) -> 
   """
   cache_dir = cache_dir or os.environ.get(
       "JAXFORMER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxformer"))
-  version = "%d.%d.%d" % sys.version_info[:3]
+  version = ".".join(str(v) for v in sys.version_info[:3])
   path = os.path.join(cache_dir, f"default_corpus-py{version}-{min_bytes}.jsonl")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:

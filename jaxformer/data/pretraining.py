@@ -115,7 +115,7 @@ def _single_instances(docs: list[list[list[int]]], cfg: PretrainingConfig, token
                 "token_type_ids": np.array(types, np.int32)})
 
   target = new_target()
-  for d, doc in enumerate(docs):
+  for doc in docs:
     for j, sentence in enumerate(doc):
       if j == 0 and current:
         sentence = [tokenizer.sep_id, *sentence]     # RoBERTa: separator between documents

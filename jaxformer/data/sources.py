@@ -69,7 +69,8 @@ def tfds_source(name: str, split: str = "train", data_dir: str | None = None, *,
   except (FileNotFoundError, AssertionError, NotImplementedError) as e:
     raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is not prepared in "
                             f"data_dir={data_dir!r}; prepare it once with TensorFlow "
-                            f"installed (`tfds build --file_format=array_record {name}`): {e}") from e
+                            "installed (`tfds build --file_format=array_record "
+                            f"{name}`): {e}") from e
 
 
 def _text(x) -> str:

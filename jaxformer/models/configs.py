@@ -89,7 +89,8 @@ class EncoderConfig(_ConfigMixin):
     # Heads
     head: Optional[str] = None           # None | pretraining | mlm | rtd | *_classification | qa
     num_labels: int = 2
-    classifier_style: str = "pooler"     # pooler (BERT/ALBERT) | cls_mlp (RoBERTa tanh, ELECTRA gelu)
+    # pooler (BERT/ALBERT) | cls_mlp: MLP on the first token (RoBERTa tanh, ELECTRA gelu)
+    classifier_style: str = "pooler"
     # Numerics and performance
     dtype: str = "float32"               # compute dtype
     param_dtype: str = "float32"         # parameter (master weight) dtype

@@ -40,7 +40,8 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"        # adamw | lamb | adafactor
     c.optimizer.lr = 1e-4             # peak learning rate
-    c.optimizer.schedule = "warmup_linear"  # constant | warmup_linear | warmup_rsqrt | warmup_cosine
+    # constant | warmup_linear | warmup_rsqrt | warmup_cosine
+    c.optimizer.schedule = "warmup_linear"
     c.optimizer.warmup_steps = 100
     c.optimizer.end_lr = 0.0
     c.optimizer.weight_decay = 0.01   # not applied to biases and LayerNorm

@@ -101,7 +101,8 @@ class Seq2SeqTask(Task):
         out = self.model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                                dec_in, deterministic=deterministic, rngs={"dropout": rng})
         loss, m = losses.weighted_cross_entropy(
-            out.logits, labels, batch["labels_mask"], label_smoothing=self.config.data.label_smoothing,
+            out.logits, labels, batch["labels_mask"],
+            label_smoothing=self.config.data.label_smoothing,
             normalizer=norms["tokens"])
         return loss, {"token_accuracy": m["accuracy"]}
 

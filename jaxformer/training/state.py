@@ -40,7 +40,7 @@ def state_specs(task, tx, mesh, rules=sh.RULES, seed: int = 0):
     opt_abs = jax.eval_shape(tx.init, params_abs)
     # Masked optimizers (e.g. a frozen encoder) hold MaskedNode where a parameter is left out:
     # it has no arrays, so it keeps no spec.
-    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    masked = lambda x: isinstance(x, optax.MaskedNode)
     ospecs = optax.tree_map_params(
         tx, lambda p, s: p if masked(p) else s, opt_abs, pspecs,
         transform_non_params=lambda _: P(), is_leaf=lambda x: _is_spec(x) or masked(x))
