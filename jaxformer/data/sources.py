@@ -117,6 +117,21 @@ def _handle(errors: str, skipped: collections.Counter, reason: str, err: Excepti
   logging.warning("skipping: %s", err)
 
 
+def _readable(paths, errors: str, skipped: collections.Counter):
+  """(path, text) of each non-empty UTF-8 file; the others raise or are counted in
+  `skipped`, as `errors` says."""
+  for path in _expand(paths):
+    try:
+      text = _read_utf8(path)
+    except ValueError as e:
+      _handle(errors, skipped, "non-UTF-8 file", e)
+      continue
+    if not text.strip():
+      _handle(errors, skipped, "empty file", ValueError(f"{path}: file is empty"))
+      continue
+    yield path, text
+
+
 def read_text_files(paths: str | Sequence[str], *, per: str = "blank_line",
                     errors: str = "raise") -> Documents:
   """Documents from text files (globs allowed), in path order.
@@ -130,15 +145,7 @@ def read_text_files(paths: str | Sequence[str], *, per: str = "blank_line",
   if errors not in ("raise", "skip"):
     raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
   docs, skipped = [], collections.Counter()
-  for path in _expand(paths):
-    try:
-      text = _read_utf8(path)
-    except ValueError as e:
-      _handle(errors, skipped, "non-UTF-8 file", e)
-      continue
-    if not text.strip():
-      _handle(errors, skipped, "empty file", ValueError(f"{path}: file is empty"))
-      continue
+  for _, text in _readable(paths, errors, skipped):
     parts = [text] if per == "file" else re.split(r"\n[ \t]*\n", text)
     for part in parts:
       part = part.strip()
@@ -151,15 +158,7 @@ def read_jsonl(paths: str | Sequence[str], *, field: str = "text",
                errors: str = "raise") -> Documents:
   """Documents from JSONL files: one JSON object per line, the document in `field`."""
   docs, skipped = [], collections.Counter()
-  for path in _expand(paths):
-    try:
-      text = _read_utf8(path)
-    except ValueError as e:
-      _handle(errors, skipped, "non-UTF-8 file", e)
-      continue
-    if not text.strip():
-      _handle(errors, skipped, "empty file", ValueError(f"{path}: file is empty"))
-      continue
+  for path, text in _readable(paths, errors, skipped):
     for n, line in enumerate(text.splitlines(), 1):
       if not line.strip():
         continue

@@ -69,15 +69,16 @@ def zeros_init(axes: tuple) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
-class HeadsProjection(nn.Module):
-    """[..., embed] -> [..., heads, head_dim] with a 3-d kernel `[embed, heads, kv]`.
+class Projection(nn.Module):
+    """Dense over the last `in_ndim` dims: [..., *in] -> [..., *out_shape].
 
-    The kernel is created at its final shape (not flattened as DenseGeneral does), so its
-    logical names hold at init and apply alike, under any sharding rules.
+    The kernel `[*in, *out_shape]` is created at that shape (not flattened, as DenseGeneral
+    does), so its logical `axes` hold at init and at apply under any sharding rules.
     """
 
-    num_heads: int
-    head_dim: int
+    out_shape: tuple
+    axes: tuple                 # logical names of the kernel dims; the bias takes the out ones
+    in_ndim: int = 1
     use_bias: bool = True
     init_std: float = 0.02
     dtype: Any = jnp.float32
@@ -85,35 +86,14 @@ class HeadsProjection(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        shape = (x.shape[-1], self.num_heads, self.head_dim)
-        kernel = self.param("kernel", dense_init(self.init_std, ("embed", "heads", "kv")),
-                            shape, self.param_dtype)
-        y = jnp.einsum("...e,ehd->...hd", x.astype(self.dtype),
-                       jnp.asarray(kernel, self.dtype))            # [..., heads, kv]
+        shape = tuple(x.shape[-self.in_ndim:]) + tuple(self.out_shape)
+        kernel = self.param("kernel", dense_init(self.init_std, self.axes), shape,
+                            self.param_dtype)
+        y = jnp.tensordot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype),
+                          axes=self.in_ndim)                     # [..., *out_shape]
         if self.use_bias:
-            bias = self.param("bias", zeros_init(("heads", "kv")), shape[1:], self.param_dtype)
-            y = y + jnp.asarray(bias, self.dtype)
-        return y
-
-
-class OutputProjection(nn.Module):
-    """[..., heads, head_dim] -> [..., features] with a 3-d kernel `[heads, kv, embed]`."""
-
-    features: int
-    use_bias: bool = True
-    init_std: float = 0.02
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        shape = (x.shape[-2], x.shape[-1], self.features)
-        kernel = self.param("kernel", dense_init(self.init_std, ("heads", "kv", "embed")),
-                            shape, self.param_dtype)
-        y = jnp.einsum("...hd,hde->...e", x.astype(self.dtype),
-                       jnp.asarray(kernel, self.dtype))            # [..., embed]
-        if self.use_bias:
-            bias = self.param("bias", zeros_init(("embed",)), (self.features,), self.param_dtype)
+            bias = self.param("bias", zeros_init(self.axes[self.in_ndim:]),
+                              tuple(self.out_shape), self.param_dtype)
             y = y + jnp.asarray(bias, self.dtype)
         return y
 
@@ -143,9 +123,9 @@ class MultiHeadAttention(nn.Module):
                  use_cached_kv: bool = False) -> Array:
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
-        proj = lambda name: HeadsProjection(
-            self.num_heads, self.head_dim, self.use_bias, self.init_std, self.dtype,
-            self.param_dtype, name=name)
+        proj = lambda name: Projection(  # [b, t, embed] -> [b, t, heads, kv]
+            (self.num_heads, self.head_dim), ("embed", "heads", "kv"), 1, self.use_bias,
+            self.init_std, self.dtype, self.param_dtype, name=name)
         q = proj("query")(inputs_q)
 
         if use_cached_kv:
@@ -168,8 +148,9 @@ class MultiHeadAttention(nn.Module):
                      dropout_rng=None if deterministic or self.dropout_rate == 0.0
                      else self.make_rng("dropout"), deterministic=deterministic)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return OutputProjection(features, self.use_bias, self.init_std, self.dtype,
-                                self.param_dtype, name="out")(out)  # [b, q, embed]
+        return Projection((features,), ("heads", "kv", "embed"), 2, self.use_bias,
+                          self.init_std, self.dtype, self.param_dtype,
+                          name="out")(out)  # [b, q, heads, kv] -> [b, q, embed]
 
     def _update_cache(self, k: Array, v: Array, mask: Optional[Array]):
         """Writes the new keys/values at cache_index; returns the full cache and its mask."""
