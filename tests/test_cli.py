@@ -11,7 +11,7 @@ import pytest
 
 from test_pipelines_helpers import NER_LABELS, make_hf_dir
 
-pytest.importorskip("transformers")
+import transformers  # noqa: F401  (the reference must be installed: no silent skip)
 
 from jaxformer.cli import main
 

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from jaxformer.convert import marian as conv
 from jaxformer.inference.decoding import generate

