@@ -139,6 +139,20 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
     np.testing.assert_array_equal(theirs.argmax(-1), np.asarray(ours).argmax(-1))
 
+    # Fine-tuning also starts from a HuggingFace directory (here: that export, tokenizer
+    # included): the encoder it starts from is the exported one.
+    c2 = configure("finetune_tiny", **{"init_from": f"hf:{workdir}/hf_export",
+                                       "num_train_steps": 5, "log.eval_every_steps": 0,
+                                       "checkpoint.every_steps": 5,
+                                       "checkpoint.best_metric": ""})
+    task2 = get_task(c2, str(tmp_path / "ft_hf"))
+    start = task2.pretrained_params(nn.unbox(task2.init_params(jax.random.key(0))))
+    for a, b in zip(jax.tree.leaves(start["encoder"]),
+                    jax.tree.leaves(load_params(workdir)["encoder"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
+    s2 = loop.train(c2, str(tmp_path / "ft_hf"), log=lambda _: None)
+    assert s2["step"] == 5 and np.isfinite(s2["last_loss"])
+
 
 def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_path):
     workdir = str(tmp_path / "frozen")
