@@ -65,13 +65,17 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
 
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        def update(_):
+            updates, new_opt = tx.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), new_opt
+
+        # A branch, not a select: a good step updates in place and never reads the old
+        # params and moments a second time; a non-finite step keeps them untouched.
+        new_params, new_opt = jax.lax.cond(
+            ok, update, lambda _: (state.params, state.opt_state), None)
         bad = jnp.where(ok, 0, state.bad_streak + 1).astype(jnp.int32)
         new_state = state.replace(
-            step=state.step + 1, params=keep(new_params, state.params),
-            opt_state=keep(new_opt, state.opt_state), bad_streak=bad,
+            step=state.step + 1, params=new_params, opt_state=new_opt, bad_streak=bad,
             skipped=state.skipped + (~ok).astype(jnp.int32))
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
                        param_norm=optax.global_norm(new_state.params),
