@@ -16,10 +16,10 @@ from jaxformer.models.outputs import EncoderOutput
 from jaxformer.objectives.losses import sigmoid_binary_cross_entropy, weighted_cross_entropy
 
 
-def mlm_loss(out: EncoderOutput, batch, normalizer=None):
+def mlm_loss(out: EncoderOutput, batch, normalizer=None, label_smoothing: float = 0.0):
     """Cross-entropy over the masked positions only. Returns (loss, metrics)."""
     loss, m = weighted_cross_entropy(out.mlm_logits, batch["mlm_ids"], batch["mlm_weights"],
-                                     normalizer=normalizer)
+                                     label_smoothing=label_smoothing, normalizer=normalizer)
     return loss, {"mlm_loss": m["loss"], "mlm_accuracy": m["accuracy"]}
 
 
@@ -130,5 +130,3 @@ def corrupt(mlm_logits, batch, rng, temperature: float = 1.0):
                                  batch["mlm_weights"])
     return corrupted, (corrupted != original).astype(jnp.int32)
 
-
-OBJECTIVES = {"mlm": mlm_only_loss, "mlm_nsp": mlm_pair_loss, "mlm_sop": mlm_pair_loss}

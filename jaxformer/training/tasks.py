@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.models import EncoderConfig, EncoderModel
-from jaxformer.objectives import losses
+from jaxformer.objectives import pretraining as objectives
 
 
 class Task:
@@ -218,15 +218,12 @@ class PretrainTask(Task):
             {"params": params}, batch["input_ids"], attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"], mlm_positions=batch["mlm_positions"],
             deterministic=deterministic, rngs={"dropout": rng})
-        loss, m = losses.weighted_cross_entropy(
-            out.mlm_logits, batch["mlm_ids"], batch["mlm_weights"],
-            label_smoothing=self.config.data.label_smoothing, normalizer=norms["mlm"])
-        metrics = {"mlm_loss": m["loss"], "mlm_accuracy": m["accuracy"]}
+        loss, metrics = objectives.mlm_loss(out, batch, norms["mlm"],
+                                            self.config.data.label_smoothing)
         if self.objective != "none":
-            pl, pm = losses.weighted_cross_entropy(out.pair_logits, batch["pair_label"],
-                                                   normalizer=norms["pair"])
-            loss = loss + pl
-            metrics.update(pair_loss=pm["loss"], pair_accuracy=pm["accuracy"])
+            pair, pair_metrics = objectives.pair_loss(out, batch, norms["pair"])
+            loss = loss + pair
+            metrics.update(pair_metrics)
         return loss, metrics
 
     # -- reporting -----------------------------------------------------------------------
