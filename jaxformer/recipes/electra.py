@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
 
 from jaxformer.models import EncoderConfig, EncoderModel
 from jaxformer.objectives import pretraining as obj
@@ -61,16 +60,13 @@ class ElectraTask(PretrainTask):
                                 deterministic=deterministic, norms=norms)
 
     def flops_per_token(self, params) -> float:
-        """6 x matmul params of both encoders + attention scores + the generator's vocab
-        projection at the masked positions."""
-        c, g = self.model_cfg, self.generator.cfg
-        leaves = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
-        emb = params["discriminator"]["encoder"]["embeddings"]
-        n = (leaves(params["discriminator"]) - leaves(emb)
-             + leaves(params["generator"]) - c.vocab_size)           # minus the MLM bias
-        frac = self.config.data.max_predictions / self.seq_len
-        attn = 12.0 * self.seq_len * (c.num_layers * c.hidden_size + g.num_layers * g.hidden_size)
-        return 6.0 * n + attn + 6.0 * c.vocab_size * c.emb_size * frac
+        """Training FLOPs per token of both encoders (`benchmarking.encoder_flops`): the
+        discriminator on every token, the generator with its MLM head at the masked
+        positions."""
+        from jaxformer.benchmarking import encoder_flops
+        return (encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
+                + encoder_flops(self.generator.cfg, self.seq_len, "train",
+                                predictions=self.config.data.max_predictions)["total"])
 
     def finish(self, params, workdir):
         """Exports the discriminator as a HuggingFace directory (what fine-tuning loads)."""

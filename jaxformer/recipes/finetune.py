@@ -245,10 +245,10 @@ class FineTuneTask(Task):
         return task_loss(self.model_cfg, out, batch, norms.get("n"))
 
     def flops_per_token(self, params) -> float:
-        c = self.model_cfg
-        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-        n -= (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.emb_size
-        return 6.0 * n + 12.0 * c.num_layers * self.seq_len * c.hidden_size
+        """Training FLOPs per token of the encoder (`benchmarking.encoder_flops`); the task
+        head is a rounding error beside it."""
+        from jaxformer.benchmarking import encoder_flops
+        return encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
 
     def finish(self, params, workdir):
         from jaxformer.convert.huggingface import save_pretrained

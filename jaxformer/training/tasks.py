@@ -242,14 +242,12 @@ class PretrainTask(Task):
                                    else str(int(counts.argmax())))}
 
     def flops_per_token(self, params) -> float:
-        """Training FLOPs per token: 6 x (matmul params, excluding embedding lookups) plus
-        attention scores (12 L T H) plus the MLM decoder at the predicted positions."""
-        c = self.model_cfg
-        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["encoder"]))
-        n -= (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.emb_size
-        frac = self.config.data.max_predictions / self.seq_len
-        return 6.0 * n + 12.0 * c.num_layers * self.seq_len * c.hidden_size + \
-            6.0 * c.vocab_size * c.emb_size * frac
+        """Training FLOPs per token (`benchmarking.encoder_flops`): every applied layer (shared
+        ALBERT layers count each time they run), attention, and the MLM head at the
+        predicted positions only."""
+        from jaxformer.benchmarking import encoder_flops
+        return encoder_flops(self.model_cfg, self.seq_len, "train",
+                             predictions=self.config.data.max_predictions)["total"]
 
     def finish(self, params, workdir):
         sentences = list(self.config.get("demo_sentences", ()))
