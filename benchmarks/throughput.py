@@ -63,7 +63,7 @@ def model_config(args):
                                                      attention_dropout=args.dropout)
         cfg = bert_config(size, head=head, with_pooler=head is None, dtype=dtype, **drop,
                           attention_kernel=args.attention, remat_policy=args.remat,
-                          scan_layers=args.scan)
+                          scan_layers=args.scan, sparse_last_layer=args.sparse_last)
         return "bert", cfg
     if family == "transformer":
         from jaxformer.models.seq2seq_configs import transformer_config
@@ -563,7 +563,8 @@ def build_sides(args):
 
 
 COMPARE = {"remat": str, "scan": lambda v: v in ("1", "true", "on"), "dtype": str,
-           "attention": str, "dropout": float, "no_donate": lambda v: v in ("1", "true", "on")}
+           "attention": str, "dropout": float, "no_donate": lambda v: v in ("1", "true", "on"),
+           "sparse_last": lambda v: v in ("1", "true", "on")}
 
 
 def compare_sides(args):
@@ -796,6 +797,9 @@ def parse_args(argv=None):
     p.add_argument("--remat", default="none", choices=("none", "full", "dots",
                                                        "dots_no_batch"))
     p.add_argument("--scan", action="store_true", help="scan over layers")
+    p.add_argument("--dense-last-layer", dest="sparse_last", action="store_false",
+                   help="run the last layer at every row (default: only at [CLS] + the "
+                        "predicted rows when training with an MLM head)")
     p.add_argument("--mesh", default="1,1,1", help="data,fsdp,tensor")
     p.add_argument("--steps", type=int, default=5, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side after build")
@@ -809,7 +813,7 @@ def parse_args(argv=None):
                    help="override the model's dropout rates (all sides)")
     p.add_argument("--compare", default=None,
                    help="KEY=V1,V2: time one side of ours per value (keys: "
-                        "remat scan dtype attention dropout no_donate)")
+                        "remat scan dtype attention dropout no_donate sparse_last)")
     p.add_argument("--lengths", default="full",
                    help="example lengths: full, or uniform:LO (uniform in [LO, seq])")
     p.add_argument("--pack", action="store_true",

@@ -13,7 +13,9 @@ scores and the weighted sum of values cost 2 T H each per token (T = sequence le
 one layer's forward is 8 H^2 + 4 H I + 4 T H per token. The MLM head (transform H->E, then
 the tied decoder E->V) runs only at the predicted positions when the model gets
 `mlm_positions` (P slots per row), i.e. P/T of a token's worth per token; "equal work" counts
-it at every position, which is what a model that scores every position computes.
+it at every position, which is what a model that scores every position computes. With
+`EncoderConfig.sparse_last_layer` the last layer itself runs only at [CLS] + the P rows
+(keys and values still at every token): per token it costs 4 H^2 + (1 + P)/T x the rest.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ def mlm_head_flops(hidden: int, emb: int, vocab: int) -> float:
     return 2.0 * hidden * emb + 2.0 * emb * vocab
 
 
+def sparse_last_layer(cfg, predictions: int, seq_len: int) -> bool:
+    """Whether `EncoderModel` runs its last layer at [CLS] + the P predicted rows only."""
+    return (getattr(cfg, "sparse_last_layer", False) and not cfg.scan_layers
+            and getattr(cfg, "head", None) in ("mlm", "pretraining") and predictions + 1 < seq_len)
+
+
 def encoder_flops(cfg, seq_len: int, mode: str = "train",
                   predictions: Optional[int] = None) -> dict:
     """FLOPs per token of a BERT-family encoder (`EncoderConfig`).
@@ -72,7 +80,13 @@ def encoder_flops(cfg, seq_len: int, mode: str = "train",
     """
     mult = {"train": 3.0, "infer": 1.0}[mode]
     t, h, e = seq_len, cfg.hidden_size, cfg.emb_size
-    layers = cfg.num_layers * encoder_layer_flops(h, cfg.intermediate_size, t)
+    layer = encoder_layer_flops(h, cfg.intermediate_size, t)
+    layers = cfg.num_layers * layer
+    if predictions is not None and sparse_last_layer(cfg, predictions, t):
+        # The last layer projects keys and values (2 x 2 H^2) at every token but computes
+        # the rest only at the r = 1 + P rows the heads read ([CLS] + predicted slots).
+        kv = 4.0 * h * h
+        layers -= (layer - kv) * (1.0 - (1 + predictions) / t)
     other = 0.0
     if e != h:                          # ALBERT/ELECTRA factorised embedding projection E->H
         other += 2.0 * e * h

@@ -33,7 +33,7 @@ def test_layer_flops_match_hand_count():
 
 
 def test_encoder_flops_train_is_three_forwards_and_head_scales_with_predictions():
-    cfg = bert_config("base", head="mlm", with_pooler=False)
+    cfg = bert_config("base", head="mlm", with_pooler=False, sparse_last_layer=False)
     fwd = B.encoder_flops(cfg, 128, "infer", predictions=20)
     train = B.encoder_flops(cfg, 128, "train", predictions=20)
     assert train["total"] == pytest.approx(3 * fwd["total"])
@@ -77,3 +77,50 @@ def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
         assert r["tokens_per_s"] > 0 and r["step"]["n"] == 2 and r["flops_per_token"] > 0
         assert r["mfu"] is not None
     assert report["hardware"]["versions"]["jax"]
+
+
+def test_sparse_last_layer_flops_hand_count():
+    # BERT-base, P = 20 of T = 128: the last layer keeps its k, v projections at all 128
+    # tokens (2 x 2 x 768^2 per token) and computes q/out, attention and the feed-forward at
+    # 21 rows ([CLS] + 20): per token 2,359,296 + 21/128 x (14,548,992 - 2,359,296).
+    dense = B.encoder_flops(bert_config("base", head="mlm", sparse_last_layer=False), 128,
+                            "infer", predictions=20)
+    sparse = B.encoder_flops(bert_config("base", head="mlm"), 128, "infer", predictions=20)
+    last = 2_359_296 + 21 / 128 * (14_548_992 - 2_359_296)
+    assert sparse["layers"] == pytest.approx(dense["layers"] - 14_548_992 + last)
+    assert sparse["head"] == dense["head"]
+    # Scoring every position: no rows to skip, the dense count.
+    assert B.encoder_flops(bert_config("base", head="mlm"), 128, "infer",
+                           predictions=128) == B.encoder_flops(
+        bert_config("base", head="mlm", sparse_last_layer=False), 128, "infer",
+        predictions=128)
+
+
+def test_sparse_last_layer_flops_match_xla_cost_analysis():
+    """The FLOPs the sparse last layer saves, by our count, are the FLOPs XLA's compiled
+    forward pass no longer has (its own count of the dots)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxformer.models import EncoderModel
+
+    t, p = 64, 6
+    kw = dict(head="mlm", with_pooler=False, num_layers=2, hidden_size=64, num_heads=4,
+              intermediate_size=256, vocab_size=500)
+    ids = jnp.ones((2, t), jnp.int32)
+    pos = jnp.tile(jnp.arange(p, dtype=jnp.int32)[None], (2, 1))
+
+    def xla_flops(cfg):
+        model = EncoderModel(cfg)
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0), ids)["params"]
+        fwd = jax.jit(lambda q: model.apply({"params": q}, ids, mlm_positions=pos).mlm_logits)
+        cost = fwd.lower(params).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    cfg_s = bert_config("tiny", **kw)
+    cfg_d = bert_config("tiny", sparse_last_layer=False, **kw)
+    ours = (B.encoder_flops(cfg_d, t, "infer", p)["total"]
+            - B.encoder_flops(cfg_s, t, "infer", p)["total"]) * 2 * t
+    xla = xla_flops(cfg_d) - xla_flops(cfg_s)
+    # XLA also counts element-wise work in the skipped rows, so its saving is a little larger.
+    assert ours > 0 and ours <= xla <= 1.15 * ours, (ours, xla)

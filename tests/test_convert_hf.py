@@ -211,6 +211,8 @@ def test_base_checkpoint_loads_with_mlm_head_and_task_checkpoint_as_base(tmp_pat
     jaxformer.bert_config("base", head="pretraining"),
     jaxformer.roberta_config("base", head="mlm", with_pooler=False),
     jaxformer.albert_config("large", head="sequence_classification", num_labels=5),
+    jaxformer.bert_config("base", head="sequence_classification", num_labels=3,
+                          label_names=("entailment", "neutral", "contradiction")),
     jaxformer.electra_config("small", head="rtd"),
     jaxformer.electra_config("base", generator=True, head="mlm"),
 ], ids=lambda c: f"{c.family}-{c.head}")
@@ -222,6 +224,20 @@ def test_config_round_trip(cfg):
         back.classifier_dropout if cfg.classifier_dropout is None and cfg.family == "albert"
         else cfg.classifier_dropout))  # HF ALBERT stores the resolved value
     assert getattr(transformers, hf["architectures"][0])  # a class transformers has
+
+
+def test_label_names_travel_as_id2label(tmp_path):
+    cfg = jaxformer.bert_config("tiny", head="token_classification", num_labels=3,
+                                label_names=["O", "B-PER", "I-PER"], **SMALL)
+    model = jaxformer.EncoderModel(cfg)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    jaxformer.save_pretrained(model, params, str(tmp_path))
+    hf = transformers.AutoConfig.from_pretrained(str(tmp_path))
+    assert hf.id2label == {0: "O", 1: "B-PER", 2: "I-PER"} and hf.label2id["I-PER"] == 2
+    back, _ = jaxformer.from_pretrained(str(tmp_path))
+    assert back.cfg.label_names == ("O", "B-PER", "I-PER")
+    with pytest.raises(ConfigError, match="label_names has 2 names but num_labels=3"):
+        cfg.replace(label_names=("a", "b"))
 
 
 def test_roberta_config_from_hf_offsets_positions():

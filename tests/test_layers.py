@@ -140,3 +140,24 @@ def test_feedforward_matches_numpy(act, fn):
     h = fn(x.astype(np.float64) @ p["wi"]["kernel"] + p["wi"]["bias"])
     np.testing.assert_allclose(ff.apply({"params": p}, x), h @ p["wo"]["kernel"] + p["wo"]["bias"],
                                atol=1e-5)
+
+
+def test_dropout_keeps_the_rate_and_the_expectation():
+    from jaxformer.layers import Dropout, dropout
+    from jaxformer.layers.dropout import keep_mask
+    for shape in [(64, 128, 96), (5, 33)]:          # even and odd last dims
+        keep, q = keep_mask(jax.random.key(3), shape, 0.9)
+        assert keep.shape == shape and abs(q - 0.9) < 1e-5
+        n = keep.size
+        assert abs(float(keep.mean()) - q) < 4 * np.sqrt(q * (1 - q) / n)
+    x = jnp.ones((256, 512))
+    y = dropout(x, 0.1, jax.random.key(0))
+    kept = np.asarray(y) != 0
+    np.testing.assert_allclose(np.asarray(y)[kept], 1.0 / q, rtol=1e-6)
+    assert abs(float(y.mean()) - 1.0) < 4 * np.sqrt(0.1 / 0.9 / y.size)  # E[y] = x
+    # Different keys give different masks; the module is the identity when deterministic.
+    assert (np.asarray(dropout(x, 0.1, jax.random.key(1))) != np.asarray(y)).any()
+    d = Dropout(0.1)
+    assert (d.apply({}, x, deterministic=True) == x).all()
+    z = d.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+    assert 0.85 < float((np.asarray(z) != 0).mean()) < 0.95

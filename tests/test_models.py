@@ -63,6 +63,39 @@ def test_mlm_positions_gather_the_full_logits(bert):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(pre_ln=True),
+                                dict(family="albert", sharing="all", embedding_size=32)])
+def test_sparse_last_layer_equals_the_dense_last_layer(kw):
+    """The last layer at [CLS] + mlm_positions only gives the same MLM logits, NSP logits and
+    gradients as the full last layer, with padding and with packed segments."""
+    import dataclasses
+    cfg = bert_config("tiny", vocab_size=V, head="pretraining", num_layers=2, hidden_size=64,
+                      num_heads=4, intermediate_size=128, **kw)
+    assert cfg.sparse_last_layer
+    model, params = init(cfg)
+    dense = EncoderModel(dataclasses.replace(cfg, sparse_last_layer=False))
+    x = ids(2, 12)
+    pos = np.array([[1, 4, 9], [0, 2, 11]])
+    batches = [dict(attention_mask=np.array([[1] * 12, [1] * 10 + [0] * 2])),
+               dict(segment_ids=np.array([[1] * 6 + [2] * 6, [1] * 9 + [0] * 3]))]
+
+    def run(m, p, extra):
+        out = m.apply({"params": p}, x, mlm_positions=pos, **extra)
+        return out.mlm_logits, out.pair_logits
+
+    for extra in batches:
+        for a, b in zip(run(model, params, extra), run(dense, params, extra)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        loss = lambda m, e=extra: lambda p: sum(jnp.sum(jnp.sin(o)) for o in run(m, p, e))
+        ga, gb = jax.grad(loss(model))(params), jax.grad(loss(dense))(params)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb)):
+            if "key" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path):
+                continue  # exactly zero in exact arithmetic: only rounding noise to compare
+            np.testing.assert_allclose(a, b, atol=2e-5 * max(1.0, float(np.abs(b).max())))
+    hidden = model.apply({"params": params}, x, mlm_positions=pos).last_hidden_state
+    assert hidden.shape == (2, 4, 64)   # [CLS] + the 3 scored rows
+
+
 def test_bfloat16_within_2e2_relative_of_float32():
     cfg = bert_config("tiny", vocab_size=V, head="pretraining")
     model, params = init(cfg)

@@ -92,8 +92,13 @@ def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     act = get("hidden_act")
     if act not in _ACT_FROM_HF:
         raise ConfigError(f"hidden_act={act!r} is not supported; known: {sorted(_ACT_FROM_HF)}.")
+    label_names = None
     if hf.get("id2label"):
         num_labels = len(hf["id2label"])
+        names = [str(hf["id2label"].get(str(i), hf["id2label"].get(i, f"LABEL_{i}")))
+                 for i in range(num_labels)]
+        if names != [f"LABEL_{i}" for i in range(num_labels)]:
+            label_names = tuple(names)
     else:
         num_labels = hf.get("num_labels", 2)
     pad = get("pad_token_id")
@@ -112,6 +117,7 @@ def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
         # RoBERTa numbers positions from pad_token_id + 1 (HF create_position_ids_from_input_ids).
         position_offset=pad + 1 if family == "roberta" else 0,
         with_pooler=hf_has_pooler(family, head), num_labels=num_labels,
+        label_names=label_names,
         classifier_style="cls_mlp" if family in ("roberta", "electra") else "pooler")
     if family in ("albert", "electra"):
         fields["embedding_size"] = get("embedding_size") or get("hidden_size")
@@ -157,6 +163,11 @@ def check_hf_compatible(cfg: EncoderConfig) -> None:
                           f"classifies with {want_style!r}.")
 
 
+def label_names(cfg: EncoderConfig) -> list[str]:
+    """The classes' names: `cfg.label_names`, or HF's defaults LABEL_0, LABEL_1, ..."""
+    return list(cfg.label_names or [f"LABEL_{i}" for i in range(cfg.num_labels)])
+
+
 def hf_config_from_encoder_config(cfg: EncoderConfig) -> dict[str, Any]:
     """The `config.json` dict HF needs to build the same model as `cfg`."""
     check_hf_compatible(cfg)
@@ -172,8 +183,8 @@ def hf_config_from_encoder_config(cfg: EncoderConfig) -> dict[str, Any]:
         pad_token_id=cfg.pad_token_id, position_embedding_type="absolute",
         tie_word_embeddings=True,  # our MLM decoder is always the word-embedding table
         dtype=cfg.param_dtype,
-        id2label={str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
-        label2id={f"LABEL_{i}": i for i in range(cfg.num_labels)})
+        id2label={str(i): n for i, n in enumerate(label_names(cfg))},
+        label2id={n: i for i, n in enumerate(label_names(cfg))})
     if fam == "albert":
         d["classifier_dropout_prob"] = (cfg.hidden_dropout if cfg.classifier_dropout is None
                                         else cfg.classifier_dropout)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxformer.layers import masks as masks_lib
+from jaxformer.layers.dropout import dropout
 
 Array = jnp.ndarray
 
@@ -36,8 +37,7 @@ def attend(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, kernel
             logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1)
         if use_dropout:
-            keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-            probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+            probs = dropout(probs, dropout_rate, dropout_rng)
         out = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)  # [b, q, n, d]
     elif kernel == "xla":
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
@@ -89,8 +89,13 @@ class Projection(nn.Module):
         shape = tuple(x.shape[-self.in_ndim:]) + tuple(self.out_shape)
         kernel = self.param("kernel", dense_init(self.init_std, self.axes), shape,
                             self.param_dtype)
-        y = jnp.tensordot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype),
-                          axes=self.in_ndim)                     # [..., *out_shape]
+        # One 2-d matmul on flattened views: the gradients then need no transposed copy of
+        # the kernel (a 3-d tensordot's transpose rule materialises one per step).
+        lead = x.shape[:x.ndim - self.in_ndim]
+        n_in, n_out = math.prod(shape[:self.in_ndim]), math.prod(self.out_shape)
+        y = (x.astype(self.dtype).reshape(lead + (n_in,))
+             @ jnp.asarray(kernel, self.dtype).reshape(n_in, n_out))
+        y = y.reshape(lead + tuple(self.out_shape))               # [..., *out_shape]
         if self.use_bias:
             bias = self.param("bias", zeros_init(self.axes[self.in_ndim:]),
                               tuple(self.out_shape), self.param_dtype)

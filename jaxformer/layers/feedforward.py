@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxformer.layers.attention import dense_init, zeros_init
 
+
+def gelu_erf(x):
+    """Exact GELU, x * Phi(x), written with erf as BERT and PyTorch write it (XLA's erf is
+    one rational approximation; `jax.nn.gelu`'s erfc form evaluates two branches)."""
+    return 0.5 * x * (1.0 + lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 ACTIVATIONS = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),      # BERT: exact erf GELU
+    "gelu": gelu_erf,                                               # BERT: exact erf GELU
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),   # tanh approximation
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,

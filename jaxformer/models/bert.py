@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention
+from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
@@ -79,7 +80,7 @@ class Embeddings(nn.Module):
         self.position = Embed(cfg.max_position_embeddings, cfg.emb_size, (None, "embed"), **kw)
         self.token_type = Embed(cfg.type_vocab_size, cfg.emb_size, (None, "embed"), **kw)
         self.norm = layer_norm(cfg.layer_norm_eps, dt, pdt)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic=True):
         x = self.word(input_ids) + self.token_type(token_type_ids)
@@ -96,16 +97,27 @@ class AttentionBlock(nn.Module):
     cfg: EncoderConfig
 
     @nn.compact
-    def __call__(self, x, mask, deterministic=True):
+    def __call__(self, x, mask, deterministic=True, rows=None):
+        """rows: optional [b, r] positions; then only those rows are computed (queries at
+        `rows`, keys and values from every position) and the output is [b, r, H]."""
         cfg = self.cfg
         dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
-        h = norm(x) if cfg.pre_ln else x
-        h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
-                               kernel=cfg.attention_kernel, init_std=cfg.initializer_range,
-                               dtype=dt, param_dtype=pdt, name="attention")(
-                                   h, mask=mask, deterministic=deterministic)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        attention = MultiHeadAttention(
+            cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
+            kernel=cfg.attention_kernel, init_std=cfg.initializer_range, dtype=dt,
+            param_dtype=pdt, name="attention")
+        if rows is None:
+            h = norm(x) if cfg.pre_ln else x
+            h = attention(h, mask=mask, deterministic=deterministic)
+        else:
+            kv = norm(x) if cfg.pre_ln else x
+            x = jnp.take_along_axis(x, rows[..., None], axis=1)
+            if mask is not None and mask.shape[2] > 1:   # per-query rows (packed segments)
+                mask = jnp.take_along_axis(mask, rows[:, None, :, None], axis=2)
+            h = norm(x) if cfg.pre_ln else x
+            h = attention(h, inputs_kv=kv, mask=mask, deterministic=deterministic)
+        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         x = x + h if cfg.pre_ln else norm(x + h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -123,7 +135,7 @@ class MlpBlock(nn.Module):
         h = norm(x) if cfg.pre_ln else x
         h = FeedForward(cfg.intermediate_size, cfg.hidden_act, init_std=cfg.initializer_range,
                         dtype=dt, param_dtype=pdt, name="mlp")(h)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         x = x + h if cfg.pre_ln else norm(x + h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -194,8 +206,12 @@ class Encoder(nn.Module):
             self.pooler = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 segment_ids=None, deterministic: bool = True):
+                 segment_ids=None, deterministic: bool = True, last_rows=None):
+        """-> (hidden [b, t, H], pooled). With `last_rows` [b, r] (first column 0, the
+        pooler's row) the last layer runs only at those rows and hidden is [b, r, H]."""
         cfg = self.cfg
+        if last_rows is not None and cfg.scan_layers:
+            raise ValueError("last_rows needs scan_layers=False.")
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
         check_length(cfg, input_ids.shape[1])
@@ -212,8 +228,10 @@ class Encoder(nn.Module):
         if cfg.scan_layers:
             x, _ = self.layers(x, mask, deterministic)
         else:
-            for a, m in layer_plan(cfg):
-                x = self.attention[a](x, mask, deterministic)
+            plan = layer_plan(cfg)
+            for i, (a, m) in enumerate(plan):
+                rows = last_rows if i == len(plan) - 1 else None
+                x = self.attention[a](x, mask, deterministic, rows)
                 x = self.mlp[m](x, deterministic)
         if cfg.pre_ln:
             x = self.final_norm(x)
@@ -230,6 +248,9 @@ class EncoderModel(nn.Module):
 
     Call: `model.apply({"params": p}, input_ids, attention_mask=None, token_type_ids=None,
     position_ids=None, segment_ids=None, mlm_positions=None, deterministic=True)`.
+    With an MLM head, `mlm_positions` [b, n] limits the logits to those rows; with
+    `cfg.sparse_last_layer` the last layer also runs only there, and `last_hidden_state`
+    is then [b, 1 + n, H]: the [CLS] row, then the rows at `mlm_positions`.
     """
 
     cfg: EncoderConfig
@@ -254,12 +275,21 @@ class EncoderModel(nn.Module):
                  segment_ids=None, mlm_positions: Optional[jnp.ndarray] = None,
                  deterministic: bool = True) -> EncoderOutput:
         cfg = self.cfg
+        sparse = (cfg.head in ("mlm", "pretraining") and mlm_positions is not None
+                  and cfg.sparse_last_layer and not cfg.scan_layers
+                  and mlm_positions.shape[1] + 1 < input_ids.shape[1])
+        last_rows = None
+        if sparse:  # [CLS] (the pooler's row) then the scored rows
+            last_rows = jnp.concatenate(
+                [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1)
         hidden, pooled = self.encoder(input_ids, attention_mask, token_type_ids, position_ids,
-                                      segment_ids, deterministic)
+                                      segment_ids, deterministic, last_rows)
         out = {}
         if cfg.head in ("mlm", "pretraining"):
             h = hidden
-            if mlm_positions is not None:  # [b, n]: logits only where they are scored
+            if sparse:
+                h = hidden[:, 1:]
+            elif mlm_positions is not None:  # [b, n]: logits only where they are scored
                 h = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
             out["mlm_logits"] = self.mlm(h, self.encoder.attend)
         if cfg.head == "pretraining":

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers.attention import zeros_init
+from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.feedforward import activation, dense, layer_norm
 from jaxformer.models.configs import EncoderConfig
 
@@ -46,7 +47,7 @@ class PairHead(nn.Module):
         cfg = self.cfg
         dt, pdt = _dt(cfg)
         if cfg.family == "albert":  # ALBERT's SOP head has dropout; BERT's NSP head has none
-            pooled = nn.Dropout(_classifier_dropout(cfg))(pooled, deterministic=deterministic)
+            pooled = Dropout(_classifier_dropout(cfg))(pooled, deterministic=deterministic)
         return dense(2, ("embed", None), cfg.initializer_range, dt, pdt, name="dense")(pooled)
 
 
@@ -75,7 +76,7 @@ class SequenceClassificationHead(nn.Module):
     def __call__(self, hidden, pooled, deterministic=True):
         cfg = self.cfg
         dt, pdt = _dt(cfg)
-        drop = nn.Dropout(_classifier_dropout(cfg))
+        drop = Dropout(_classifier_dropout(cfg))
         std = cfg.initializer_range
         if cfg.classifier_style == "pooler":
             if pooled is None:
@@ -98,7 +99,7 @@ class TokenClassificationHead(nn.Module):
     def __call__(self, hidden, pooled=None, deterministic=True):
         cfg = self.cfg
         dt, pdt = _dt(cfg)
-        x = nn.Dropout(_classifier_dropout(cfg))(hidden, deterministic=deterministic)
+        x = Dropout(_classifier_dropout(cfg))(hidden, deterministic=deterministic)
         return dense(cfg.num_labels, ("embed", None), cfg.initializer_range, dt, pdt,
                      name="out_proj")(x)
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 class EncoderOutput:
     """Outputs of an encoder call; a field the configured head does not produce is None.
 
-    last_hidden_state: [batch, length, hidden]; pooled: [batch, hidden] (tanh pooler);
+    last_hidden_state: [batch, length, hidden] ([batch, 1 + n_positions, hidden] when an MLM
+    head ran its last layer at [CLS] + mlm_positions only); pooled: [batch, hidden] (tanh pooler);
     mlm_logits: [batch, length or n_positions, vocab]; pair_logits: [batch, 2] (NSP / SOP);
     rtd_logits: [batch, length]; logits: [batch, num_labels] or [batch, length, num_labels];
     start_logits, end_logits: [batch, length].

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, zeros_init
+from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.outputs import Seq2SeqOutput
@@ -55,7 +56,7 @@ class Sublayer(nn.Module):
         dt, pdt = _dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
         h = fn(norm(x) if cfg.pre_ln else x)
-        h = nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+        h = Dropout(cfg.dropout)(h, deterministic=deterministic)
         x = x + h if cfg.pre_ln else norm(x + h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -112,7 +113,7 @@ def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
     """x: [b, t, d] scaled token embeddings; positions: [t] or [b, t] ints."""
     table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model, cfg.position_layout))
     x = x + jnp.take(table, positions, axis=0).astype(x.dtype)  # [(b,) t, d] broadcasts
-    return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+    return Dropout(cfg.dropout)(x, deterministic=deterministic)
 
 
 class EncoderStack(nn.Module):

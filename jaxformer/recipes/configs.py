@@ -125,13 +125,23 @@ def finetune(init_from: str = "", size: str = "tiny", freeze_encoder: bool = Fal
     model = _tiny_model(bert_config) if size == "tiny" else bert_config(size)
     c = base_config(model.to_dict(), task="jaxformer.recipes.finetune:FineTuneTask")
     c.init_from = init_from
+    head, num_labels = "sequence_classification", 2
+    if source.startswith("tfds:"):  # the head the dataset needs (GLUE / SQuAD / CoNLL)
+        from jaxformer.recipes.finetune import tfds_task
+        head, num_labels = tfds_task(source[5:])
     c.finetune = ml_collections.ConfigDict({
-        "head": "sequence_classification", "num_labels": 2, "freeze_encoder": freeze_encoder})
+        "head": head, "num_labels": num_labels, "freeze_encoder": freeze_encoder})
     c.data.source, c.data.seq_len, c.data.eval_fraction = source, 64, 0.1
+    # tfds sources: the prepared data's directory, splits, and a cap per split (0 = all).
+    c.data.data_dir, c.data.train_split, c.data.eval_split = "", "train", ""
+    c.data.max_examples = 0
     c.batch_size, c.num_train_steps = 32, 400
     c.optimizer.update(lr=1e-3 if freeze_encoder else 3e-4, warmup_steps=40,
                        schedule="warmup_linear", weight_decay=0.01)
-    c.checkpoint.best_metric, c.checkpoint.best_mode = "eval_accuracy", "max"
+    c.checkpoint.best_metric, c.checkpoint.best_mode = {
+        "question_answering": ("eval_span_accuracy", "max"),
+        "regression": ("eval_mse", "min")}.get(
+            "regression" if num_labels == 1 else head, ("eval_accuracy", "max"))
     c.checkpoint.every_steps, c.log.eval_every_steps = 100, 100
     if size != "tiny":
         c.data.seq_len, c.optimizer.lr = 128, 3e-5

@@ -6,7 +6,12 @@ params of one of our training runs), `finetune.head` (sequence_classification |
 token_classification | question_answering), `finetune.num_labels`, `finetune.freeze_encoder`,
 `data.source`: "keyword" (the generated rule task below), "jsonl:PATH" (records with
 `text`, optional `pair`, `label`; or `words` + `tags` for tokens; or SQuAD-style
-`question`, `context`, `answers`).
+`question`, `context`, `answers`), or a tensorflow-datasets dataset prepared in
+`data.data_dir`: "tfds:glue/<task>", "tfds:squad[/v1.1|/v2.0]", "tfds:conll2003"
+(`data.train_split`, `data.eval_split`; `data.max_examples` caps each split, 0 = all).
+At the end of a run the task's own metric is computed on the eval split
+(`FineTuneTask.task_metrics`): GLUE accuracy / F1 / MCC / Pearson-Spearman, SQuAD exact
+match and F1, CoNLL entity F1.
 """
 
 from __future__ import annotations
@@ -69,6 +74,95 @@ def keyword_task(documents, seed: int = 0, min_words: int = 5, max_words: int = 
     return [{"text": sents[i], "label": int(covered[i])} for i in idx], sorted(keywords)
 
 
+# -- tensorflow-datasets sources --------------------------------------------------------------
+def _str(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def tfds_task(name: str) -> tuple[str, int]:
+    """(head, num_labels) that a tfds fine-tuning dataset needs; ValueError if unsupported."""
+    from jaxformer.data.finetuning import CONLL2003_TAGS, GLUE_TASKS
+    family, _, config = name.split(":")[0].partition("/")
+    if family == "glue":
+        if config not in GLUE_TASKS:
+            raise ValueError(f"unknown GLUE task {config!r} in data.source; known: "
+                             f"{sorted(GLUE_TASKS)}.")
+        k = GLUE_TASKS[config][2]
+        return "sequence_classification", (k or 1)
+    if family == "squad":
+        return "question_answering", 2
+    if family == "conll2003":
+        return "token_classification", len(CONLL2003_TAGS)
+    raise ValueError(f"tfds dataset {name!r} has no fine-tuning preprocessor; supported: "
+                     "glue/<task>, squad[/v1.1|/v2.0], conll2003 (or use jsonl:PATH).")
+
+
+# tfds ClassLabel names of the GLUE tasks (STS-B is a regression).
+GLUE_LABELS = {
+    "cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"), "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"), "ax": ("entailment", "neutral", "contradiction"),
+}
+
+
+def tfds_label_names(name: str) -> Optional[tuple]:
+    """The class names of a supported tfds dataset (None for regression and SQuAD)."""
+    from jaxformer.data.finetuning import CONLL2003_TAGS
+    family, _, config = name.split(":")[0].partition("/")
+    if family == "glue":
+        return GLUE_LABELS.get(config)
+    if family == "conll2003":
+        return tuple(CONLL2003_TAGS)
+    return None
+
+
+def default_eval_split(name: str) -> str:
+    return "validation_matched" if name.split(":")[0] == "glue/mnli" else "validation"
+
+
+def tfds_records(name: str, split: str, data_dir: Optional[str] = None,
+                 limit: int = 0) -> list[dict]:
+    """A split of a supported tfds dataset as fine-tuning records (the `jsonl:` format)."""
+    from jaxformer.data import tfds_source
+    from jaxformer.data.finetuning import GLUE_TASKS
+    tfds_task(name)
+    family, _, config = name.split(":")[0].partition("/")
+    src = tfds_source(name, split=split, data_dir=data_dir or None)
+    n = len(src) if not limit else min(limit, len(src))
+    out = []
+    for i in range(n):
+        ex = src[i]
+        if family == "glue":
+            f1, f2, k = GLUE_TASKS[config]
+            label = float(ex["label"]) if k == 0 else int(ex["label"])
+            out.append({"text": _str(ex[f1]), "pair": _str(ex[f2]) if f2 else None,
+                        "label": label})
+        elif family == "squad":
+            ans = ex.get("answers", {"text": [], "answer_start": []})
+            out.append({"id": _str(ex.get("id", i)), "question": _str(ex["question"]),
+                        "context": _str(ex["context"]),
+                        "answers": {"text": [_str(t) for t in ans["text"]],
+                                    "answer_start": [int(a) for a in ans["answer_start"]]},
+                        "is_impossible": bool(ex.get("is_impossible", False))})
+        else:  # conll2003
+            out.append({"words": [_str(t) for t in ex["tokens"]],
+                        "tags": [int(t) for t in ex["ner"]]})
+    if not out:
+        raise ValueError(f"tfds dataset {name!r} split {split!r} is empty.")
+    return out
+
+
+def record_text(record: dict) -> str:
+    """The text of a record, for training a tokenizer on it."""
+    if "words" in record:
+        return " ".join(record["words"])
+    if "context" in record:
+        return f"{record['question']} {record['context']}"
+    return " ".join(t for t in (record.get("text"), record.get("pair")) if t)
+
+
 # -- loading pretrained weights -------------------------------------------------------------
 def load_run_params(workdir: str):
     """(EncoderConfig of the run, its latest params as numpy) from one of our training runs."""
@@ -121,7 +215,24 @@ class FineTuneTask(Task):
         overrides = {k: v for k, v in dict(config.model).items()
                      if k in ("hidden_dropout", "attention_dropout", "classifier_dropout",
                               "dtype", "remat_policy")}
-        self.model_cfg = base.replace(head=ft.head, num_labels=ft.num_labels, **overrides)
+        src = str(config.data.get("source", ""))
+        auto = ("no_keyword", "keyword") if src == "keyword" else None
+        if src.startswith("tfds:"):
+            head, k = tfds_task(src[5:])
+            if (ft.head, ft.num_labels) != (head, k):
+                raise ValueError(
+                    f"data.source={src!r} needs finetune.head={head!r} and finetune.num_labels="
+                    f"{k}, got {ft.head!r} and {ft.num_labels}; set them (the `finetune` "
+                    "recipe does this from the source).")
+            auto = tfds_label_names(src[5:])
+        # Class names travel with the model (HF id2label): given, or known for the source.
+        names = ft.get("label_names", None)
+        if ft.head == "question_answering":
+            names = auto = None
+        if names is None and auto is not None and len(auto) == ft.num_labels:
+            names = auto
+        self.model_cfg = base.replace(head=ft.head, num_labels=ft.num_labels,
+                                      label_names=tuple(names) if names else None, **overrides)
         if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
             self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
         self.model = EncoderModel(self.model_cfg)
@@ -165,7 +276,7 @@ class FineTuneTask(Task):
         if os.path.exists(os.path.join(path, "tokenizer.json")):
             from jaxformer.data import load_tokenizer
             return load_tokenizer(path)
-        tok = train_tokenizer([e.get("text", "") for e in self._records()[0]],
+        tok = train_tokenizer([record_text(e) for e in self._records()[0]],
                               self.config.data.tokenizer_family,
                               vocab_size=self.model_cfg.vocab_size)
         if jax.process_index() == 0:
@@ -183,9 +294,19 @@ class FineTuneTask(Task):
             elif src.startswith("jsonl:"):
                 from jaxformer.data import read_jsonl
                 examples = list(read_jsonl(src[6:]))
+            elif src.startswith("tfds:"):
+                d = self.config.data
+                name = src[5:]
+                get = lambda key, default: d.get(key, default) or default
+                limit, data_dir = int(get("max_examples", 0)), get("data_dir", None)
+                self._data = (
+                    tfds_records(name, get("train_split", "train"), data_dir, limit),
+                    tfds_records(name, get("eval_split", default_eval_split(name)), data_dir,
+                                 limit))
+                return self._data
             else:
-                raise ValueError(f"unknown data.source {src!r} for fine-tuning; use 'keyword' "
-                                 "or 'jsonl:PATH'.")
+                raise ValueError(f"unknown data.source {src!r} for fine-tuning; use 'keyword', "
+                                 "'jsonl:PATH' or 'tfds:NAME'.")
             n_eval = max(1, int(len(examples) * self.config.data.eval_fraction))
             self._data = (examples[:-n_eval], examples[-n_eval:])
         return self._data
@@ -249,6 +370,71 @@ class FineTuneTask(Task):
         head is a rounding error beside it."""
         from jaxformer.benchmarking import encoder_flops
         return encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
+
+    def task_metrics(self, params, batch_size: int = 64) -> dict:
+        """The task's own metric on the eval split (single process): GLUE's (accuracy, F1 for
+        MRPC/QQP, Matthews for CoLA, Pearson/Spearman for STS-B), SQuAD exact match and F1
+        over whole examples (spans from all windows), entity-level F1 for CoNLL-2003, and
+        accuracy (classes) or mean squared error (regression) otherwise."""
+        from jaxformer.data import metrics as M
+        from jaxformer.data.finetuning import (CONLL2003_TAGS, SquadConfig, glue_metrics,
+                                               ner_tags_from_predictions, prepare_squad,
+                                               squad_predictions)
+        if jax.process_count() > 1:
+            return {}
+        records = self._records()[1]
+        head, src = self.model_cfg.head, str(self.config.data.source)
+        if head == "question_answering":
+            feats, _ = prepare_squad(records, self.tokenizer,
+                                     SquadConfig(max_seq_len=self.seq_len), training=False)
+        else:
+            feats = [self.encode(r) for r in records]
+        outs = self._predict(params, feats, batch_size)
+        if head == "question_answering":
+            texts = squad_predictions(feats, outs["start_logits"], outs["end_logits"],
+                                      [r["context"] for r in records],
+                                      version_2="v2" in src)
+            return M.squad_scores(texts, [r["answers"]["text"] for r in records])
+        if head == "token_classification":
+            pred = outs["logits"].argmax(-1)
+            labels = np.stack([f["labels"] for f in feats])
+            out = {"token_accuracy": float((pred == labels)[labels >= 0].mean())}
+            if src.startswith("tfds:conll2003") or self.model_cfg.num_labels == len(
+                    CONLL2003_TAGS):
+                p_tags = [ner_tags_from_predictions(p, y) for p, y in zip(pred, labels)]
+                g_tags = [ner_tags_from_predictions(y, y) for y in labels]
+                ent = M.entity_f1(p_tags, g_tags)
+                out.update(entity_precision=ent["precision"], entity_recall=ent["recall"],
+                           entity_f1=ent["f1"])
+            return out
+        labels = np.array([r["label"] for r in records])
+        if self.model_cfg.num_labels == 1:
+            pred = outs["logits"][:, 0]
+        else:
+            pred = outs["logits"].argmax(-1)
+        if src.startswith("tfds:glue/"):
+            return glue_metrics(src[len("tfds:glue/"):].split(":")[0], pred, labels)
+        if self.model_cfg.num_labels == 1:
+            return {"mse": float(np.mean((pred - labels) ** 2))}
+        return {"accuracy": M.accuracy(pred, labels)}
+
+    def _predict(self, params, feats: list, batch_size: int) -> dict:
+        """Head outputs for encoded features, in fixed-size batches (one compilation)."""
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        fwd = jax.jit(lambda p, b: self.model.apply(
+            {"params": p}, b["input_ids"], attention_mask=b["attention_mask"],
+            token_type_ids=b["token_type_ids"], deterministic=True))
+        fields = ("start_logits", "end_logits") if self.model_cfg.head == \
+            "question_answering" else ("logits",)
+        got = {f: [] for f in fields}
+        for i in range(0, len(feats), batch_size):
+            chunk = feats[i:i + batch_size]
+            pad = batch_size - len(chunk)
+            b = {k: np.stack([f[k] for f in chunk] + [chunk[0][k]] * pad) for k in keys}
+            out = fwd(params, b)
+            for f in fields:
+                got[f].append(np.asarray(getattr(out, f), np.float32)[:len(chunk)])
+        return {f: np.concatenate(v) for f, v in got.items()}
 
     def finish(self, params, workdir):
         from jaxformer.convert.huggingface import save_pretrained

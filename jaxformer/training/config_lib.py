@@ -19,7 +19,11 @@ class ConfigOverrideError(ValueError):
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """Runs `get_config()` from a config file (a path, or NAME for configs/NAME.py)."""
+    """Runs `get_config()` from a config file (a path, or NAME for configs/NAME.py);
+    `FILE:ARG` calls `get_config(ARG)` (e.g. `configs/finetune_tfds.py:glue/sst2`)."""
+    arg = None
+    if not os.path.exists(path) and ":" in path:
+        path, _, arg = path.partition(":")
     if not os.path.exists(path) and os.path.exists(os.path.join("configs", f"{path}.py")):
         path = os.path.join("configs", f"{path}.py")
     if not os.path.exists(path):
@@ -30,7 +34,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"{path} has no get_config().")
-    config = module.get_config()
+    config = module.get_config() if arg is None else module.get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     return config

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
+import optax
 
 from jaxformer.training import checkpoint as ckpt_lib
 from jaxformer.training import observe
@@ -54,6 +55,9 @@ class _Preemption:
             return self.flag
         from jax.experimental import multihost_utils  # every process must agree on the step
         return bool(np.max(multihost_utils.process_allgather(np.int32(self.flag))))
+
+
+_param_norm = jax.jit(optax.global_norm)
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -152,6 +156,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             row = _mean(window)
             row["lr"] = m.get("lr", 0.0)
             row["skipped_total"] = float(jax.device_get(state.skipped))
+            row["param_norm"] = float(_param_norm(state.params))
             sps = steps_in_window / dt if dt > 0 else 0.0
             row["steps_per_s"], row["tokens_per_s"] = sps, sps * tokens_per_step
             if peak and flops_per_token:
@@ -223,6 +228,13 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
                "last_loss": history[-1][1] if history else None,
                "tokens_per_s": last_metrics.get("tokens_per_s"),
                "mfu": last_metrics.get("mfu"), **final_eval}
+    if not preempted and hasattr(task, "task_metrics"):
+        tm = {f"eval_task_{k}": float(v) for k, v in task.task_metrics(state.params).items()}
+        if tm:
+            writer.write(step, tm)
+            say("task metrics on the eval split: " + ", ".join(
+                f"{k[10:]} {v:.4g}" for k, v in tm.items()))
+            summary.update(tm)
     if eval_batches and hasattr(task, "baseline_metrics"):
         summary.update(task.baseline_metrics(eval_batches))
         if "eval_mlm_accuracy" in summary and "eval_baseline_mlm_accuracy" in summary:

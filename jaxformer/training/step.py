@@ -77,8 +77,9 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
         new_state = state.replace(
             step=state.step + 1, params=new_params, opt_state=new_opt, bad_streak=bad,
             skipped=state.skipped + (~ok).astype(jnp.int32))
+        # The parameter norm is read by the loop at log steps only: here it would be one
+        # more pass over every parameter in every step.
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                       param_norm=optax.global_norm(new_state.params),
                        nonfinite=(~ok).astype(jnp.int32), bad_streak=bad)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
