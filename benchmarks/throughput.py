@@ -305,12 +305,15 @@ class JaxInfer(Side):
         if self.kind == "bert":
             from jaxformer.models import EncoderModel
             model = EncoderModel(self.cfg)
-            keys = ("input_ids", "attention_mask", "token_type_ids")
+            keys = ("input_ids", "attention_mask", "token_type_ids") + tuple(
+                k for k in ("segment_ids", "position_ids") if k in self.batch_np)
 
-            def fwd(params, b):
+            def fwd(params, b):   # packed rows carry segment ids and restarting positions
                 return model.apply({"params": params}, b["input_ids"],
                                    attention_mask=b["attention_mask"],
-                                   token_type_ids=b["token_type_ids"]).last_hidden_state
+                                   token_type_ids=b["token_type_ids"],
+                                   segment_ids=b.get("segment_ids"),
+                                   position_ids=b.get("position_ids")).last_hidden_state
             init_in = {"input_ids": jnp.zeros((1, self.batch_np["input_ids"].shape[1]),
                                               jnp.int32)}
         else:
@@ -494,20 +497,24 @@ def build_sides(args):
         useful = B.encoder_flops(cfg, args.seq, args.mode, p if args.mode == "train" else None)
         equal = B.encoder_flops(cfg, args.seq, args.mode,
                                 args.seq if args.mode == "train" else None)
-        if args.mode == "train" and args.lengths != "full":
+        if args.lengths != "full":
             # Padding vs packing: the same examples, a row each or packed; tokens/s counts
             # real tokens only. PretrainTask does not pass segment ids, so both use ours.
             lo = int(args.lengths.split(":")[1])
             padded, packed, f_pad, f_pack = variable_length_batches(cfg, args.batch, args.seq,
                                                                     lo, args.seed)
             batch = dict(padded, labels=_dense_labels(padded, args.seq))
-            task, which = bert_task(cfg, args.seq, p, "own")
-            ours = JaxTrain("jaxformer (padded)", task, padded, mesh, not args.no_donate)
+            if args.mode == "train":
+                task, which = bert_task(cfg, args.seq, p, "own")
+                side = lambda name, b: JaxTrain(name, task, b, mesh, not args.no_donate)
+            else:
+                side = lambda name, b: JaxInfer(name, kind, cfg, b)
+            ours = side("jaxformer (padded)", padded)
             ours.tokens, ours.extra_meta = int(padded["attention_mask"].sum()), {
                 "padding_fraction": f_pad}
             sides.append(ours)
             if args.pack:
-                s = JaxTrain("jaxformer (packed)", task, packed, mesh, not args.no_donate)
+                s = side("jaxformer (packed)", packed)
                 s.tokens, s.extra_meta = int(packed["attention_mask"].sum()), {
                     "padding_fraction": f_pack}
                 sides.append(s)
@@ -710,7 +717,8 @@ def run(args) -> dict:
         tokens = getattr(s, "tokens", tokens_per_step)
         achieved = s.flops_per_token * tokens / med
         row.update(step=st, times_s=[float(t) for t in s.times], step_ms=med * 1e3, step_iqr_ms=st["iqr_s"] * 1e3,
-                   tokens_per_s=tokens / med, sequences_per_s=args.batch / med,
+                   tokens_per_step=tokens, tokens_per_s=tokens / med,
+                   sequences_per_s=args.batch / med,
                    compile_s=s.compile_s, n_params=int(s.n_params),
                    flops_per_token=s.flops_per_token, achieved_tflops=achieved / 1e12,
                    mfu=achieved / ref_rate if ref_rate else None,

@@ -79,6 +79,19 @@ def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
     assert report["hardware"]["versions"]["jax"]
 
 
+def test_throughput_packed_inference_counts_real_tokens(tmp_path):
+    tp = _load("throughput")
+    out = tmp_path / "out.json"
+    tp.main(["--model", "bert-tiny", "--seq", "32", "--batch", "4", "--mode", "infer",
+             "--lengths", "uniform:8", "--pack", "--steps", "2", "--warmup", "1",
+             "--matmul-n", "256", "--json", str(out)])
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    padded, packed = rows["jaxformer (padded)"], rows["jaxformer (packed)"]
+    # Same row count and length, so packing fits more real tokens into each step.
+    assert packed["tokens_per_step"] > padded["tokens_per_step"]
+    assert packed["padding_fraction"] < padded["padding_fraction"]
+
+
 def test_sparse_last_layer_flops_hand_count():
     # BERT-base, P = 20 of T = 128: the last layer keeps its k, v projections at all 128
     # tokens (2 x 2 x 768^2 per token) and computes q/out, attention and the feed-forward at
