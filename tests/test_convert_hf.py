@@ -331,3 +331,37 @@ def test_save_refuses_what_hf_cannot_express(change, match, tmp_path):
     model = jaxformer.EncoderModel(cfg)
     with pytest.raises(ConfigError, match=match):
         jaxformer.save_pretrained(model, {}, str(tmp_path))
+
+
+@pytest.mark.parametrize("kind,head", [("XLMRoberta", "ForMaskedLM"),
+                                       ("XLMRoberta", "ForSequenceClassification"),
+                                       ("Camembert", "Model")])
+def test_xlm_roberta_and_camembert_load_as_roberta_with_parity(kind, head, tmp_path):
+    """XLM-R and CamemBERT are RoBERTa's architecture under other names: a random tiny
+    checkpoint of each loads through `from_pretrained` and matches transformers."""
+    conf = getattr(transformers, f"{kind}Config")(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=40, pad_token_id=1, type_vocab_size=1,
+        num_labels=3)
+    torch.manual_seed(0)
+    hf_model = getattr(transformers, kind + head)(conf).eval()
+    hf_model.save_pretrained(str(tmp_path))
+    model, params = jaxformer.from_pretrained(str(tmp_path))
+    assert model.cfg.family == "roberta" and model.cfg.position_offset == 2
+    rng = np.random.RandomState(0)
+    ids = rng.randint(3, 120, (2, 9))
+    mask = np.ones_like(ids)
+    ids[1, 6:], mask[1, 6:] = 1, 0                       # padded row
+    with torch.no_grad():
+        ref = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    out = model.apply({"params": params}, ids, attention_mask=mask)
+    if head == "Model":
+        got, want = out.last_hidden_state, ref.last_hidden_state
+    elif head == "ForMaskedLM":
+        got, want = out.mlm_logits, ref.logits
+    else:
+        got, want = out.logits, ref.logits
+    got, want = np.asarray(got), want.numpy()
+    if got.ndim == 3:                                     # per token: the real ones only
+        got, want = got[mask > 0], want[mask > 0]
+    np.testing.assert_allclose(got, want, atol=2e-5)

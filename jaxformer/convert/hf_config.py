@@ -64,13 +64,26 @@ def hf_has_pooler(family: str, head: str | None) -> bool:
         head == "sequence_classification" and family in ("bert", "albert"))
 
 
+# model_type -> (family, HF class prefix): RoBERTa's architecture under another name (the
+# same weights under `roberta.`); they load as that family and are written back as it.
+MODEL_TYPE_ALIASES = {"xlm-roberta": ("roberta", "XLMRoberta"),
+                      "camembert": ("roberta", "Camembert")}
+
+
 def family_and_head(hf: dict[str, Any]) -> tuple[str, str | None]:
     """(family, head) named by `model_type` and `architectures[0]`; clear error otherwise."""
     family = hf.get("model_type")
+    if family in MODEL_TYPE_ALIASES:
+        family, prefix = MODEL_TYPE_ALIASES[family]
+        archs = hf.get("architectures") or [prefix + "Model"]
+        arch = archs[0]
+        if arch.startswith(prefix):
+            arch = _CLASS_PREFIX[family] + arch[len(prefix):]
+        hf = dict(hf, model_type=family, architectures=[arch])
     if family not in ARCHITECTURES:
         raise ConfigError(
             f"unsupported HuggingFace model_type {family!r}; jaxformer converts "
-            f"{sorted(ARCHITECTURES)}.")
+            f"{sorted(ARCHITECTURES) + sorted(MODEL_TYPE_ALIASES)}.")
     archs = hf.get("architectures") or [ARCHITECTURES[family][None]]
     arch = archs[0]
     if arch not in ARCHITECTURES[family].values():

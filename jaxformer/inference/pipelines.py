@@ -103,6 +103,8 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
         src, tgt = _seq2seq_tokenizers(path)
         return LoadedModel("seq2seq", model, _to_device(params), src, model.cfg, [], path,
                            meta, target_tokenizer=tgt)
+    from jaxformer.convert.hf_config import MODEL_TYPE_ALIASES
+    family = MODEL_TYPE_ALIASES.get(family, (family,))[0]
     if family not in ENCODER_FAMILIES:
         raise PipelineError(f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
                             f"{list(ENCODER_FAMILIES)} encoders and Marian translation models.")
