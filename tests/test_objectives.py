@@ -122,3 +122,16 @@ def test_shared_embeddings_are_the_discriminators(electra):
     shared = obj.share_embeddings(params["generator"], params["discriminator"])
     assert shared["encoder"]["embeddings"] is params["discriminator"]["encoder"]["embeddings"]
     assert "mlm" in shared and "embed_proj" in shared["encoder"]
+
+
+def test_top1_correct_equals_argmax_without_ties():
+    from jaxformer.objectives.losses import top1_correct
+    rng = np.random.RandomState(0)
+    logits = rng.randn(4, 7, 50).astype(np.float32)
+    targets = rng.randint(0, 50, (4, 7))
+    targets[0, :3] = logits[0, :3].argmax(-1)          # some hits for sure
+    want = (logits.argmax(-1) == targets).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(top1_correct(logits, targets)), want)
+    # An exact tie for the maximum counts as correct (argmax would pick the first index).
+    tied = np.zeros((1, 3), np.float32)
+    assert float(top1_correct(tied, np.array([2]))[0]) == 1.0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxformer.objectives.losses import top1_correct
+
 __all__ = [
     "compute_loss",
     "seq2seq_loss",
@@ -57,7 +59,7 @@ def token_metrics(logits, labels, weights, label_smoothing: float = 0.1) -> dict
     return {
         "loss_sum": jnp.sum(smoothed_cross_entropy(logits, labels, label_smoothing) * w),
         "nll_sum": jnp.sum(nll * w),
-        "correct": jnp.sum((jnp.argmax(logits, axis=-1) == labels) * w),
+        "correct": jnp.sum(top1_correct(logits, labels) * w),
         "num_tokens": jnp.sum(w),
     }
 
