@@ -173,15 +173,23 @@ def load_run_params(workdir: str):
 
 
 def merge_encoder(fresh, pretrained):
-    """The fresh tree with its `encoder` subtree taken from `pretrained` (heads stay fresh).
-    Shapes must agree: a mismatch is an error naming the parameter."""
-    def pick(path, f, p):
+    """The fresh tree with its `encoder` subtree taken from `pretrained` (heads stay fresh;
+    pretrained parts the fresh model lacks, e.g. a pooler a QA model does not use, are
+    dropped). A missing parameter or a shape mismatch is an error naming the parameter."""
+    def pick(path, f):
+        p = pretrained["encoder"]
+        for k in path:
+            name = getattr(k, "key", k)
+            if not isinstance(p, dict) or name not in p:
+                raise ValueError(f"the pretrained encoder has no parameter "
+                                 f"{jax.tree_util.keystr(path)}.")
+            p = p[name]
         if np.shape(f) != np.shape(p):
             raise ValueError(f"pretrained parameter {jax.tree_util.keystr(path)} has shape "
                              f"{np.shape(p)}, the model expects {np.shape(f)}.")
         return jnp.asarray(p, f.dtype)
     out = dict(fresh)
-    out["encoder"] = jax.tree_util.tree_map_with_path(pick, fresh["encoder"], pretrained["encoder"])
+    out["encoder"] = jax.tree_util.tree_map_with_path(pick, fresh["encoder"])
     return out
 
 
@@ -233,6 +241,9 @@ class FineTuneTask(Task):
             names = auto
         self.model_cfg = base.replace(head=ft.head, num_labels=ft.num_labels,
                                       label_names=tuple(names) if names else None, **overrides)
+        if ft.head in ("token_classification", "question_answering"):
+            # These heads read every token, not the pooler (HF's classes have none either).
+            self.model_cfg = self.model_cfg.replace(with_pooler=False)
         if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
             self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
         self.model = EncoderModel(self.model_cfg)
