@@ -149,13 +149,13 @@ def test_token_and_qa_losses_match_numpy():
 
 def test_merge_encoder_drops_unused_pretrained_parts_and_names_missing_ones():
     from jaxformer.recipes.finetune import merge_encoder
-    fresh = {"encoder": {"layer": {"kernel": np.zeros((2, 3))}}, "qa": {"kernel": np.ones(3)}}
-    pre = {"encoder": {"layer": {"kernel": np.full((2, 3), 7.0)},
-                       "pooler": {"kernel": np.ones((3, 3))}}}
+    fresh = {"encoder": {"layer": {"kernel": np.zeros((2, 3), np.float32)}}, "qa": {"kernel": np.ones(3, np.float32)}}
+    pre = {"encoder": {"layer": {"kernel": np.full((2, 3), 7.0, np.float32)},
+                       "pooler": {"kernel": np.ones((3, 3), np.float32)}}}
     out = merge_encoder(fresh, pre)
     np.testing.assert_array_equal(out["encoder"]["layer"]["kernel"], 7.0)
     assert "pooler" not in out["encoder"] and out["qa"] is fresh["qa"]
     with pytest.raises(ValueError, match=r"no parameter \['layer'\]\['kernel'\]"):
         merge_encoder(fresh, {"encoder": {"layer": {}}})
     with pytest.raises(ValueError, match=r"has shape \(3, 3\), the model expects \(2, 3\)"):
-        merge_encoder(fresh, {"encoder": {"layer": {"kernel": np.ones((3, 3))}}})
+        merge_encoder(fresh, {"encoder": {"layer": {"kernel": np.ones((3, 3), np.float32)}}})
