@@ -71,6 +71,7 @@ def model_config(args):
         drop = {} if args.dropout is None else dict(dropout=args.dropout)
         cfg = transformer_config(size, vocab_size=args.vocab or 32000, dtype=dtype, **drop,
                                  attention_kernel=args.attention, activation="swish",
+                                 remat_policy=args.remat,
                                  position_layout="halves", max_len=max(512, args.seq))
         return "transformer", cfg
     raise SystemExit(f"unknown --model {args.model!r}; use bert-<size> or transformer-<size>.")

@@ -8,6 +8,7 @@ from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
     DTYPES,
     KERNELS,
+    REMAT,
     ConfigError,
     _ConfigMixin,
     _nearest,
@@ -47,6 +48,9 @@ class TransformerConfig(_ConfigMixin):
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_kernel: str = "xla"
+    # Activation checkpointing per encoder/decoder layer in training (none | full | dots |
+    # dots_no_batch); decoding with the cache never rematerialises.
+    remat_policy: str = "none"
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -56,6 +60,7 @@ class TransformerConfig(_ConfigMixin):
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("attention_kernel", self.attention_kernel, KERNELS)
+        check_choice("remat_policy", self.remat_policy, REMAT)
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
                      "num_decoder_layers", "max_len"):
             if getattr(self, name) < 1:
