@@ -336,7 +336,16 @@ class FineTuneTask(Task):
     def _encoded(self, records):
         if self.model_cfg.head == "question_answering":
             from jaxformer.data.finetuning import SquadConfig, prepare_squad
-            feats, _ = prepare_squad(records, self.tokenizer, SquadConfig(max_seq_len=self.seq_len))
+            # A real corpus can hold a few answers that are not at their answer_start: skip
+            # and count those rather than end the run.
+            feats, skipped = prepare_squad(records, self.tokenizer,
+                                           SquadConfig(max_seq_len=self.seq_len), errors="skip")
+            if skipped and jax.process_index() == 0:
+                print(f"SQuAD preprocessing skipped {sum(skipped.values())} of {len(records)} "
+                      f"examples: {dict(skipped)}")
+            if not feats:
+                raise ValueError(f"no usable SQuAD examples among {len(records)}: "
+                                 f"{dict(skipped)}.")
             keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
                     "end_positions")
             return [{k: np.asarray(f[k]) for k in keys} for f in feats]
