@@ -130,8 +130,11 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
     for key, val in overrides:
         apply_override(config, key, val)
     if workdir is None:
-        workdir = config.get("workdir") or os.path.join(
-            "runs", os.path.splitext(os.path.basename(path))[0])
+        file, _, arg = path.partition(".py:")   # FILE.py:ARG -> runs/FILE_ARG
+        name = os.path.splitext(os.path.basename(file))[0]
+        if arg:
+            name += "_" + "".join(c if c.isalnum() or c in "-." else "_" for c in arg)
+        workdir = config.get("workdir") or os.path.join("runs", name)
     return config, workdir, path
 
 
