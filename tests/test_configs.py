@@ -52,3 +52,11 @@ def test_cli_reports_unknown_keys(capsys):
                      "--config.optimizer.learning_rate=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'optimizer.learning_rate'" in err and "optimizer.lr" in err
+
+
+def test_config_file_argument_reaches_get_config_and_names_the_workdir():
+    from jaxformer.training import config_lib
+    config, workdir, _ = config_lib.parse_args(["--config", "configs/finetune_tfds.py:conll2003"])
+    assert config.data.source == "tfds:conll2003"
+    assert (config.finetune.head, config.finetune.num_labels) == ("token_classification", 9)
+    assert workdir == os.path.join("runs", "finetune_tfds_conll2003")
