@@ -228,7 +228,8 @@ def test_config_round_trip(cfg):
 
 def test_label_names_travel_as_id2label(tmp_path):
     cfg = jaxformer.bert_config("tiny", head="token_classification", num_labels=3,
-                                label_names=["O", "B-PER", "I-PER"], **SMALL)
+                                with_pooler=False, label_names=["O", "B-PER", "I-PER"],
+                                **SMALL)
     model = jaxformer.EncoderModel(cfg)
     params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
     jaxformer.save_pretrained(model, params, str(tmp_path))
