@@ -151,10 +151,13 @@ class Layer(nn.Module):
         return MlpBlock(self.cfg, name="mlp")(x, deterministic), None
 
 
-def _remat(cls, cfg: EncoderConfig, static_argnums):
+def remat_block(cls, cfg, static_argnums):
+    """`cls` under activation checkpointing by `cfg.remat_policy` (any model config with that
+    field; the encoder-decoder uses it too). CSE prevention is only needed outside scan."""
     if cfg.remat_policy == "none":
         return cls
-    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
+    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy],
+                    prevent_cse=not getattr(cfg, "scan_layers", False),
                     static_argnums=static_argnums)
 
 
@@ -188,7 +191,7 @@ class Encoder(nn.Module):
                                     dt, pdt)
         if cfg.scan_layers:
             self.layers = nn.scan(
-                _remat(Layer, cfg, static_argnums=(3,)), variable_axes={"params": 0},
+                remat_block(Layer, cfg, static_argnums=(3,)), variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,
                                                                        nn.broadcast),
                 length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
@@ -196,8 +199,8 @@ class Encoder(nn.Module):
             plan = layer_plan(cfg)
             n_attn = 1 + max(a for a, _ in plan)
             n_mlp = 1 + max(m for _, m in plan)
-            attn_cls = _remat(AttentionBlock, cfg, static_argnums=(3,))
-            mlp_cls = _remat(MlpBlock, cfg, static_argnums=(2,))
+            attn_cls = remat_block(AttentionBlock, cfg, static_argnums=(3,))
+            mlp_cls = remat_block(MlpBlock, cfg, static_argnums=(2,))
             self.attention = [attn_cls(cfg) for _ in range(n_attn)]
             self.mlp = [mlp_cls(cfg) for _ in range(n_mlp)]
         if cfg.pre_ln:

@@ -20,6 +20,7 @@ from jaxformer.layers.attention import MultiHeadAttention, zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
+from jaxformer.models.bert import remat_block
 from jaxformer.models.outputs import Seq2SeqOutput
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
@@ -109,15 +110,6 @@ class DecoderLayer(nn.Module):
         return Sublayer(cfg, name="mlp_block")(_feedforward(cfg), y, deterministic)
 
 
-def _remat(cls, cfg: TransformerConfig, static_argnums):
-    """`cls` under activation checkpointing by `cfg.remat_policy` (the encoder's policies)."""
-    if cfg.remat_policy == "none":
-        return cls
-    from jaxformer.models.bert import REMAT_POLICIES
-    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy],
-                    static_argnums=static_argnums)
-
-
 def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
     """x: [b, t, d] scaled token embeddings; positions: [t] or [b, t] ints."""
     table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model, cfg.position_layout))
@@ -135,7 +127,7 @@ class EncoderStack(nn.Module):
         cfg = self.cfg
         x = _add_positions(cfg, x, jnp.arange(x.shape[1]), deterministic)
         mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
-        layer_cls = _remat(EncoderLayer, cfg, static_argnums=(3,))
+        layer_cls = remat_block(EncoderLayer, cfg, static_argnums=(3,))
         for i in range(cfg.num_encoder_layers):
             x = layer_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
         if cfg.pre_ln:
@@ -172,7 +164,7 @@ class DecoderStack(nn.Module):
         self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
         cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         # The cache path (decode=True) mutates variables step by step: never rematerialised.
-        layer_cls = DecoderLayer if self.decode else _remat(DecoderLayer, cfg,
+        layer_cls = DecoderLayer if self.decode else remat_block(DecoderLayer, cfg,
                                                             static_argnums=(5, 6))
         for i in range(cfg.num_decoder_layers):
             y = layer_cls(cfg, self.decode, name=f"layer_{i}")(
