@@ -65,12 +65,6 @@ def mlm_head_flops(hidden: int, emb: int, vocab: int) -> float:
     return 2.0 * hidden * emb + 2.0 * emb * vocab
 
 
-def sparse_last_layer(cfg, predictions: int, seq_len: int) -> bool:
-    """Whether `EncoderModel` runs its last layer at [CLS] + the P predicted rows only."""
-    return (getattr(cfg, "sparse_last_layer", False) and not cfg.scan_layers
-            and getattr(cfg, "head", None) in ("mlm", "pretraining") and predictions + 1 < seq_len)
-
-
 def encoder_flops(cfg, seq_len: int, mode: str = "train",
                   predictions: Optional[int] = None) -> dict:
     """FLOPs per token of a BERT-family encoder (`EncoderConfig`).
@@ -82,7 +76,7 @@ def encoder_flops(cfg, seq_len: int, mode: str = "train",
     t, h, e = seq_len, cfg.hidden_size, cfg.emb_size
     layer = encoder_layer_flops(h, cfg.intermediate_size, t)
     layers = cfg.num_layers * layer
-    if predictions is not None and sparse_last_layer(cfg, predictions, t):
+    if predictions is not None and cfg.runs_sparse_last_layer(predictions, t):
         # The last layer projects keys and values (2 x 2 H^2) at every token but computes
         # the rest only at the r = 1 + P rows the heads read ([CLS] + predicted slots).
         kv = 4.0 * h * h

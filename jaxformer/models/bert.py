@@ -278,9 +278,8 @@ class EncoderModel(nn.Module):
                  segment_ids=None, mlm_positions: Optional[jnp.ndarray] = None,
                  deterministic: bool = True) -> EncoderOutput:
         cfg = self.cfg
-        sparse = (cfg.head in ("mlm", "pretraining") and mlm_positions is not None
-                  and cfg.sparse_last_layer and not cfg.scan_layers
-                  and mlm_positions.shape[1] + 1 < input_ids.shape[1])
+        sparse = mlm_positions is not None and cfg.runs_sparse_last_layer(
+            mlm_positions.shape[1], input_ids.shape[1])
         last_rows = None
         if sparse:  # [CLS] (the pooler's row) then the scored rows
             last_rows = jnp.concatenate(

@@ -148,6 +148,13 @@ class EncoderConfig(_ConfigMixin):
                 raise ConfigError(f"label_names has {len(self.label_names)} names but "
                                   f"num_labels={self.num_labels}; give one name per label.")
 
+    def runs_sparse_last_layer(self, n_positions: int, seq_len: int) -> bool:
+        """Whether `EncoderModel` given `mlm_positions` [b, n_positions] over `seq_len`
+        tokens runs its last layer at [CLS] + those rows only (fewer rows than the full
+        layer, an MLM head, not scanned)."""
+        return (self.sparse_last_layer and not self.scan_layers
+                and self.head in ("mlm", "pretraining") and n_positions + 1 < seq_len)
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
