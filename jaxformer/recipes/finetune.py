@@ -79,10 +79,16 @@ def _str(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
+def _tfds_parts(name: str) -> tuple[str, str]:
+    """("glue", "sst2") from "glue/sst2[:version]"; ("squad", "") from "squad"."""
+    family, _, config = name.split(":")[0].partition("/")
+    return family, config
+
+
 def tfds_task(name: str) -> tuple[str, int]:
     """(head, num_labels) that a tfds fine-tuning dataset needs; ValueError if unsupported."""
     from jaxformer.data.finetuning import CONLL2003_TAGS, GLUE_TASKS
-    family, _, config = name.split(":")[0].partition("/")
+    family, config = _tfds_parts(name)
     if family == "glue":
         if config not in GLUE_TASKS:
             raise ValueError(f"unknown GLUE task {config!r} in data.source; known: "
@@ -110,7 +116,7 @@ GLUE_LABELS = {
 def tfds_label_names(name: str) -> Optional[tuple]:
     """The class names of a supported tfds dataset (None for regression and SQuAD)."""
     from jaxformer.data.finetuning import CONLL2003_TAGS
-    family, _, config = name.split(":")[0].partition("/")
+    family, config = _tfds_parts(name)
     if family == "glue":
         return GLUE_LABELS.get(config)
     if family == "conll2003":
@@ -119,7 +125,7 @@ def tfds_label_names(name: str) -> Optional[tuple]:
 
 
 def default_eval_split(name: str) -> str:
-    return "validation_matched" if name.split(":")[0] == "glue/mnli" else "validation"
+    return "validation_matched" if _tfds_parts(name) == ("glue", "mnli") else "validation"
 
 
 def tfds_records(name: str, split: str, data_dir: Optional[str] = None,
@@ -128,7 +134,7 @@ def tfds_records(name: str, split: str, data_dir: Optional[str] = None,
     from jaxformer.data import tfds_source
     from jaxformer.data.finetuning import GLUE_TASKS
     tfds_task(name)
-    family, _, config = name.split(":")[0].partition("/")
+    family, config = _tfds_parts(name)
     src = tfds_source(name, split=split, data_dir=data_dir or None)
     n = len(src) if not limit else min(limit, len(src))
     out = []
@@ -433,7 +439,7 @@ class FineTuneTask(Task):
         else:
             pred = outs["logits"].argmax(-1)
         if src.startswith("tfds:glue/"):
-            return glue_metrics(src[len("tfds:glue/"):].split(":")[0], pred, labels)
+            return glue_metrics(_tfds_parts(src[5:])[1], pred, labels)
         if self.model_cfg.num_labels == 1:
             return {"mse": float(np.mean((pred - labels) ** 2))}
         return {"accuracy": M.accuracy(pred, labels)}
