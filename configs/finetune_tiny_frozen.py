@@ -1,6 +1,6 @@
 """Fine-tune only the head (encoder frozen) on the keyword task; set --config.init_from.
 
-    python train.py --config configs/finetune_tiny_frozen.py --workdir runs/finetune_tiny_frozen
+python train.py --config configs/finetune_tiny_frozen.py --workdir runs/finetune_tiny_frozen
 """
 
 from jaxformer.recipes import configs as recipes

@@ -1,6 +1,6 @@
 """RoBERTa-base MLM: dynamic masking, full sentences, batch 8k x 512, lr 6e-4.
 
-    python train.py --config configs/roberta_base_pretrain.py --workdir runs/roberta_base_pretrain
+python train.py --config configs/roberta_base_pretrain.py --workdir runs/roberta_base_pretrain
 """
 
 from jaxformer.recipes import configs as recipes

@@ -10,16 +10,25 @@ from jaxformer.training.defaults import base_config
 
 
 def get_config():
-    c = base_config(transformer_config("base", vocab_size=32000, max_len=256).to_dict(),
-                    task="seq2seq")
+    c = base_config(
+        transformer_config("base", vocab_size=32000, max_len=256).to_dict(), task="seq2seq"
+    )
     c.data.source = "tfds:wmt14_translate/de-en"
     c.data.seq_len = 128
     c.data.label_smoothing = 0.1
-    c.batch_size = 256                 # x 2 x ~50 real tokens per side ~ 25k tokens
+    c.batch_size = 256  # x 2 x ~50 real tokens per side ~ 25k tokens
     c.num_train_steps = 100_000
-    c.optimizer.update(name="adamw", lr=512 ** -0.5 * 4000 ** -0.5, schedule="warmup_rsqrt",
-                       warmup_steps=4000, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.0,
-                       clip_norm=0.0)
+    c.optimizer.update(
+        name="adamw",
+        lr=512**-0.5 * 4000**-0.5,
+        schedule="warmup_rsqrt",
+        warmup_steps=4000,
+        b1=0.9,
+        b2=0.98,
+        eps=1e-9,
+        weight_decay=0.0,
+        clip_norm=0.0,
+    )
     c.checkpoint.every_steps = 5000
     c.checkpoint.best_metric = "eval_loss"
     c.log.eval_every_steps = 5000

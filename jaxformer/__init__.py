@@ -8,5 +8,11 @@ from jaxformer.models.seq2seq_configs import TransformerConfig, transformer_conf
 from jaxformer.models.transformer import Transformer
 
 __version__ = "0.1.0"
-__all__ = list(_models_all) + ["from_pretrained", "save_pretrained", "generate", "Transformer",
-                               "TransformerConfig", "transformer_config"]
+__all__ = list(_models_all) + [
+    "from_pretrained",
+    "save_pretrained",
+    "generate",
+    "Transformer",
+    "TransformerConfig",
+    "transformer_config",
+]

@@ -30,13 +30,13 @@ import numpy as np
 # Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
 PEAK_BF16_TFLOPS = {
     "A100": 312.0,
-    "H100": 989.0,   # SXM; PCIe parts are lower (756)
+    "H100": 989.0,  # SXM; PCIe parts are lower (756)
     "H200": 989.0,
     "TPU v4": 275.0,
     "TPU v5 lite": 197.0,  # v5e reports itself as "TPU v5 lite"
     "TPU v5e": 197.0,
     "TPU v5p": 459.0,
-    "TPU v5": 459.0,   # v5p reports "TPU v5"
+    "TPU v5": 459.0,  # v5p reports "TPU v5"
 }
 
 
@@ -65,8 +65,9 @@ def mlm_head_flops(hidden: int, emb: int, vocab: int) -> float:
     return 2.0 * hidden * emb + 2.0 * emb * vocab
 
 
-def encoder_flops(cfg, seq_len: int, mode: str = "train",
-                  predictions: Optional[int] = None) -> dict:
+def encoder_flops(
+    cfg, seq_len: int, mode: str = "train", predictions: Optional[int] = None
+) -> dict:
     """FLOPs per token of a BERT-family encoder (`EncoderConfig`).
 
     mode: "train" (x3) or "infer" (forward). predictions: MLM head slots per row (P); None
@@ -82,9 +83,9 @@ def encoder_flops(cfg, seq_len: int, mode: str = "train",
         kv = 4.0 * h * h
         layers -= (layer - kv) * (1.0 - (1 + predictions) / t)
     other = 0.0
-    if e != h:                          # ALBERT/ELECTRA factorised embedding projection E->H
+    if e != h:  # ALBERT/ELECTRA factorised embedding projection E->H
         other += 2.0 * e * h
-    if cfg.with_pooler:                 # one H x H product per row, on the first token
+    if cfg.with_pooler:  # one H x H product per row, on the first token
         other += 2.0 * h * h / t
     head = 0.0
     if predictions is not None:
@@ -106,8 +107,9 @@ def transformer_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> d
     mult = {"train": 3.0, "infer": 1.0}[mode]
     d, f, s, t, v = cfg.d_model, cfg.d_ff, src_len, tgt_len, cfg.tgt_vocab_size
     enc = cfg.num_encoder_layers * s * (8.0 * d * d + 4.0 * d * f + 4.0 * s * d)
-    dec = cfg.num_decoder_layers * (t * (8.0 * d * d + 4.0 * t * d + 4.0 * d * d + 4.0 * s * d
-                                         + 4.0 * d * f) + s * 4.0 * d * d)
+    dec = cfg.num_decoder_layers * (
+        t * (8.0 * d * d + 4.0 * t * d + 4.0 * d * d + 4.0 * s * d + 4.0 * d * f) + s * 4.0 * d * d
+    )
     logits = t * 2.0 * d * v
     out = {"encoder": mult * enc, "decoder": mult * dec, "logits": mult * logits}
     out["total"] = sum(out.values())
@@ -130,7 +132,7 @@ def matmul_rate(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> floa
         t0 = time.perf_counter()
         f(a, b).block_until_ready()
         times.append(time.perf_counter() - t0)
-    return 2.0 * n ** 3 / float(np.median(times))
+    return 2.0 * n**3 / float(np.median(times))
 
 
 def torch_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -144,7 +146,7 @@ def torch_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - t0)
-    return 2.0 * n ** 3 / float(np.median(times))
+    return 2.0 * n**3 / float(np.median(times))
 
 
 class RSSSampler:
@@ -194,8 +196,13 @@ def summarize(times) -> dict:
     """Median and spread (IQR, min, max) of step times in seconds."""
     x = np.asarray(times, float)
     q1, med, q3 = np.percentile(x, [25, 50, 75])
-    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(x.min()),
-            "max_s": float(x.max()), "n": int(x.size)}
+    return {
+        "median_s": float(med),
+        "iqr_s": float(q3 - q1),
+        "min_s": float(x.min()),
+        "max_s": float(x.max()),
+        "n": int(x.size),
+    }
 
 
 def fmt_si(x: Optional[float], unit: str = "") -> str:

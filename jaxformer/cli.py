@@ -41,16 +41,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="task", required=True, metavar="TASK")
     for task, help_ in TASK_HELP.items():
         s = sub.add_parser(task, help=help_, description=help_)
-        s.add_argument("--model", required=True,
-                       help="HuggingFace model directory or jaxformer checkpoint directory")
+        s.add_argument(
+            "--model",
+            required=True,
+            help="HuggingFace model directory or jaxformer checkpoint directory",
+        )
         s.add_argument("--json", action="store_true", help="print JSON instead of a table")
         s.add_argument("--batch-size", type=int, default=32)
         s.add_argument("texts", nargs="*", help="inputs (default: lines of stdin)")
         if task in ("fill-mask", "classify", "answer", "similar"):
             s.add_argument("--top-k", type=int, default=5 if task == "fill-mask" else 1)
         if task == "classify":
-            s.add_argument("--pair", action="append", default=None,
-                           help="second text of a pair (once per text)")
+            s.add_argument(
+                "--pair",
+                action="append",
+                default=None,
+                help="second text of a pair (once per text)",
+            )
         if task == "answer":
             s.add_argument("--question", help="the question (else the first argument)")
             s.add_argument("--context", help="the context (else --context-file, or stdin)")
@@ -58,11 +65,17 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--max-answer-len", type=int, default=15)
             s.add_argument("--max-seq-len", type=int, default=None)
             s.add_argument("--doc-stride", type=int, default=None)
-            s.add_argument("--allow-no-answer", action="store_true",
-                           help="SQuAD 2.0 models: return the empty answer when it wins")
+            s.add_argument(
+                "--allow-no-answer",
+                action="store_true",
+                help="SQuAD 2.0 models: return the empty answer when it wins",
+            )
         if task == "tag":
-            s.add_argument("--aggregation", default="first",
-                           choices=["none", "simple", "first", "average", "max"])
+            s.add_argument(
+                "--aggregation",
+                default="first",
+                choices=["none", "simple", "first", "average", "max"],
+            )
         if task in ("embed", "similar", "summarize"):
             s.add_argument("--pooling", choices=["mean", "cls", "max"], default=None)
         if task == "similar":
@@ -87,6 +100,7 @@ def _inputs(args, whole: bool = False) -> list[str]:
 def _table(rows: list[dict], columns: Sequence[str]) -> str:
     def fmt(v):
         return f"{v:.4f}" if isinstance(v, float) else str(v)
+
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
@@ -97,16 +111,27 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
 def _run(args) -> tuple[object, str]:
     """(JSON-able result, table text) for the parsed arguments."""
     from jaxformer.inference import pipelines as P
+
     task = args.task
     if task == "translate":
         pipe = P.Translate(args.model, batch_size=args.batch_size)
         texts = _inputs(args)
         out = pipe(texts, beam=args.beam, max_length=args.max_length)
-        return ([{"text": t, "translation": o} for t, o in zip(texts, out)],
-                _table([{"text": t, "translation": o} for t, o in zip(texts, out)],
-                       ["text", "translation"]))
-    cls = {"fill-mask": P.FillMask, "classify": P.Classify, "answer": P.Answer, "tag": P.Tag,
-           "embed": P.Embed, "similar": P.Embed, "summarize": P.Embed}[task]
+        return (
+            [{"text": t, "translation": o} for t, o in zip(texts, out)],
+            _table(
+                [{"text": t, "translation": o} for t, o in zip(texts, out)], ["text", "translation"]
+            ),
+        )
+    cls = {
+        "fill-mask": P.FillMask,
+        "classify": P.Classify,
+        "answer": P.Answer,
+        "tag": P.Tag,
+        "embed": P.Embed,
+        "similar": P.Embed,
+        "summarize": P.Embed,
+    }[task]
     pipe = cls(args.model, batch_size=args.batch_size)
     if task == "fill-mask":
         texts = _inputs(args)
@@ -115,20 +140,22 @@ def _run(args) -> tuple[object, str]:
         for t, r in zip(texts, res):
             per_mask = r if r and isinstance(r[0], list) else [r]
             for m, cands in enumerate(per_mask):
-                rows += [{"text": t, "mask": m + 1, "rank": k + 1, **c}
-                         for k, c in enumerate(cands)]
+                rows += [
+                    {"text": t, "mask": m + 1, "rank": k + 1, **c} for k, c in enumerate(cands)
+                ]
         return res, _table(rows, ["text", "mask", "rank", "token_str", "score", "sequence"])
     if task == "classify":
         texts = _inputs(args)
         if args.pair:
             if len(args.pair) != len(texts):
-                raise P.PipelineError(f"classify: {len(texts)} texts but {len(args.pair)} "
-                                      "--pair values.")
+                raise P.PipelineError(
+                    f"classify: {len(texts)} texts but {len(args.pair)} --pair values."
+                )
             texts = [(a, b) for a, b in zip(texts, args.pair)]
         res = pipe(texts, top_k=args.top_k)
         rows = []
         for t, r in zip(texts, res):
-            for c in (r if isinstance(r, list) else [r]):
+            for c in r if isinstance(r, list) else [r]:
                 rows.append({"text": t if isinstance(t, str) else " || ".join(t), **c})
         return res, _table(rows, ["text", "label", "score"])
     if task == "answer":
@@ -136,8 +163,9 @@ def _run(args) -> tuple[object, str]:
         rest = list(args.texts)
         if question is None:
             if not rest:
-                raise P.PipelineError("answer: give --question or the question as the first "
-                                      "argument.")
+                raise P.PipelineError(
+                    "answer: give --question or the question as the first argument."
+                )
             question = rest.pop(0)
         context = args.context
         if context is None and args.context_file:
@@ -145,9 +173,15 @@ def _run(args) -> tuple[object, str]:
                 context = f.read()
         if context is None:
             context = " ".join(rest) if rest else sys.stdin.read()
-        res = pipe(question, context, top_k=args.top_k, max_answer_len=args.max_answer_len,
-                   handle_impossible_answer=args.allow_no_answer, max_seq_len=args.max_seq_len,
-                   doc_stride=args.doc_stride)
+        res = pipe(
+            question,
+            context,
+            top_k=args.top_k,
+            max_answer_len=args.max_answer_len,
+            handle_impossible_answer=args.allow_no_answer,
+            max_seq_len=args.max_seq_len,
+            doc_stride=args.doc_stride,
+        )
         rows = res if isinstance(res, list) else [res]
         return res, _table(rows, ["answer", "score", "start", "end"])
     if task == "tag":
@@ -160,20 +194,30 @@ def _run(args) -> tuple[object, str]:
         texts = _inputs(args)
         vecs = pipe(texts, pooling=args.pooling)
         res = [{"text": t, "vector": v.tolist()} for t, v in zip(texts, vecs)]
-        rows = [{"text": t, "dim": v.shape[0], "norm": float(np.linalg.norm(v)),
-                 "head": " ".join(f"{x:+.3f}" for x in v[:4]) + " ..."} for t, v in
-                zip(texts, vecs)]
+        rows = [
+            {
+                "text": t,
+                "dim": v.shape[0],
+                "norm": float(np.linalg.norm(v)),
+                "head": " ".join(f"{x:+.3f}" for x in v[:4]) + " ...",
+            }
+            for t, v in zip(texts, vecs)
+        ]
         return res, _table(rows, ["text", "dim", "norm", "head"])
     if task == "similar":
         texts = _inputs(args)
-        res = pipe.similar(args.query, texts, top_k=args.top_k if args.top_k > 1 else None,
-                           pooling=args.pooling)
-        return res, _table([{"rank": k + 1, **r} for k, r in enumerate(res)],
-                           ["rank", "score", "text"])
+        res = pipe.similar(
+            args.query, texts, top_k=args.top_k if args.top_k > 1 else None, pooling=args.pooling
+        )
+        return res, _table(
+            [{"rank": k + 1, **r} for k, r in enumerate(res)], ["rank", "score", "text"]
+        )
     text = " ".join(args.texts) if args.texts else sys.stdin.read()
     res = pipe.summarize(text, n_sentences=args.sentences, pooling=args.pooling)
-    rows = [{"index": i, "score": s, "sentence": t} for i, s, t in
-            zip(res["indices"], res["scores"], res["sentences"])]
+    rows = [
+        {"index": i, "score": s, "sentence": t}
+        for i, s, t in zip(res["indices"], res["scores"], res["sentences"])
+    ]
     return res, _table(rows, ["index", "score", "sentence"]) + "\n\n" + res["summary"]
 
 
@@ -182,6 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from jaxformer.inference.pipelines import PipelineError
     from jaxformer.models.configs import ConfigError
+
     try:
         result, table = _run(args)
     except (PipelineError, ConfigError, FileNotFoundError) as e:

@@ -16,12 +16,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(pid: int, port: int, workdir: str, out: str):
     from jaxformer.training import config_lib, distributed, loop
-    config, _, _ = config_lib.parse_args([
-        "--config", os.path.join(HERE, "training_tiny_config.py"),
-        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-        "--config.distributed.num_processes=2", f"--config.distributed.process_id={pid}",
-        "--config.distributed.cpu_collectives=gloo", "--config.num_train_steps=4",
-        "--config.checkpoint.every_steps=2", "--config.mesh.fsdp=2"])
+
+    config, _, _ = config_lib.parse_args(
+        [
+            "--config",
+            os.path.join(HERE, "training_tiny_config.py"),
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={pid}",
+            "--config.distributed.cpu_collectives=gloo",
+            "--config.num_train_steps=4",
+            "--config.checkpoint.every_steps=2",
+            "--config.mesh.fsdp=2",
+        ]
+    )
     assert distributed.initialize(config.distributed)
     assert jax.process_count() == 2 and jax.device_count() == 4
     losses = []
@@ -29,8 +37,15 @@ def main(pid: int, port: int, workdir: str, out: str):
     with open(os.path.join(workdir, "metrics.jsonl")) if pid == 0 else open(os.devnull) as f:
         losses = [json.loads(l)["loss"] for l in f if '"loss"' in l]
     with open(out, "w") as f:
-        json.dump({"summary": summary, "losses": losses, "devices": jax.device_count(),
-                   "local": jax.local_device_count()}, f)
+        json.dump(
+            {
+                "summary": summary,
+                "losses": losses,
+                "devices": jax.device_count(),
+                "local": jax.local_device_count(),
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

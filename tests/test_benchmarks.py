@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks",
-                                                                     f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, "benchmarks", f"{name}.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -38,7 +39,7 @@ def test_encoder_flops_train_is_three_forwards_and_head_scales_with_predictions(
     train = B.encoder_flops(cfg, 128, "train", predictions=20)
     assert train["total"] == pytest.approx(3 * fwd["total"])
     # 6N + 12 L T H form: N = 12 layers x (4 H^2 + 2 H I) matmul parameters per token.
-    n = 12 * (4 * 768 ** 2 + 2 * 768 * 3072)
+    n = 12 * (4 * 768**2 + 2 * 768 * 3072)
     assert train["layers"] == pytest.approx(6 * n + 12 * 12 * 128 * 768)
     # MLM head (768x768 transform + 768x30522 decoder) at 20 of 128 positions, x3.
     assert train["head"] == pytest.approx(3 * (2 * 768 * 768 + 2 * 768 * 30522) * 20 / 128)
@@ -67,9 +68,27 @@ def test_peak_table():
 def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
     tp = _load("throughput")
     out = tmp_path / "out.json"
-    tp.main(["--model", "bert-tiny", "--seq", "16", "--batch", "2", "--mode", mode,
-             "--steps", "2", "--warmup", "1", "--matmul-n", "256", "--json", str(out)]
-            + (["--equal-work"] if mode == "train" else []))
+    tp.main(
+        [
+            "--model",
+            "bert-tiny",
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--mode",
+            mode,
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--matmul-n",
+            "256",
+            "--json",
+            str(out),
+        ]
+        + (["--equal-work"] if mode == "train" else [])
+    )
     report = json.loads(out.read_text())
     rows = report["results"]
     assert len(rows) == (2 if mode == "train" else 1)
@@ -82,9 +101,29 @@ def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
 def test_throughput_packed_inference_counts_real_tokens(tmp_path):
     tp = _load("throughput")
     out = tmp_path / "out.json"
-    tp.main(["--model", "bert-tiny", "--seq", "32", "--batch", "4", "--mode", "infer",
-             "--lengths", "uniform:8", "--pack", "--steps", "2", "--warmup", "1",
-             "--matmul-n", "256", "--json", str(out)])
+    tp.main(
+        [
+            "--model",
+            "bert-tiny",
+            "--seq",
+            "32",
+            "--batch",
+            "4",
+            "--mode",
+            "infer",
+            "--lengths",
+            "uniform:8",
+            "--pack",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--matmul-n",
+            "256",
+            "--json",
+            str(out),
+        ]
+    )
     rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
     padded, packed = rows["jaxformer (padded)"], rows["jaxformer (packed)"]
     # Same row count and length, so packing fits more real tokens into each step.
@@ -96,17 +135,19 @@ def test_sparse_last_layer_flops_hand_count():
     # BERT-base, P = 20 of T = 128: the last layer keeps its k, v projections at all 128
     # tokens (2 x 2 x 768^2 per token) and computes q/out, attention and the feed-forward at
     # 21 rows ([CLS] + 20): per token 2,359,296 + 21/128 x (14,548,992 - 2,359,296).
-    dense = B.encoder_flops(bert_config("base", head="mlm", sparse_last_layer=False), 128,
-                            "infer", predictions=20)
+    dense = B.encoder_flops(
+        bert_config("base", head="mlm", sparse_last_layer=False), 128, "infer", predictions=20
+    )
     sparse = B.encoder_flops(bert_config("base", head="mlm"), 128, "infer", predictions=20)
     last = 2_359_296 + 21 / 128 * (14_548_992 - 2_359_296)
     assert sparse["layers"] == pytest.approx(dense["layers"] - 14_548_992 + last)
     assert sparse["head"] == dense["head"]
     # Scoring every position: no rows to skip, the dense count.
-    assert B.encoder_flops(bert_config("base", head="mlm"), 128, "infer",
-                           predictions=128) == B.encoder_flops(
-        bert_config("base", head="mlm", sparse_last_layer=False), 128, "infer",
-        predictions=128)
+    assert B.encoder_flops(
+        bert_config("base", head="mlm"), 128, "infer", predictions=128
+    ) == B.encoder_flops(
+        bert_config("base", head="mlm", sparse_last_layer=False), 128, "infer", predictions=128
+    )
 
 
 def test_sparse_last_layer_flops_match_xla_cost_analysis():
@@ -118,8 +159,15 @@ def test_sparse_last_layer_flops_match_xla_cost_analysis():
     from jaxformer.models import EncoderModel
 
     t, p = 64, 6
-    kw = dict(head="mlm", with_pooler=False, num_layers=2, hidden_size=64, num_heads=4,
-              intermediate_size=256, vocab_size=500)
+    kw = dict(
+        head="mlm",
+        with_pooler=False,
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        intermediate_size=256,
+        vocab_size=500,
+    )
     ids = jnp.ones((2, t), jnp.int32)
     pos = jnp.tile(jnp.arange(p, dtype=jnp.int32)[None], (2, 1))
 
@@ -132,8 +180,14 @@ def test_sparse_last_layer_flops_match_xla_cost_analysis():
 
     cfg_s = bert_config("tiny", **kw)
     cfg_d = bert_config("tiny", sparse_last_layer=False, **kw)
-    ours = (B.encoder_flops(cfg_d, t, "infer", p)["total"]
-            - B.encoder_flops(cfg_s, t, "infer", p)["total"]) * 2 * t
+    ours = (
+        (
+            B.encoder_flops(cfg_d, t, "infer", p)["total"]
+            - B.encoder_flops(cfg_s, t, "infer", p)["total"]
+        )
+        * 2
+        * t
+    )
     xla = xla_flops(cfg_d) - xla_flops(cfg_s)
     # XLA also counts element-wise work in the skipped rows, so its saving is a little larger.
     assert ours > 0 and ours <= xla <= 1.15 * ours, (ours, xla)

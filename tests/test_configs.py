@@ -13,8 +13,11 @@ from jaxformer.training.defaults import base_config
 from jaxformer.training.tasks import task_class
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not os.path.basename(p).startswith("_"))
+CONFIGS = sorted(
+    p
+    for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if not os.path.basename(p).startswith("_")
+)
 
 
 def test_there_are_configs():
@@ -33,13 +36,16 @@ def test_config_loads_and_is_complete(path):
     model = c.model.to_dict()
     if model.get("family") in FAMILIES:  # an encoder of the BERT family
         EncoderConfig.from_dict(model)
-    if c.task == "seq2seq":             # the encoder-decoder
+    if c.task == "seq2seq":  # the encoder-decoder
         from jaxformer.models.seq2seq_configs import TransformerConfig
+
         TransformerConfig.from_dict(model)
     tx, sched = optim.make_optimizer(c.optimizer, c.num_train_steps)
     assert float(sched(c.optimizer.warmup_steps)) > 0
-    sh.mesh_shape(dict(c.mesh), 8 if -1 in dict(c.mesh).values() else
-                  __import__("math").prod(dict(c.mesh).values()))
+    sh.mesh_shape(
+        dict(c.mesh),
+        8 if -1 in dict(c.mesh).values() else __import__("math").prod(dict(c.mesh).values()),
+    )
     config_lib.apply_override(c, "optimizer.lr", "0.5")
     assert c.optimizer.lr == 0.5
     with pytest.raises(config_lib.ConfigOverrideError, match="Nearest valid keys"):
@@ -48,14 +54,24 @@ def test_config_loads_and_is_complete(path):
 
 def test_cli_reports_unknown_keys(capsys):
     from jaxformer.training import cli
-    assert cli.main(["--config", os.path.join(ROOT, "configs", "default.py"),
-                     "--config.optimizer.learning_rate=1"]) == 2
+
+    assert (
+        cli.main(
+            [
+                "--config",
+                os.path.join(ROOT, "configs", "default.py"),
+                "--config.optimizer.learning_rate=1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown config key 'optimizer.learning_rate'" in err and "optimizer.lr" in err
 
 
 def test_config_file_argument_reaches_get_config_and_names_the_workdir():
     from jaxformer.training import config_lib
+
     config, workdir, _ = config_lib.parse_args(["--config", "configs/finetune_tfds.py:conll2003"])
     assert config.data.source == "tfds:conll2003"
     assert (config.finetune.head, config.finetune.num_labels) == ("token_classification", 9)

@@ -16,9 +16,17 @@ V, PAD, EOS, L = 16, 0, 1, 6
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = transformer_config("nano", vocab_size=V, max_len=12, num_decoder_layers=2,
-                             final_logits_bias=True, init_std=0.5, pad_token_id=PAD,
-                             eos_token_id=EOS, decoder_start_token_id=PAD)
+    cfg = transformer_config(
+        "nano",
+        vocab_size=V,
+        max_len=12,
+        num_decoder_layers=2,
+        final_logits_bias=True,
+        init_std=0.5,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+    )
     model = Transformer(cfg)
     rs = np.random.RandomState(0)
     x = rs.randint(2, V, (4, 5)).astype(np.int32)
@@ -75,18 +83,18 @@ def test_greedy_picks_argmax_and_scores_are_log_likelihoods(setup, greedy):
 def test_batched_equals_one_by_one(setup, greedy):
     model, params, x, mask = setup
     r, n = 1, int(mask[1].sum())  # a padded row decoded alone, padding trimmed
-    one = generate(model, params, x[r:r + 1, :n], mask[r:r + 1, :n], max_length=L)
+    one = generate(model, params, x[r : r + 1, :n], mask[r : r + 1, :n], max_length=L)
     np.testing.assert_array_equal(one.sequences[0], greedy.sequences[r])
 
 
 def test_beam_width_one_is_greedy(setup, greedy):
     model, params, x, mask = setup
     alpha = 1.0
-    beam = generate(model, params, x, mask, max_length=L, num_beams=1,
-                    length_penalty_alpha=alpha)
+    beam = generate(model, params, x, mask, max_length=L, num_beams=1, length_penalty_alpha=alpha)
     np.testing.assert_array_equal(beam.sequences, greedy.sequences)
     # The beam-search code path itself at width 1 (bypassing the greedy dispatch):
     from jaxformer.inference import decoding as d
+
     opts = d._Options(L, 1, alpha, False, 1.0, 0, 1.0, EOS, PAD, PAD, True)
     enc = model.apply({"params": params}, x, mask, method="encode")
     out = jax.jit(lambda p: d._beam_search(model, p, enc, jnp.asarray(mask), opts))(params)
@@ -103,7 +111,7 @@ def test_beam_scores_sorted_and_finished_beams_never_extended(setup, beam4):
     model, params, x, mask = setup
     scores = np.asarray(beam4.beam_scores)
     assert (np.diff(scores, axis=1) <= 1e-6).all()
-    seqs = np.asarray(beam4.beam_sequences)                           # [b, k, L]
+    seqs = np.asarray(beam4.beam_sequences)  # [b, k, L]
     b, k, _ = seqs.shape
     flat = seqs.reshape(b * k, L)
     logp, length = _seq_logp(model, params, np.repeat(x, k, 0), np.repeat(mask, k, 0), flat)
@@ -111,8 +119,9 @@ def test_beam_scores_sorted_and_finished_beams_never_extended(setup, beam4):
     # finished beam would carry more tokens or more log-probability terms.
     for row, n in zip(flat, length):
         assert (row[n:] == PAD).all()
-    np.testing.assert_allclose(scores.reshape(-1), logp / np.asarray(length_penalty(length, 0.6)),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        scores.reshape(-1), logp / np.asarray(length_penalty(length, 0.6)), atol=1e-4
+    )
     assert (seqs == EOS).any()
     # Beams are distinct hypotheses.
     for r in range(b):
@@ -143,8 +152,9 @@ def test_beam_as_wide_as_search_space_finds_brute_force_best(setup):
     bias[allowed] = np.asarray(params["final_logits_bias"])[allowed]
     params = {**params, "final_logits_bias": jnp.asarray(bias)}
     max_len, alpha = 4, 1.0
-    out = generate(model, params, x, mask, max_length=max_len, num_beams=V,
-                   length_penalty_alpha=alpha)
+    out = generate(
+        model, params, x, mask, max_length=max_len, num_beams=V, length_penalty_alpha=alpha
+    )
     # All sequences over `allowed` that end at their first EOS or run to max_len.
     cands = []
     for n in range(1, max_len + 1):
@@ -154,7 +164,7 @@ def test_beam_as_wide_as_search_space_finds_brute_force_best(setup):
             cands += [list(c) for c in itertools.product([4, 5], repeat=n)]
     cands = np.array(cands, np.int32)
     for r in range(x.shape[0]):
-        xr, mr = np.repeat(x[r:r + 1], len(cands), 0), np.repeat(mask[r:r + 1], len(cands), 0)
+        xr, mr = np.repeat(x[r : r + 1], len(cands), 0), np.repeat(mask[r : r + 1], len(cands), 0)
         logp, length = _seq_logp(model, params, xr, mr, cands)
         scores = logp / np.asarray(length_penalty(length, alpha))
         best = int(np.argmax(scores))
@@ -176,7 +186,7 @@ def test_early_stop_when_every_beam_ended(setup):
 def test_filter_logits():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     assert np.isfinite(filter_logits(logits, top_k=2)).sum() == 2
-    assert np.isfinite(filter_logits(logits, top_p=0.7)).sum() == 2   # 0.5 < 0.7 <= 0.8
+    assert np.isfinite(filter_logits(logits, top_p=0.7)).sum() == 2  # 0.5 < 0.7 <= 0.8
     assert np.isfinite(filter_logits(logits, top_p=0.8)).sum() == 2
     assert np.isfinite(filter_logits(logits, top_p=0.81)).sum() == 3
     assert np.isfinite(filter_logits(logits, top_p=1e-6)).sum() == 1  # the argmax stays
@@ -188,7 +198,7 @@ def test_sampling(setup, greedy):
     a = generate(model, params, x, mask, rng=jax.random.key(1), top_k=3, **kw)
     a2 = generate(model, params, x, mask, rng=jax.random.key(1), top_k=3, **kw)
     c = generate(model, params, x, mask, rng=jax.random.key(2), top_k=3, **kw)
-    np.testing.assert_array_equal(a.sequences, a2.sequences)            # same key, same draw
+    np.testing.assert_array_equal(a.sequences, a2.sequences)  # same key, same draw
     assert not np.array_equal(a.sequences, c.sequences)
     # Every sampled token is among the top 3 of its step.
     seqs = np.asarray(a.sequences)
@@ -205,17 +215,23 @@ def test_sampling(setup, greedy):
 
 
 # -- bad input -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("change, match", [
-    ({"input_ids": np.zeros((1, 13), np.int32), "attention_mask": None}, "exceeds the model's max_len"),
-    ({"input_ids": np.zeros((0, 5), np.int32), "attention_mask": None}, "empty batch"),
-    ({"num_beams": V + 1}, "num_beams"),
-    ({"eos_token_id": V}, "eos_token_id"),
-    ({"eos_token_id": -1}, "eos_token_id"),
-    ({"max_length": 13}, "max_length"),
-    ({"do_sample": True}, "PRNG key"),
-    ({"do_sample": True, "rng": jax.random.key(0), "top_p": 0.0}, "top_p"),
-    ({"input_ids": np.full((1, 5), V, np.int32), "attention_mask": None}, "source vocabulary"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            {"input_ids": np.zeros((1, 13), np.int32), "attention_mask": None},
+            "exceeds the model's max_len",
+        ),
+        ({"input_ids": np.zeros((0, 5), np.int32), "attention_mask": None}, "empty batch"),
+        ({"num_beams": V + 1}, "num_beams"),
+        ({"eos_token_id": V}, "eos_token_id"),
+        ({"eos_token_id": -1}, "eos_token_id"),
+        ({"max_length": 13}, "max_length"),
+        ({"do_sample": True}, "PRNG key"),
+        ({"do_sample": True, "rng": jax.random.key(0), "top_p": 0.0}, "top_p"),
+        ({"input_ids": np.full((1, 5), V, np.int32), "attention_mask": None}, "source vocabulary"),
+    ],
+)
 def test_bad_inputs(setup, change, match):
     model, params, x, mask = setup
     kw = {"input_ids": x, "attention_mask": mask, "max_length": L, **change}

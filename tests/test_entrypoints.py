@@ -12,11 +12,22 @@ import jaxformer as jf
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
     cfg = transformers.MarianConfig(
-        vocab_size=40, d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=32, activation_function="swish",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=None,
-        init_std=0.3)
+        vocab_size=40,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=32,
+        activation_function="swish",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        forced_eos_token_id=None,
+        init_std=0.3,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("marian")
     transformers.MarianMTModel(cfg).eval().save_pretrained(path)

@@ -17,14 +17,18 @@ from jaxformer.training import loop
 from jaxformer.training.config_lib import load_config_file
 
 QUIET = {"log.progress": False, "log.tensorboard": False, "log.plot": False}
-FILLER = ("the a of film story plot it was and with this that really quite some very "
-          "movie scene actor cast time").split()
+FILLER = (
+    "the a of film story plot it was and with this that really quite some very "
+    "movie scene actor cast time"
+).split()
 
 
 def mocked(rows_by_split):
     """tfds.testing.mock_data serving `rows_by_split[split]` to tfds.data_source."""
+
     def as_data_source(self, split=None, *args, **kwargs):
         return rows_by_split[str(split)]
+
     return tfds.testing.mock_data(as_data_source_fn=as_data_source)
 
 
@@ -51,15 +55,22 @@ def conll_rows(n, seed):
             r = rng.random()
             if r < 0.2:
                 tokens += [rng.choice(first), rng.choice(last)]
-                ner += [1, 2]                                   # B-PER I-PER
+                ner += [1, 2]  # B-PER I-PER
             elif r < 0.35:
                 tokens.append(rng.choice(cities))
-                ner.append(5)                                   # B-LOC
+                ner.append(5)  # B-LOC
             else:
                 tokens.append(rng.choice(FILLER))
                 ner.append(0)
-        rows.append({"tokens": [t.encode() for t in tokens], "ner": ner,
-                     "pos": [0] * len(ner), "chunks": [0] * len(ner), "id": str(i)})
+        rows.append(
+            {
+                "tokens": [t.encode() for t in tokens],
+                "ner": ner,
+                "pos": [0] * len(ner),
+                "chunks": [0] * len(ner),
+                "id": str(i),
+            }
+        )
     return rows
 
 
@@ -72,19 +83,35 @@ def squad_rows(n, seed):
         after = " ".join(rng.choice(FILLER, int(rng.integers(2, 8))))
         code = str(rng.choice(codes))
         context = f"{before} the code is {code} . {after}"
-        rows.append({"id": str(i), "title": "t", "context": context.encode(),
-                     "question": b"what is the code ?",
-                     "answers": {"text": [code.encode()],
-                                 "answer_start": [context.index(f"is {code}") + 3]}})
+        rows.append(
+            {
+                "id": str(i),
+                "title": "t",
+                "context": context.encode(),
+                "question": b"what is the code ?",
+                "answers": {
+                    "text": [code.encode()],
+                    "answer_start": [context.index(f"is {code}") + 3],
+                },
+            }
+        )
     return rows
 
 
 def run(task, rows, tmp_path, steps, **overrides):
     c = load_config_file(f"configs/finetune_tfds.py:{task}")
-    settings = {**QUIET, "num_train_steps": steps, "optimizer.warmup_steps": 10,
-                "optimizer.lr": 2e-3, "batch_size": 32, "data.seq_len": 32,
-                "checkpoint.every_steps": steps, "log.eval_every_steps": steps,
-                "log.every_steps": steps, **overrides}
+    settings = {
+        **QUIET,
+        "num_train_steps": steps,
+        "optimizer.warmup_steps": 10,
+        "optimizer.lr": 2e-3,
+        "batch_size": 32,
+        "data.seq_len": 32,
+        "checkpoint.every_steps": steps,
+        "log.eval_every_steps": steps,
+        "log.every_steps": steps,
+        **overrides,
+    }
     for k, v in settings.items():
         node = c
         *parents, leaf = k.split(".")
@@ -112,8 +139,10 @@ def test_tfds_tasks_pick_their_heads_and_bad_names_are_clear():
     c = load_config_file("configs/finetune_tfds.py:glue/sst2")
     c.finetune.num_labels = 3
     from jaxformer.recipes.finetune import FineTuneTask
-    with pytest.raises(ValueError, match="needs finetune.head='sequence_classification' and "
-                                         "finetune.num_labels=2"):
+
+    with pytest.raises(
+        ValueError, match="needs finetune.head='sequence_classification' and finetune.num_labels=2"
+    ):
         FineTuneTask(c, "/tmp/unused")
 
 
@@ -128,7 +157,7 @@ def test_tfds_records_follow_each_dataset_format():
     with mocked({"train": squad_rows(2, 0)}):
         r = tfds_records("squad/v1.1", "train")
     a = r[0]["answers"]
-    assert r[0]["context"][a["answer_start"][0]:].startswith(a["text"][0])
+    assert r[0]["context"][a["answer_start"][0] :].startswith(a["text"][0])
 
 
 @pytest.mark.slow
@@ -140,17 +169,27 @@ def test_glue_sst2_from_tfds_learns_and_its_metric_matches_the_export(tmp_path):
     from jaxformer import from_pretrained
     from jaxformer.data import load_tokenizer
     from jaxformer.data.finetuning import encode_classification
+
     model, params = from_pretrained(os.path.join(tmp_path, "hf_export"))
     tok = load_tokenizer(os.path.join(tmp_path, "hf_export"))
-    feats = [encode_classification(tok, r["sentence"].decode(), None, r["label"],
-                                   max_seq_len=32) for r in rows["validation"]]
-    b = {k: np.stack([f[k] for f in feats]) for k in ("input_ids", "attention_mask",
-                                                      "token_type_ids")}
-    logits = model.apply({"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
-                         token_type_ids=b["token_type_ids"]).logits
+    feats = [
+        encode_classification(tok, r["sentence"].decode(), None, r["label"], max_seq_len=32)
+        for r in rows["validation"]
+    ]
+    b = {
+        k: np.stack([f[k] for f in feats])
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    logits = model.apply(
+        {"params": params},
+        b["input_ids"],
+        attention_mask=b["attention_mask"],
+        token_type_ids=b["token_type_ids"],
+    ).logits
     labels = np.array([r["label"] for r in rows["validation"]])
     assert float((np.asarray(logits).argmax(-1) == labels).mean()) == pytest.approx(
-        s["eval_task_accuracy"], abs=1e-9)
+        s["eval_task_accuracy"], abs=1e-9
+    )
 
 
 @pytest.mark.slow

@@ -54,10 +54,8 @@ def test_attention_dropout_drops_probabilities_and_is_identity_when_deterministi
     q, k, v = qkv
     det = attend(q, k, v, None, dropout_rate=0.5, deterministic=True)
     np.testing.assert_allclose(det, np_attention(q, k, v, np.ones((1, 1, 5, 5), bool)), atol=1e-5)
-    a = attend(q, k, v, None, dropout_rate=0.5, dropout_rng=jax.random.key(1),
-               deterministic=False)
-    b = attend(q, k, v, None, dropout_rate=0.5, dropout_rng=jax.random.key(2),
-               deterministic=False)
+    a = attend(q, k, v, None, dropout_rate=0.5, dropout_rng=jax.random.key(1), deterministic=False)
+    b = attend(q, k, v, None, dropout_rate=0.5, dropout_rng=jax.random.key(2), deterministic=False)
     assert not np.allclose(a, det) and not np.allclose(a, b)
 
 
@@ -66,8 +64,10 @@ def test_mha_projections_match_einsum_reference():
     mha = MultiHeadAttention(num_heads=2, head_dim=4)
     p = nn.unbox(mha.init(jax.random.key(0), x)["params"])
     out = mha.apply({"params": p}, x)
-    proj = {n: np.einsum("bte,ehd->bthd", x, p[n]["kernel"]) + p[n]["bias"]
-            for n in ("query", "key", "value")}
+    proj = {
+        n: np.einsum("bte,ehd->bthd", x, p[n]["kernel"]) + p[n]["bias"]
+        for n in ("query", "key", "value")
+    }
     ref = np_attention(proj["query"], proj["key"], proj["value"], np.ones((1, 1, 6, 6), bool))
     ref = np.einsum("bthd,hde->bte", ref, p["out"]["kernel"]) + p["out"]["bias"]
     np.testing.assert_allclose(out, ref, atol=1e-5)
@@ -94,20 +94,21 @@ def test_decode_cache_equals_full_causal_pass():
     step = jax.jit(lambda c, xt: dec.apply({"params": p, "cache": c}, xt, mutable=["cache"]))
     outs = []
     for t in range(6):
-        o, upd = step(cache, x[:, t:t + 1])
+        o, upd = step(cache, x[:, t : t + 1])
         cache = upd["cache"]
         outs.append(o)
     np.testing.assert_allclose(np.concatenate(outs, 1), ref, atol=1e-5)
 
 
 def test_masks_hand_computed():
-    np.testing.assert_array_equal(masks.causal_mask(3)[0, 0],
-                                  [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
-    np.testing.assert_array_equal(masks.causal_mask(2, 4, offset=1)[0, 0],
-                                  [[1, 1, 0, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(masks.causal_mask(3)[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    np.testing.assert_array_equal(
+        masks.causal_mask(2, 4, offset=1)[0, 0], [[1, 1, 0, 0], [1, 1, 1, 0]]
+    )
     seg = jnp.array([[1, 1, 2, 0]])
-    np.testing.assert_array_equal(masks.segment_mask(seg)[0, 0],
-                                  [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(
+        masks.segment_mask(seg)[0, 0], [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    )
     pad = masks.padding_mask(jnp.array([[1, 1, 0]]))
     assert pad.shape == (1, 1, 1, 3) and pad.tolist() == [[[[True, True, False]]]]
     assert masks.combine(None, None) is None
@@ -117,35 +118,42 @@ def test_sinusoidal_layouts_follow_the_formulas():
     t = sinusoidal_table(50, 8)
     pos, i = 17, 3  # dims 6 (sin) and 7 (cos) share frequency 10000^(-6/8)
     w = 10000.0 ** (-2 * i / 8)
-    np.testing.assert_allclose([t[pos, 2 * i], t[pos, 2 * i + 1]],
-                               [np.sin(pos * w), np.cos(pos * w)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [t[pos, 2 * i], t[pos, 2 * i + 1]], [np.sin(pos * w), np.cos(pos * w)], rtol=1e-6
+    )
     h = sinusoidal_table(50, 8, layout="halves")
-    np.testing.assert_allclose([h[pos, i], h[pos, 4 + i]], [np.sin(pos * w), np.cos(pos * w)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [h[pos, i], h[pos, 4 + i]], [np.sin(pos * w), np.cos(pos * w)], rtol=1e-6
+    )
     np.testing.assert_array_equal(t[0, 0::2], 0.0)
     np.testing.assert_array_equal(t[0, 1::2], 1.0)
     with pytest.raises(ValueError, match="even dimension"):
         sinusoidal_table(4, 7)
 
 
-@pytest.mark.parametrize("act,fn", [
-    ("gelu", lambda x: 0.5 * x * (1 + np.vectorize(__import__("math").erf)(x / np.sqrt(2)))),
-    ("gelu_new", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))),
-    ("relu", lambda x: np.maximum(x, 0)),
-])
+@pytest.mark.parametrize(
+    "act,fn",
+    [
+        ("gelu", lambda x: 0.5 * x * (1 + np.vectorize(__import__("math").erf)(x / np.sqrt(2)))),
+        ("gelu_new", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))),
+        ("relu", lambda x: np.maximum(x, 0)),
+    ],
+)
 def test_feedforward_matches_numpy(act, fn):
     x = np.random.RandomState(4).randn(2, 3, 8).astype(np.float32)
     ff = FeedForward(16, act)
     p = nn.unbox(ff.init(jax.random.key(0), x)["params"])
     h = fn(x.astype(np.float64) @ p["wi"]["kernel"] + p["wi"]["bias"])
-    np.testing.assert_allclose(ff.apply({"params": p}, x), h @ p["wo"]["kernel"] + p["wo"]["bias"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ff.apply({"params": p}, x), h @ p["wo"]["kernel"] + p["wo"]["bias"], atol=1e-5
+    )
 
 
 def test_dropout_keeps_the_rate_and_the_expectation():
     from jaxformer.layers import Dropout, dropout
     from jaxformer.layers.dropout import keep_mask
-    for shape in [(64, 128, 96), (5, 33)]:          # even and odd last dims
+
+    for shape in [(64, 128, 96), (5, 33)]:  # even and odd last dims
         keep, q = keep_mask(jax.random.key(3), shape, 0.9)
         assert keep.shape == shape and abs(q - 0.9) < 1e-5
         n = keep.size

@@ -16,13 +16,26 @@ PAD, EOS, VOCAB, MAX_NEW = 3, 2, 64, 10
 
 def _hf_model(tie: bool, seed: int):
     cfg = transformers.MarianConfig(
-        vocab_size=VOCAB, decoder_vocab_size=VOCAB if tie else 48, d_model=32,
-        encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_position_embeddings=40, activation_function="swish", scale_embedding=True,
-        pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
-        forced_eos_token_id=None, init_std=0.3, share_encoder_decoder_embeddings=tie,
-        tie_word_embeddings=tie)
+        vocab_size=VOCAB,
+        decoder_vocab_size=VOCAB if tie else 48,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=40,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+        forced_eos_token_id=None,
+        init_std=0.3,
+        share_encoder_decoder_embeddings=tie,
+        tie_word_embeddings=tie,
+    )
     torch.manual_seed(seed)
     model = transformers.MarianMTModel(cfg).eval()
     with torch.no_grad():  # a non-zero logits bias, so its mapping is checked too
@@ -67,15 +80,24 @@ def test_encoder_states_and_logits_match(pair):
     hf, model, params = pair
     x, mask, y, ymask = _inputs()
     with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(x), attention_mask=torch.tensor(mask),
-                 decoder_input_ids=torch.tensor(y), decoder_attention_mask=torch.tensor(ymask))
+        ref = hf(
+            input_ids=torch.tensor(x),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(y),
+            decoder_attention_mask=torch.tensor(ymask),
+        )
     out = model.apply({"params": params}, x, mask, y, ymask)
     real = mask.astype(bool)  # padded encoder positions are not compared
-    np.testing.assert_allclose(np.asarray(out.encoder_hidden_state)[real],
-                               ref.encoder_last_hidden_state.numpy()[real], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(out.encoder_hidden_state)[real],
+        ref.encoder_last_hidden_state.numpy()[real],
+        atol=1e-4,
+        rtol=0,
+    )
     dreal = ymask.astype(bool)
-    np.testing.assert_allclose(np.asarray(out.logits)[dreal], ref.logits.numpy()[dreal],
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(out.logits)[dreal], ref.logits.numpy()[dreal], atol=1e-4, rtol=0
+    )
 
 
 def test_greedy_generate_matches_transformers(pair):
@@ -83,13 +105,23 @@ def test_greedy_generate_matches_transformers(pair):
     x, mask, _, _ = _inputs(seed=1)
     # Deterministic greedy in HF: no forced EOS (Marian's config defaults to 0), no penalties.
     gc = transformers.GenerationConfig(
-        num_beams=1, do_sample=False, max_new_tokens=MAX_NEW, min_new_tokens=0,
-        decoder_start_token_id=PAD, eos_token_id=EOS, pad_token_id=PAD,
-        forced_eos_token_id=None, forced_bos_token_id=None, repetition_penalty=1.0,
-        no_repeat_ngram_size=0, bad_words_ids=None)
+        num_beams=1,
+        do_sample=False,
+        max_new_tokens=MAX_NEW,
+        min_new_tokens=0,
+        decoder_start_token_id=PAD,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        bad_words_ids=None,
+    )
     with torch.no_grad():
-        ref = hf.generate(input_ids=torch.tensor(x), attention_mask=torch.tensor(mask),
-                          generation_config=gc).numpy()[:, 1:]          # drop the start token
+        ref = hf.generate(
+            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
+        ).numpy()[:, 1:]  # drop the start token
     ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
     ours = np.asarray(generate(model, params, x, mask, max_length=MAX_NEW).sequences)
     np.testing.assert_array_equal(ours, ref)
@@ -103,10 +135,16 @@ def test_save_and_load_round_trip(pair, tmp_path):
     conv.marian_save_pretrained(model, params, str(tmp_path / "ours"))
     hf2 = transformers.MarianMTModel.from_pretrained(str(tmp_path / "ours")).eval()
     with torch.no_grad():
-        a = hf(input_ids=torch.tensor(x), attention_mask=torch.tensor(mask),
-               decoder_input_ids=torch.tensor(y)).logits.numpy()
-        b = hf2(input_ids=torch.tensor(x), attention_mask=torch.tensor(mask),
-                decoder_input_ids=torch.tensor(y)).logits.numpy()
+        a = hf(
+            input_ids=torch.tensor(x),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(y),
+        ).logits.numpy()
+        b = hf2(
+            input_ids=torch.tensor(x),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(y),
+        ).logits.numpy()
     np.testing.assert_allclose(a, b, atol=1e-6)
     # HF save_pretrained -> ours
     hf.save_pretrained(str(tmp_path / "hf"))

@@ -6,8 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxformer import (ConfigError, EncoderModel, albert_config, bert_config, electra_config,
-                       encoder_config, roberta_config)
+from jaxformer import (
+    ConfigError,
+    EncoderModel,
+    albert_config,
+    bert_config,
+    electra_config,
+    encoder_config,
+    roberta_config,
+)
 from jaxformer.models.bert import layer_plan
 
 V = 97
@@ -25,8 +32,17 @@ def ids(b, t, seed=0, lo=5):
 
 @pytest.fixture(scope="module")
 def bert():
-    return init(bert_config("tiny", vocab_size=V, head="mlm", num_layers=2, hidden_size=64,
-                            num_heads=4, intermediate_size=128))
+    return init(
+        bert_config(
+            "tiny",
+            vocab_size=V,
+            head="mlm",
+            num_layers=2,
+            hidden_size=64,
+            num_heads=4,
+            intermediate_size=128,
+        )
+    )
 
 
 def test_packed_rows_equal_each_sequence_alone(bert):
@@ -35,9 +51,9 @@ def test_packed_rows_equal_each_sequence_alone(bert):
     fwd = jax.jit(lambda **kw: model.apply({"params": params}, **kw).last_hidden_state)
     alone_a = fwd(input_ids=a)[0]
     alone_b = fwd(input_ids=b)[0]
-    packed = np.concatenate([a, b, np.zeros((1, 4), np.int32)], axis=1)      # 7 + 5 + 4 pad
+    packed = np.concatenate([a, b, np.zeros((1, 4), np.int32)], axis=1)  # 7 + 5 + 4 pad
     seg = np.array([[1] * 7 + [2] * 5 + [0] * 4])
-    out = fwd(input_ids=packed, segment_ids=seg)[0]                          # positions restart
+    out = fwd(input_ids=packed, segment_ids=seg)[0]  # positions restart
     np.testing.assert_allclose(out[:7], alone_a, atol=1e-5)
     np.testing.assert_allclose(out[7:12], alone_b, atol=1e-5)
     assert np.isfinite(np.asarray(out)).all()
@@ -59,25 +75,38 @@ def test_mlm_positions_gather_the_full_logits(bert):
     full = model.apply({"params": params}, x).mlm_logits
     part = model.apply({"params": params}, x, mlm_positions=pos).mlm_logits
     assert part.shape == (2, 3, V)
-    np.testing.assert_allclose(part, np.take_along_axis(np.asarray(full), pos[..., None], 1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        part, np.take_along_axis(np.asarray(full), pos[..., None], 1), atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(pre_ln=True),
-                                dict(family="albert", sharing="all", embedding_size=32)])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(pre_ln=True), dict(family="albert", sharing="all", embedding_size=32)]
+)
 def test_sparse_last_layer_equals_the_dense_last_layer(kw):
     """The last layer at [CLS] + mlm_positions only gives the same MLM logits, NSP logits and
     gradients as the full last layer, with padding and with packed segments."""
     import dataclasses
-    cfg = bert_config("tiny", vocab_size=V, head="pretraining", num_layers=2, hidden_size=64,
-                      num_heads=4, intermediate_size=128, **kw)
+
+    cfg = bert_config(
+        "tiny",
+        vocab_size=V,
+        head="pretraining",
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        intermediate_size=128,
+        **kw,
+    )
     assert cfg.sparse_last_layer
     model, params = init(cfg)
     dense = EncoderModel(dataclasses.replace(cfg, sparse_last_layer=False))
     x = ids(2, 12)
     pos = np.array([[1, 4, 9], [0, 2, 11]])
-    batches = [dict(attention_mask=np.array([[1] * 12, [1] * 10 + [0] * 2])),
-               dict(segment_ids=np.array([[1] * 6 + [2] * 6, [1] * 9 + [0] * 3]))]
+    batches = [
+        dict(attention_mask=np.array([[1] * 12, [1] * 10 + [0] * 2])),
+        dict(segment_ids=np.array([[1] * 6 + [2] * 6, [1] * 9 + [0] * 3])),
+    ]
 
     def run(m, p, extra):
         out = m.apply({"params": p}, x, mlm_positions=pos, **extra)
@@ -93,7 +122,7 @@ def test_sparse_last_layer_equals_the_dense_last_layer(kw):
                 continue  # exactly zero in exact arithmetic: only rounding noise to compare
             np.testing.assert_allclose(a, b, atol=2e-5 * max(1.0, float(np.abs(b).max())))
     hidden = model.apply({"params": params}, x, mlm_positions=pos).last_hidden_state
-    assert hidden.shape == (2, 4, 64)   # [CLS] + the 3 scored rows
+    assert hidden.shape == (2, 4, 64)  # [CLS] + the 3 scored rows
 
 
 def test_bfloat16_within_2e2_relative_of_float32():
@@ -127,28 +156,35 @@ def test_scan_layers_equals_unrolled_layers(bert):
     scanned = EncoderModel(model.cfg.replace(scan_layers=True))
     sp = dict(params)
     enc = dict(params["encoder"])
-    stack = lambda name: jax.tree.map(lambda *xs: jnp.stack(xs),
-                                      *[enc.pop(f"{name}_{i}") for i in range(2)])
+    stack = lambda name: jax.tree.map(
+        lambda *xs: jnp.stack(xs), *[enc.pop(f"{name}_{i}") for i in range(2)]
+    )
     enc["layers"] = {"attention": stack("attention"), "mlp": stack("mlp")}
     sp["encoder"] = enc
-    shapes = jax.eval_shape(lambda: nn.unbox(scanned.init(jax.random.key(0),
-                                                          jnp.zeros((1, 8), jnp.int32)))["params"])
+    shapes = jax.eval_shape(
+        lambda: nn.unbox(scanned.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
+    )
     assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, sp)
     x = ids(2, 8)
-    np.testing.assert_allclose(scanned.apply({"params": sp}, x).mlm_logits,
-                               model.apply({"params": params}, x).mlm_logits, atol=1e-5)
+    np.testing.assert_allclose(
+        scanned.apply({"params": sp}, x).mlm_logits,
+        model.apply({"params": params}, x).mlm_logits,
+        atol=1e-5,
+    )
 
 
 def count(tree):
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("sharing,n_attn,n_mlp", [
-    ("none", 4, 4), ("all", 1, 1), ("attention", 1, 4), ("ffn", 4, 1)])
+@pytest.mark.parametrize(
+    "sharing,n_attn,n_mlp", [("none", 4, 4), ("all", 1, 1), ("attention", 1, 4), ("ffn", 4, 1)]
+)
 def test_albert_sharing_schemes_create_the_right_blocks(sharing, n_attn, n_mlp):
     cfg = albert_config("tiny", vocab_size=V, num_layers=4, sharing=sharing)
-    shapes = jax.eval_shape(lambda: nn.unbox(EncoderModel(cfg).init(
-        jax.random.key(0), jnp.zeros((1, 4), jnp.int32))))["params"]["encoder"]
+    shapes = jax.eval_shape(
+        lambda: nn.unbox(EncoderModel(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+    )["params"]["encoder"]
     assert sum(k.startswith("attention_") for k in shapes) == n_attn
     assert sum(k.startswith("mlp_") for k in shapes) == n_mlp
     assert "embed_proj" in shapes  # E=32 != H=128: the factorized projection exists
@@ -158,8 +194,20 @@ def test_albert_sharing_schemes_create_the_right_blocks(sharing, n_attn, n_mlp):
 def test_albert_groups_follow_hf_assignment():
     cfg = albert_config("tiny", vocab_size=V, num_layers=6, num_hidden_groups=3, inner_group_num=2)
     # layer i runs group int(i / (6 / 3)); each group has 2 inner blocks
-    assert layer_plan(cfg) == [(0, 0), (1, 1), (0, 0), (1, 1), (2, 2), (3, 3), (2, 2), (3, 3),
-                               (4, 4), (5, 5), (4, 4), (5, 5)]
+    assert layer_plan(cfg) == [
+        (0, 0),
+        (1, 1),
+        (0, 0),
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+        (5, 5),
+        (4, 4),
+        (5, 5),
+    ]
 
 
 def test_shared_layers_change_outputs_when_shared_weights_change():
@@ -169,12 +217,14 @@ def test_shared_layers_change_outputs_when_shared_weights_change():
     base = model.apply({"params": params}, x).last_hidden_state
     p2 = jax.tree.map(lambda a: a, params)
     p2["encoder"]["attention_0"]["attention"]["query"]["bias"] = (
-        p2["encoder"]["attention_0"]["attention"]["query"]["bias"] + 0.5)
+        p2["encoder"]["attention_0"]["attention"]["query"]["bias"] + 0.5
+    )
     assert not np.allclose(model.apply({"params": p2}, x).last_hidden_state, base)
 
 
 def test_roberta_positions_skip_padding():
     from jaxformer.models.bert import default_position_ids
+
     cfg = roberta_config("tiny", vocab_size=V)
     x = jnp.array([[0, 5, 6, 2, 1, 1]])  # pad id 1
     np.testing.assert_array_equal(default_position_ids(cfg, x), [[2, 3, 4, 5, 1, 1]])
@@ -193,13 +243,16 @@ def test_named_sizes():
     assert encoder_config("roberta", "base").position_offset == 2
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(hidden_size=96, num_heads=5), "not divisible by num_heads"),
-    (dict(hiden_size=96), "Did you mean 'hidden_size'"),
-    (dict(embedding_size=256, sharing="all"), "factorized embeddings"),
-    (dict(family="gpt"), "family='gpt'"),
-    (dict(num_hidden_groups=2), "need sharing='all'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(hidden_size=96, num_heads=5), "not divisible by num_heads"),
+        (dict(hiden_size=96), "Did you mean 'hidden_size'"),
+        (dict(embedding_size=256, sharing="all"), "factorized embeddings"),
+        (dict(family="gpt"), "family='gpt'"),
+        (dict(num_hidden_groups=2), "need sharing='all'"),
+    ],
+)
 def test_config_errors_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         bert_config("tiny", **kwargs)

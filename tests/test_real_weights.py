@@ -58,9 +58,11 @@ def embed_ours(path, ids, mask, types):
 def embed_hf(path, ids, mask, types):
     model = transformers.AutoModel.from_pretrained(path).eval()
     with torch.no_grad():
-        hidden = model(input_ids=torch.tensor(ids, dtype=torch.long),
-                       attention_mask=torch.tensor(mask, dtype=torch.long),
-                       token_type_ids=torch.tensor(types, dtype=torch.long)).last_hidden_state
+        hidden = model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+        ).last_hidden_state
     m = torch.tensor(mask, dtype=torch.float32)[..., None]
     pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1).numpy()

@@ -30,6 +30,7 @@ QUIET = {"log.progress": False, "log.tensorboard": False, "log.plot": False}
 def small_corpus(tmp_path_factory):
     """~100 KB of the embedded corpus (the main-job test covers the whole of it)."""
     from jaxformer.data import default_corpus
+
     path = tmp_path_factory.mktemp("corpus") / "docs.txt"
     docs, size = [], 0
     for d in default_corpus():
@@ -85,13 +86,28 @@ def overfit(task, steps=40, lr=3e-3):
     return first, float(loss_of(params))
 
 
-@pytest.mark.parametrize("name", ["bert_tiny_pretrain", "roberta_tiny_pretrain",
-                                  "albert_tiny_pretrain", "electra_tiny_pretrain"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bert_tiny_pretrain",
+        "roberta_tiny_pretrain",
+        "albert_tiny_pretrain",
+        "electra_tiny_pretrain",
+    ],
+)
 def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
-    c = configure(name, **{"data.source": f"text:{small_corpus}", "num_train_steps": 4,
-                           "data.eval_fraction": 0.1,  # NSP/SOP eval needs >= 2 documents
-                           "checkpoint.every_steps": 4, "log.eval_every_steps": 4,
-                           "log.every_steps": 2, "model.vocab_size": 1024})
+    c = configure(
+        name,
+        **{
+            "data.source": f"text:{small_corpus}",
+            "num_train_steps": 4,
+            "data.eval_fraction": 0.1,  # NSP/SOP eval needs >= 2 documents
+            "checkpoint.every_steps": 4,
+            "log.eval_every_steps": 4,
+            "log.every_steps": 2,
+            "model.vocab_size": 1024,
+        },
+    )
     out = loop.train(c, str(tmp_path), log=lambda _: None)
     s = summary(str(tmp_path))
     assert s["step"] == 4 and np.isfinite(s["last_loss"]), (out, s)
@@ -104,10 +120,17 @@ def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
 def pretrained(tmp_path_factory):
     """A tiny BERT pretrained with MLM on the embedded corpus (what fine-tuning starts from)."""
     workdir = str(tmp_path_factory.mktemp("pretrained"))
-    c = configure("bert_tiny_pretrain", **{"data.objective": "none", "model.head": "mlm",
-                                           "num_train_steps": 150, "checkpoint.every_steps": 150,
-                                           "log.eval_every_steps": 0,
-                                           "checkpoint.best_metric": ""})
+    c = configure(
+        "bert_tiny_pretrain",
+        **{
+            "data.objective": "none",
+            "model.head": "mlm",
+            "num_train_steps": 150,
+            "checkpoint.every_steps": 150,
+            "log.eval_every_steps": 0,
+            "checkpoint.best_metric": "",
+        },
+    )
     loop.train(c, workdir, log=lambda _: None)
     return workdir
 
@@ -117,8 +140,15 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
     import transformers
 
     workdir = str(tmp_path / "ft")
-    c = configure("finetune_tiny", **{"init_from": f"run:{pretrained}", "num_train_steps": 300,
-                                      "log.eval_every_steps": 300, "checkpoint.every_steps": 300})
+    c = configure(
+        "finetune_tiny",
+        **{
+            "init_from": f"run:{pretrained}",
+            "num_train_steps": 300,
+            "log.eval_every_steps": 300,
+            "checkpoint.every_steps": 300,
+        },
+    )
     loop.train(c, workdir, log=lambda _: None)
     s = summary(workdir)
     assert s["eval_accuracy"] >= 0.95, s
@@ -126,29 +156,41 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
     # The HF export (written at the end of the run) predicts what we predict.
     task = get_task(c, workdir)
     batch = task.eval_batches(32, 0, 1)[0]
-    ours = task.model.apply({"params": load_params(workdir)}, batch["input_ids"],
-                            attention_mask=batch["attention_mask"],
-                            token_type_ids=batch["token_type_ids"]).logits
+    ours = task.model.apply(
+        {"params": load_params(workdir)},
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+    ).logits
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(
-        os.path.join(workdir, "hf_export")).eval()
+        os.path.join(workdir, "hf_export")
+    ).eval()
     with torch.no_grad():
-        theirs = hf(input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
-                    attention_mask=torch.tensor(np.asarray(batch["attention_mask"])),
-                    token_type_ids=torch.tensor(np.asarray(batch["token_type_ids"]),
-                                                dtype=torch.long)).logits.numpy()
+        theirs = hf(
+            input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
+            attention_mask=torch.tensor(np.asarray(batch["attention_mask"])),
+            token_type_ids=torch.tensor(np.asarray(batch["token_type_ids"]), dtype=torch.long),
+        ).logits.numpy()
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
     np.testing.assert_array_equal(theirs.argmax(-1), np.asarray(ours).argmax(-1))
 
     # Fine-tuning also starts from a HuggingFace directory (here: that export, tokenizer
     # included): the encoder it starts from is the exported one.
-    c2 = configure("finetune_tiny", **{"init_from": f"hf:{workdir}/hf_export",
-                                       "num_train_steps": 5, "log.eval_every_steps": 0,
-                                       "checkpoint.every_steps": 5,
-                                       "checkpoint.best_metric": ""})
+    c2 = configure(
+        "finetune_tiny",
+        **{
+            "init_from": f"hf:{workdir}/hf_export",
+            "num_train_steps": 5,
+            "log.eval_every_steps": 0,
+            "checkpoint.every_steps": 5,
+            "checkpoint.best_metric": "",
+        },
+    )
     task2 = get_task(c2, str(tmp_path / "ft_hf"))
     start = task2.pretrained_params(nn.unbox(task2.init_params(jax.random.key(0))))
-    for a, b in zip(jax.tree.leaves(start["encoder"]),
-                    jax.tree.leaves(load_params(workdir)["encoder"])):
+    for a, b in zip(
+        jax.tree.leaves(start["encoder"]), jax.tree.leaves(load_params(workdir)["encoder"])
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
     s2 = loop.train(c2, str(tmp_path / "ft_hf"), log=lambda _: None)
     assert s2["step"] == 5 and np.isfinite(s2["last_loss"])
@@ -156,10 +198,16 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
 
 def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_path):
     workdir = str(tmp_path / "frozen")
-    c = configure("finetune_tiny_frozen", **{"init_from": f"run:{pretrained}",
-                                             "num_train_steps": 20, "log.eval_every_steps": 0,
-                                             "checkpoint.every_steps": 20,
-                                             "checkpoint.best_metric": ""})
+    c = configure(
+        "finetune_tiny_frozen",
+        **{
+            "init_from": f"run:{pretrained}",
+            "num_train_steps": 20,
+            "log.eval_every_steps": 0,
+            "checkpoint.every_steps": 20,
+            "checkpoint.best_metric": "",
+        },
+    )
     loop.train(c, workdir, log=lambda _: None)
     before, after = load_params(pretrained), load_params(workdir)
     flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
@@ -168,19 +216,26 @@ def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_
     for path, x in flat_b:
         assert np.array_equal(np.asarray(x), np.asarray(flat_a[path])), path  # bit for bit
     fresh = nn.unbox(get_task(c, workdir).init_params(jax.random.key(0)))["classifier"]
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after["classifier"]),
-                                                        jax.tree.leaves(fresh)))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(after["classifier"]), jax.tree.leaves(fresh))
+    )
 
 
 def test_continued_pretraining_starts_from_the_checkpoint(pretrained, small_corpus, tmp_path):
     workdir = str(tmp_path / "continued")
-    c = configure("continued_pretrain_tiny", **{"init_from": f"run:{pretrained}",
-                                                "data.source": f"text:{small_corpus}",
-                                                "data.eval_fraction": 0.1,
-                                                "num_train_steps": 10,
-                                                "checkpoint.every_steps": 10,
-                                                "log.eval_every_steps": 0,
-                                                "checkpoint.best_metric": ""})
+    c = configure(
+        "continued_pretrain_tiny",
+        **{
+            "init_from": f"run:{pretrained}",
+            "data.source": f"text:{small_corpus}",
+            "data.eval_fraction": 0.1,
+            "num_train_steps": 10,
+            "checkpoint.every_steps": 10,
+            "log.eval_every_steps": 0,
+            "checkpoint.best_metric": "",
+        },
+    )
     out = loop.train(c, workdir, log=lambda _: None)
     src = load_params(pretrained)
     task = get_task(c, workdir)

@@ -17,15 +17,31 @@ pytestmark = pytest.mark.slow
 
 def test_main_job_trains_and_leaves_its_artifacts(tmp_path):
     wd = tmp_path / "run"
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("XLA_FLAGS", None)
     out = subprocess.run(
-        [sys.executable, "train.py", "--workdir", str(wd), "--config.num_train_steps=60",
-         "--config.optimizer.warmup_steps=10", "--config.batch_size=16",
-         "--config.checkpoint.every_steps=30", "--config.log.eval_every_steps=30",
-         "--config.log.every_steps=10"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "train.py",
+            "--workdir",
+            str(wd),
+            "--config.num_train_steps=60",
+            "--config.optimizer.warmup_steps=10",
+            "--config.batch_size=16",
+            "--config.checkpoint.every_steps=30",
+            "--config.log.eval_every_steps=30",
+            "--config.log.every_steps=10",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [json.loads(l) for l in open(wd / "metrics.jsonl")]
     train = [r for r in rows if "loss" in r]

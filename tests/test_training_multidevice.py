@@ -21,12 +21,25 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("multidevice")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_parity.py"),
-                          str(d / "report.json"), str(d / "ckpt")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "multidevice_parity.py"),
+            str(d / "report.json"),
+            str(d / "ckpt"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     with open(d / "report.json") as f:
         return json.load(f), d / "ckpt"
@@ -75,6 +88,7 @@ def test_checkpoint_from_8_devices_restores_on_1(report):
     from multidevice_parity import config
     from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib
     from jaxformer.training.tasks import get_task
+
     _, ckpt_dir = report
     cfg = config()
     task = get_task(cfg, "/tmp/unused")

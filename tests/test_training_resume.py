@@ -20,20 +20,37 @@ pytestmark = pytest.mark.slow
 
 
 def _cmd(workdir, *extra):
-    return [sys.executable, os.path.join(HERE, "training_run.py"), "--config", CONFIG,
-            "--workdir", str(workdir), *extra]
+    return [
+        sys.executable,
+        os.path.join(HERE, "training_run.py"),
+        "--config",
+        CONFIG,
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
 
 
 def _env(delay=0.0):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JF_STEP_DELAY=str(delay),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JF_STEP_DELAY=str(delay),
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("XLA_FLAGS", None)
     return env
 
 
 def _start(workdir, *extra, delay=0.0):
-    return subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=_env(delay),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        _cmd(workdir, *extra),
+        cwd=ROOT,
+        env=_env(delay),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc, timeout=300):
@@ -113,8 +130,12 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
     for wd in (stop, term, kill):
         got = _losses(wd)
         assert sorted(got) == list(range(1, 41)), wd
-        np.testing.assert_allclose([got[s] for s in range(1, 41)],
-                                   [ref[s] for s in range(1, 41)], rtol=1e-6, err_msg=str(wd))
+        np.testing.assert_allclose(
+            [got[s] for s in range(1, 41)],
+            [ref[s] for s in range(1, 41)],
+            rtol=1e-6,
+            err_msg=str(wd),
+        )
 
     # A corrupted latest checkpoint: reported, set aside, and the previous one is used.
     assert _steps(full)[-2:] == [30, 40]
@@ -131,5 +152,6 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
     assert os.path.isdir(os.path.join(full, "checkpoints", "corrupt-40"))
     assert _steps(full)[-1] == 40
     again = _losses(full)
-    np.testing.assert_allclose([again[s] for s in range(31, 41)],
-                               [ref[s] for s in range(31, 41)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [again[s] for s in range(31, 41)], [ref[s] for s in range(31, 41)], rtol=1e-6
+    )

@@ -19,7 +19,9 @@ HERE = os.path.dirname(__file__)
 
 
 def tiny_config(**over):
-    spec = importlib.util.spec_from_file_location("tiny", os.path.join(HERE, "training_tiny_config.py"))
+    spec = importlib.util.spec_from_file_location(
+        "tiny", os.path.join(HERE, "training_tiny_config.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config()
@@ -65,8 +67,10 @@ def test_unknown_schedule_and_optimizer():
 @pytest.mark.parametrize("name", ["adamw", "lamb", "adafactor"])
 def test_weight_decay_skips_biases_and_layernorm(name):
     task = get_task(tiny_config(), "/tmp/unused")
-    params = jax.tree.map(lambda x: x + 1.0,  # nonzero everywhere so decay would show
-                          __import__("flax").linen.unbox(task.init_params(jax.random.PRNGKey(0))))
+    params = jax.tree.map(
+        lambda x: x + 1.0,  # nonzero everywhere so decay would show
+        __import__("flax").linen.unbox(task.init_params(jax.random.PRNGKey(0))),
+    )
     cfg = tiny_config().optimizer
     cfg.update(name=name, schedule="constant", lr=0.1, weight_decay=0.5, clip_norm=0.0)
     tx, _ = optim.make_optimizer(cfg, 10)
@@ -102,15 +106,17 @@ def test_cross_entropy_label_smoothing_and_z_loss():
     np.put_along_axis(q, targets[..., None], 1 - s, -1)
     ent = -(q * np.log(q)).sum(-1)
     lse = jax.scipy.special.logsumexp(logits, -1)
-    ref = (-(q * logp).sum(-1) - ent + z * lse ** 2)
-    loss, m = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(targets),
-                                            jnp.asarray(weights), label_smoothing=s, z_loss=z)
+    ref = -(q * logp).sum(-1) - ent + z * lse**2
+    loss, m = losses.weighted_cross_entropy(
+        jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), label_smoothing=s, z_loss=z
+    )
     np.testing.assert_allclose(loss, (ref * weights).sum() / weights.sum(), rtol=1e-5)
     acc = ((logits.argmax(-1) == targets) * weights).sum() / weights.sum()
     np.testing.assert_allclose(m["accuracy"], acc, rtol=1e-6)
     plain, _ = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(targets))
-    np.testing.assert_allclose(plain, -np.take_along_axis(np.asarray(logp), targets[..., None],
-                                                          -1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        plain, -np.take_along_axis(np.asarray(logp), targets[..., None], -1).mean(), rtol=1e-5
+    )
 
 
 # -- config -----------------------------------------------------------------------------
@@ -120,7 +126,7 @@ def test_overrides_parse_types_and_reject_unknown_keys():
     config_lib.apply_override(c, "optimizer.lr", "3e-4")
     config_lib.apply_override(c, "mesh.data", "2")
     config_lib.apply_override(c, "log.progress", "true")
-    config_lib.apply_override(c, "optimizer.weight_decay", "0")   # int text into a float
+    config_lib.apply_override(c, "optimizer.weight_decay", "0")  # int text into a float
     assert c.optimizer.lr == 3e-4 and c.mesh.data == 2 and c.log.progress is True
     assert isinstance(c.optimizer.weight_decay, float)
     with pytest.raises(config_lib.ConfigOverrideError, match="optimizer.lr"):
@@ -133,9 +139,17 @@ def test_overrides_parse_types_and_reject_unknown_keys():
 
 def test_parse_args_cli_forms(tmp_path):
     path = os.path.join(HERE, "training_tiny_config.py")
-    c, wd, _ = config_lib.parse_args(["--config", path, "--workdir", str(tmp_path),
-                                      "--config.batch_size=16", "--config.optimizer.name",
-                                      "lamb"])
+    c, wd, _ = config_lib.parse_args(
+        [
+            "--config",
+            path,
+            "--workdir",
+            str(tmp_path),
+            "--config.batch_size=16",
+            "--config.optimizer.name",
+            "lamb",
+        ]
+    )
     assert c.batch_size == 16 and c.optimizer.name == "lamb" and wd == str(tmp_path)
     with pytest.raises(config_lib.ConfigOverrideError, match="unknown argument"):
         config_lib.parse_args(["--config", path, "--bogus=1"])
@@ -160,8 +174,9 @@ def test_indivisible_dimension_is_a_clear_error():
     boxed = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
     logical = sh.logical_specs(boxed)
     with pytest.raises(sh.ShardingError, match=r"logical 'heads'.*tensor"):
-        sh.check_divisible(__import__("flax").linen.unbox(boxed), sh.mesh_specs(logical),
-                           mesh, logical=logical)
+        sh.check_divisible(
+            __import__("flax").linen.unbox(boxed), sh.mesh_specs(logical), mesh, logical=logical
+        )
 
 
 def test_batch_not_divisible_over_data_axes():
@@ -184,22 +199,25 @@ def _setup(config):
 def test_grad_accumulation_equals_one_big_step():
     """4 micro-batches of 8, summed inside the step == one step on the batch of 32 (dropout
     off: micro-batches draw their own dropout keys)."""
-    config = tiny_config(batch_size=32, **{"model.hidden_dropout": 0.0,
-                                           "model.attention_dropout": 0.0})
+    config = tiny_config(
+        batch_size=32, **{"model.hidden_dropout": 0.0, "model.attention_dropout": 0.0}
+    )
     task, mesh, tx, sched, state, shardings = _setup(config)
     batch = next(task.train_iterator(32, 0, 1))
     assert len(np.unique(batch["mlm_weights"].sum(1))) > 1  # uneven counts per micro-batch
     results = []
     for accum in (1, 4):
-        fn, bsh = step_lib.compile_train_step(step_lib.make_train_step(task, tx, sched, accum),
-                                              shardings, batch, mesh)
+        fn, bsh = step_lib.compile_train_step(
+            step_lib.make_train_step(task, tx, sched, accum), shardings, batch, mesh
+        )
         s = jax.tree.map(jnp.copy, state)  # the step donates its input
         results.append(fn(s, sh.to_global(batch, bsh, 32)))
     (s1, m1), (s4, m4) = results
     for k in ("loss", "mlm_accuracy", "grad_norm"):
         np.testing.assert_allclose(m4[k], m1[k], rtol=1e-5, err_msg=k)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 s4.params, s1.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s4.params, s1.params
+    )
 
 
 class _NaNTask:
@@ -225,8 +243,9 @@ def test_nonfinite_step_is_skipped_and_counted():
     batch = next(task.train_iterator(8, 0, 1))
     good = dict(batch, scale=np.ones(8, np.float32))
     bad = dict(batch, scale=np.full(8, np.nan, np.float32))
-    fn, bsh = step_lib.compile_train_step(step_lib.make_train_step(task, tx, sched),
-                                          shardings, good, mesh)
+    fn, bsh = step_lib.compile_train_step(
+        step_lib.make_train_step(task, tx, sched), shardings, good, mesh
+    )
     s, m = fn(state, sh.to_global(good, bsh, 8))
     before = jax.device_get(s.params)
     opt_before = jax.device_get(s.opt_state)
@@ -244,8 +263,9 @@ def test_nonfinite_step_is_skipped_and_counted():
 def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, monkeypatch):
     """The loop stops after max_bad_steps in a row, saving the last good state."""
     from jaxformer.training import loop, tasks
+
     config = tiny_config(max_bad_steps=3, num_train_steps=20)
-    config.optimizer.lr = 1e6          # diverges to inf within a few steps
+    config.optimizer.lr = 1e6  # diverges to inf within a few steps
     config.optimizer.clip_norm = 0.0
     config.optimizer.warmup_steps = 0
     config.optimizer.schedule = "constant"

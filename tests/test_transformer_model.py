@@ -26,8 +26,9 @@ def _batch(seed=0, b=3, s=7, t=6):
 
 @pytest.fixture(scope="module")
 def post_ln():
-    cfg = transformer_config("nano", vocab_size=V, max_len=16, num_encoder_layers=2,
-                             num_decoder_layers=2)
+    cfg = transformer_config(
+        "nano", vocab_size=V, max_len=16, num_encoder_layers=2, num_decoder_layers=2
+    )
     model = Transformer(cfg)
     x, m, y = _batch()
     variables = model.init(jax.random.key(0), x, m, y)
@@ -41,14 +42,17 @@ def test_named_sizes_match_the_paper():
     assert {"nano", "tiny"} <= set(TRANSFORMER_SIZES)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"d_model": 30, "num_heads": 4}, "divisible"),
-    ({"activation": "swsh"}, "swish"),
-    ({"position_layout": "halfs"}, "halves"),
-    ({"eos_token_id": V}, "outside the target vocabulary"),
-    ({"share_embeddings": True, "target_vocab_size": V + 1}, "one vocabulary"),
-    ({"dropout": 1.0}, r"\[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"d_model": 30, "num_heads": 4}, "divisible"),
+        ({"activation": "swsh"}, "swish"),
+        ({"position_layout": "halfs"}, "halves"),
+        ({"eos_token_id": V}, "outside the target vocabulary"),
+        ({"share_embeddings": True, "target_vocab_size": V + 1}, "one vocabulary"),
+        ({"dropout": 1.0}, r"\[0, 1\)"),
+    ],
+)
 def test_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         transformer_config("nano", vocab_size=V, **kwargs)
@@ -64,8 +68,14 @@ def test_unknown_field_suggests_nearest():
 def test_params_carry_logical_axes(post_ln):
     _, variables = post_ln
     specs = nn.get_partition_spec(variables)["params"]
-    names = {a for spec in jax.tree_util.tree_leaves(specs, is_leaf=lambda s: isinstance(
-        s, jax.sharding.PartitionSpec)) for a in spec if a is not None}
+    names = {
+        a
+        for spec in jax.tree_util.tree_leaves(
+            specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)
+        )
+        for a in spec
+        if a is not None
+    }
     assert names == {"embed", "heads", "kv", "mlp", "vocab"}
     enc = specs["encoder"]["layer_0"]
     assert tuple(enc["self_attention"]["query"]["kernel"]) == ("embed", "heads", "kv")
@@ -99,30 +109,48 @@ def test_dropout_only_when_not_deterministic(post_ln):
     np.testing.assert_allclose(b.logits, model.apply(variables, x, m, y).logits, atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"pre_ln": True, "share_embeddings": False, "target_vocab_size": V + 5, "tie_output": False,
-         "final_logits_bias": True, "position_layout": "halves", "activation": "swish"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {
+            "pre_ln": True,
+            "share_embeddings": False,
+            "target_vocab_size": V + 5,
+            "tie_output": False,
+            "final_logits_bias": True,
+            "position_layout": "halves",
+            "activation": "swish",
+        },
+    ],
+)
 def test_cached_steps_equal_teacher_forcing(overrides):
-    cfg = transformer_config("nano", vocab_size=V, max_len=16, num_decoder_layers=2,
-                             **overrides)
+    cfg = transformer_config("nano", vocab_size=V, max_len=16, num_decoder_layers=2, **overrides)
     model = Transformer(cfg)
     x, m, y = _batch(seed=3, t=8)
     params = model.init(jax.random.key(2), x, m, y)["params"]
-    full = model.apply({"params": params}, x, m, y).logits               # [b, t, V]
+    full = model.apply({"params": params}, x, m, y).logits  # [b, t, V]
     if cfg.pre_ln:
         assert "final_norm" in params["decoder"] and "output" in params
     dec = model.clone(use_cache=True)
     enc = model.apply({"params": params}, x, m, method="encode")
-    shapes = jax.eval_shape(lambda: dec.apply({"params": params}, enc, m, y, method="decode",
-                                              mutable=["cache"])[1]["cache"])
+    shapes = jax.eval_shape(
+        lambda: dec.apply({"params": params}, enc, m, y, method="decode", mutable=["cache"])[1][
+            "cache"
+        ]
+    )
     cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     steps = []
     for i in range(y.shape[1]):
-        logits, upd = dec.apply({"params": params, "cache": cache}, enc if i == 0 else None, m,
-                                y[:, i:i + 1], method="decode", use_cached_kv=i > 0,
-                                mutable=["cache"])
+        logits, upd = dec.apply(
+            {"params": params, "cache": cache},
+            enc if i == 0 else None,
+            m,
+            y[:, i : i + 1],
+            method="decode",
+            use_cached_kv=i > 0,
+            mutable=["cache"],
+        )
         cache = upd["cache"]
         steps.append(logits[:, 0])
     np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-5, rtol=0)
@@ -148,8 +176,7 @@ def test_model_errors(post_ln):
 # -- objective -----------------------------------------------------------------------------------
 def test_shift_right():
     labels = jnp.array([[5, 6, 1, -100], [7, 1, 0, 0]])
-    np.testing.assert_array_equal(obj.shift_right(labels, start_id=0),
-                                  [[0, 5, 6, 1], [0, 7, 1, 0]])
+    np.testing.assert_array_equal(obj.shift_right(labels, start_id=0), [[0, 5, 6, 1], [0, 7, 1, 0]])
 
 
 def test_smoothed_cross_entropy_matches_explicit_distribution():
@@ -161,8 +188,7 @@ def test_smoothed_cross_entropy_matches_explicit_distribution():
     # Without smoothing it is the NLL; predicting the smoothed target exactly scores 0.
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
     np.testing.assert_allclose(obj.smoothed_cross_entropy(logits, labels, 0.0), nll, atol=1e-6)
-    np.testing.assert_allclose(obj.smoothed_cross_entropy(jnp.log(q), labels, 0.1), 0.0,
-                               atol=1e-5)
+    np.testing.assert_allclose(obj.smoothed_cross_entropy(jnp.log(q), labels, 0.1), 0.0, atol=1e-5)
 
 
 def test_metrics_count_only_real_tokens():
@@ -180,6 +206,7 @@ def test_metrics_count_only_real_tokens():
 def test_compute_loss_trains_down(post_ln):
     """A few AdamW steps on one batch reduce the teacher-forced loss (end to end)."""
     import optax
+
     model, variables = post_ln
     x, m, y = _batch()
     batch = {"input_ids": x, "attention_mask": m, "labels": y, "labels_mask": jnp.ones_like(y)}
@@ -190,7 +217,8 @@ def test_compute_loss_trains_down(post_ln):
     @jax.jit
     def step(p, s):
         (loss, _), g = jax.value_and_grad(obj.compute_loss, argnums=1, has_aux=True)(
-            model, p, batch)
+            model, p, batch
+        )
         u, s = tx.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 
@@ -206,16 +234,25 @@ def test_remat_wraps_every_layer_and_is_numerically_neutral(policy):
     """Per-layer activation checkpointing gives the same loss and gradients (dropout on:
     the recomputation draws the same masks)."""
     import dataclasses
+
     cfg = transformer_config("tiny", vocab_size=60, num_encoder_layers=3, num_decoder_layers=3)
     ids = np.random.RandomState(0).randint(3, 60, (4, 48)).astype(np.int32)
     mask = np.ones_like(ids)
 
     def loss_of(c):
         model = Transformer(c)
+
         def loss(p):
-            out = model.apply({"params": p}, ids, mask, ids, deterministic=False,
-                              rngs={"dropout": jax.random.key(3)})
+            out = model.apply(
+                {"params": p},
+                ids,
+                mask,
+                ids,
+                deterministic=False,
+                rngs={"dropout": jax.random.key(3)},
+            )
             return jnp.mean(out.logits.astype(jnp.float32) ** 2)
+
         return model, jax.jit(jax.value_and_grad(loss))
 
     model, plain = loss_of(cfg)
@@ -227,5 +264,6 @@ def test_remat_wraps_every_layer_and_is_numerically_neutral(policy):
         np.testing.assert_allclose(a, b, atol=1e-6)
     # The layers are under jax.checkpoint (the plain model has none): 3 encoder + 3 decoder.
     import re
+
     count = lambda f: len(re.findall(r"\b(?:checkpoint|remat2?)\[", str(jax.make_jaxpr(f)(params))))
     assert count(remat) == 6 and count(plain) == 0

@@ -8,12 +8,21 @@ import pytest
 from jaxformer.data import translation_task as tt
 
 
-@pytest.mark.parametrize("n, words", [
-    (0, "zero"), (7, "seven"), (13, "thirteen"), (40, "forty"), (95, "ninety five"),
-    (100, "one hundred"), (110, "one hundred ten"), (4307, "four thousand three hundred seven"),
-    (20000, "twenty thousand"), (999999, ("nine hundred ninety nine thousand nine hundred "
-                                          "ninety nine")),
-])
+@pytest.mark.parametrize(
+    "n, words",
+    [
+        (0, "zero"),
+        (7, "seven"),
+        (13, "thirteen"),
+        (40, "forty"),
+        (95, "ninety five"),
+        (100, "one hundred"),
+        (110, "one hundred ten"),
+        (4307, "four thousand three hundred seven"),
+        (20000, "twenty thousand"),
+        (999999, ("nine hundred ninety nine thousand nine hundred ninety nine")),
+    ],
+)
 def test_number_to_words(n, words):
     assert tt.number_to_words(n) == words
 
@@ -62,17 +71,18 @@ def test_tfds_wmt_path_with_mock_data(name):
     tfds = pytest.importorskip("tensorflow_datasets")
     from jaxformer.models.transformer import Transformer, transformer_config
     from jaxformer.objectives.seq2seq import compute_loss
+
     with tfds.testing.mock_data(num_examples=8):
-        pairs = tt.tfds_translation_pairs(name, split="train", source_lang="en",
-                                          target_lang="de")
+        pairs = tt.tfds_translation_pairs(name, split="train", source_lang="en", target_lang="de")
         with pytest.raises(KeyError, match="fields"):
             tt.tfds_translation_pairs(name, split="train", source_lang="fr", target_lang="de")
     assert len(pairs) == 8 and all(isinstance(s, str) and isinstance(t, str) for s, t in pairs)
     tok = tt.train_tokenizer([s for p in pairs for s in p], kind="bpe", vocab_size=60)
     batch = {k: jnp.asarray(v) for k, v in tt.encode_pairs(tok, pairs).items()}
     model = Transformer(transformer_config("nano", vocab_size=tok.vocab_size, max_len=128))
-    params = model.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"],
-                        batch["labels"])["params"]
+    params = model.init(
+        jax.random.key(0), batch["input_ids"], batch["attention_mask"], batch["labels"]
+    )["params"]
     loss, metrics = compute_loss(model, params, batch)
     assert np.isfinite(loss) and metrics["num_tokens"] == batch["labels_mask"].sum()
 
@@ -81,6 +91,7 @@ def test_tfds_wmt_path_with_mock_data(name):
 def test_recipe_learns_held_out_numbers():
     """A shortened recipe (the full one is in docs/seq2seq.md: 100% EM in ~4 min)."""
     from jaxformer.seq2seq_train import train_translation
+
     r = train_translation(num_train=10000, num_test=300, steps=900, verbose=False)
     assert r["greedy"]["exact_match"] >= 80.0 and r["beam"]["exact_match"] >= 80.0
     assert r["greedy"]["bleu"] >= 90.0

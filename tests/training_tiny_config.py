@@ -6,9 +6,17 @@ from jaxformer.training.defaults import base_config
 
 
 def get_config():
-    model = bert_config("tiny", head="mlm", vocab_size=128, hidden_size=32, num_layers=2,
-                        num_heads=2, intermediate_size=64, max_position_embeddings=16,
-                        dtype="float32")
+    model = bert_config(
+        "tiny",
+        head="mlm",
+        vocab_size=128,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        dtype="float32",
+    )
     c = base_config(model.to_dict())
     c.data.source = "synthetic"
     c.data.seq_len = 16

@@ -36,14 +36,14 @@ def _from_hf(kind: str, leaf: str, w, cfg: EncoderConfig):
     """One HF tensor -> our layout (works on numpy arrays and on shapes via eval_shape)."""
     n, d = cfg.num_heads, cfg.head_dim
     if kind in ("dense", "qkv", "attn_out") and leaf == "kernel":
-        k = w.T                                          # [out, in] -> [in, out]
+        k = w.T  # [out, in] -> [in, out]
         if kind == "qkv":
-            return k.reshape(k.shape[0], n, d)           # [embed, heads * kv] -> [embed, heads, kv]
+            return k.reshape(k.shape[0], n, d)  # [embed, heads * kv] -> [embed, heads, kv]
         if kind == "attn_out":
-            return k.reshape(n, d, k.shape[-1])          # [heads * kv, embed] -> [heads, kv, embed]
+            return k.reshape(n, d, k.shape[-1])  # [heads * kv, embed] -> [heads, kv, embed]
         return k
     if kind == "qkv" and leaf == "bias":
-        return w.reshape(n, d)                           # [heads * kv] -> [heads, kv]
+        return w.reshape(n, d)  # [heads * kv] -> [heads, kv]
     return w
 
 
@@ -51,10 +51,10 @@ def _to_hf(kind: str, leaf: str, x):
     """Our tensor -> the HF layout (inverse of `_from_hf`)."""
     if kind in ("dense", "qkv", "attn_out") and leaf == "kernel":
         if kind == "qkv":
-            x = x.reshape(x.shape[0], -1)                # [embed, heads, kv] -> [embed, heads * kv]
+            x = x.reshape(x.shape[0], -1)  # [embed, heads, kv] -> [embed, heads * kv]
         elif kind == "attn_out":
-            x = x.reshape(-1, x.shape[-1])               # [heads, kv, embed] -> [heads * kv, embed]
-        return x.T                                       # [in, out] -> [out, in]
+            x = x.reshape(-1, x.shape[-1])  # [heads, kv, embed] -> [heads * kv, embed]
+        return x.T  # [in, out] -> [out, in]
     if kind == "qkv" and leaf == "bias":
         return x.reshape(-1)
     return x
@@ -62,38 +62,47 @@ def _to_hf(kind: str, leaf: str, x):
 
 # -- tables ----------------------------------------------------------------------------------
 
+
 def _bert_layer(i: int) -> list[tuple[str, str, str]]:
     """BERT / RoBERTa / ELECTRA: physical block i is `encoder.layer.i`."""
     h = f"encoder.layer.{i}"
-    return [(f"encoder/attention_{i}/attention/{p}", f"{h}.attention.self.{p}", "qkv")
-            for p in ("query", "key", "value")] + [
+    return [
+        (f"encoder/attention_{i}/attention/{p}", f"{h}.attention.self.{p}", "qkv")
+        for p in ("query", "key", "value")
+    ] + [
         (f"encoder/attention_{i}/attention/out", f"{h}.attention.output.dense", "attn_out"),
         (f"encoder/attention_{i}/norm", f"{h}.attention.output.LayerNorm", "norm"),
         (f"encoder/mlp_{i}/mlp/wi", f"{h}.intermediate.dense", "dense"),
         (f"encoder/mlp_{i}/mlp/wo", f"{h}.output.dense", "dense"),
-        (f"encoder/mlp_{i}/norm", f"{h}.output.LayerNorm", "norm")]
+        (f"encoder/mlp_{i}/norm", f"{h}.output.LayerNorm", "norm"),
+    ]
 
 
 def _albert_layer(p: int, inner: int) -> list[tuple[str, str, str]]:
     """ALBERT: physical block p = g * inner_group_num + j is group g, layer j."""
     g, j = divmod(p, inner)
     h = f"encoder.albert_layer_groups.{g}.albert_layers.{j}"
-    return [(f"encoder/attention_{p}/attention/{q}", f"{h}.attention.{q}", "qkv")
-            for q in ("query", "key", "value")] + [
+    return [
+        (f"encoder/attention_{p}/attention/{q}", f"{h}.attention.{q}", "qkv")
+        for q in ("query", "key", "value")
+    ] + [
         (f"encoder/attention_{p}/attention/out", f"{h}.attention.dense", "attn_out"),
         (f"encoder/attention_{p}/norm", f"{h}.attention.LayerNorm", "norm"),
         (f"encoder/mlp_{p}/mlp/wi", f"{h}.ffn", "dense"),
         (f"encoder/mlp_{p}/mlp/wo", f"{h}.ffn_output", "dense"),
-        (f"encoder/mlp_{p}/norm", f"{h}.full_layer_layer_norm", "norm")]
+        (f"encoder/mlp_{p}/norm", f"{h}.full_layer_layer_norm", "norm"),
+    ]
 
 
 def _base_modules(cfg: EncoderConfig) -> list[tuple[str, str, str]]:
     """Base-model modules; HF names without the `bert.` (etc.) prefix."""
     fam = cfg.family
-    mods = [("encoder/embeddings/word", "embeddings.word_embeddings", "embed"),
-            ("encoder/embeddings/position", "embeddings.position_embeddings", "embed"),
-            ("encoder/embeddings/token_type", "embeddings.token_type_embeddings", "embed"),
-            ("encoder/embeddings/norm", "embeddings.LayerNorm", "norm")]
+    mods = [
+        ("encoder/embeddings/word", "embeddings.word_embeddings", "embed"),
+        ("encoder/embeddings/position", "embeddings.position_embeddings", "embed"),
+        ("encoder/embeddings/token_type", "embeddings.token_type_embeddings", "embed"),
+        ("encoder/embeddings/norm", "embeddings.LayerNorm", "norm"),
+    ]
     if fam == "albert":
         if cfg.emb_size != cfg.hidden_size:  # E == H: see ALBERT_IDENTITY_PROJ
             mods.append(("encoder/embed_proj", "encoder.embedding_hidden_mapping_in", "dense"))
@@ -117,27 +126,41 @@ ALBERT_IDENTITY_PROJ = "encoder.embedding_hidden_mapping_in"
 
 # (family, head) -> head modules (HF names are top level, never prefixed).
 _MLM = {
-    "bert": [("mlm/transform", "cls.predictions.transform.dense", "dense"),
-             ("mlm/norm", "cls.predictions.transform.LayerNorm", "norm"),
-             ("mlm/bias", "cls.predictions.bias", "param")],
-    "roberta": [("mlm/transform", "lm_head.dense", "dense"),
-                ("mlm/norm", "lm_head.layer_norm", "norm"),
-                ("mlm/bias", "lm_head.bias", "param")],
-    "albert": [("mlm/transform", "predictions.dense", "dense"),
-               ("mlm/norm", "predictions.LayerNorm", "norm"),
-               ("mlm/bias", "predictions.bias", "param")],
-    "electra": [("mlm/transform", "generator_predictions.dense", "dense"),
-                ("mlm/norm", "generator_predictions.LayerNorm", "norm"),
-                ("mlm/bias", "generator_lm_head.bias", "param")],
+    "bert": [
+        ("mlm/transform", "cls.predictions.transform.dense", "dense"),
+        ("mlm/norm", "cls.predictions.transform.LayerNorm", "norm"),
+        ("mlm/bias", "cls.predictions.bias", "param"),
+    ],
+    "roberta": [
+        ("mlm/transform", "lm_head.dense", "dense"),
+        ("mlm/norm", "lm_head.layer_norm", "norm"),
+        ("mlm/bias", "lm_head.bias", "param"),
+    ],
+    "albert": [
+        ("mlm/transform", "predictions.dense", "dense"),
+        ("mlm/norm", "predictions.LayerNorm", "norm"),
+        ("mlm/bias", "predictions.bias", "param"),
+    ],
+    "electra": [
+        ("mlm/transform", "generator_predictions.dense", "dense"),
+        ("mlm/norm", "generator_predictions.LayerNorm", "norm"),
+        ("mlm/bias", "generator_lm_head.bias", "param"),
+    ],
 }
 # Copies HF keeps of our tied MLM decoder: HF key -> our path it equals.
 TIED = {
-    "bert": {"cls.predictions.decoder.weight": "encoder/embeddings/word/embedding",
-             "cls.predictions.decoder.bias": "mlm/bias"},
-    "roberta": {"lm_head.decoder.weight": "encoder/embeddings/word/embedding",
-                "lm_head.decoder.bias": "mlm/bias"},
-    "albert": {"predictions.decoder.weight": "encoder/embeddings/word/embedding",
-               "predictions.decoder.bias": "mlm/bias"},
+    "bert": {
+        "cls.predictions.decoder.weight": "encoder/embeddings/word/embedding",
+        "cls.predictions.decoder.bias": "mlm/bias",
+    },
+    "roberta": {
+        "lm_head.decoder.weight": "encoder/embeddings/word/embedding",
+        "lm_head.decoder.bias": "mlm/bias",
+    },
+    "albert": {
+        "predictions.decoder.weight": "encoder/embeddings/word/embedding",
+        "predictions.decoder.bias": "mlm/bias",
+    },
     "electra": {"generator_lm_head.weight": "encoder/embeddings/word/embedding"},
 }
 _PAIR = {"bert": "cls.seq_relationship", "albert": "sop_classifier.classifier"}
@@ -151,11 +174,15 @@ def _head_modules(cfg: EncoderConfig) -> list[tuple[str, str, str]]:
             mods.append(("pair_head/dense", _PAIR[fam], "dense"))
         return mods
     if head == "rtd":
-        return [("rtd/dense", "discriminator_predictions.dense", "dense"),
-                ("rtd/prediction", "discriminator_predictions.dense_prediction", "dense")]
+        return [
+            ("rtd/dense", "discriminator_predictions.dense", "dense"),
+            ("rtd/prediction", "discriminator_predictions.dense_prediction", "dense"),
+        ]
     if head == "sequence_classification" and cfg.classifier_style == "cls_mlp":
-        return [("classifier/dense", "classifier.dense", "dense"),
-                ("classifier/out_proj", "classifier.out_proj", "dense")]
+        return [
+            ("classifier/dense", "classifier.dense", "dense"),
+            ("classifier/out_proj", "classifier.out_proj", "dense"),
+        ]
     if head in ("sequence_classification", "token_classification"):
         return [("classifier/out_proj", "classifier", "dense")]
     if head == "question_answering":
@@ -183,10 +210,12 @@ def param_table(cfg: EncoderConfig) -> Iterator[tuple[str, str, str, str, str]]:
 
 # -- shapes and scan ---------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=64)
 def param_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
     """Flat path -> shape of the params `EncoderModel(cfg).init` creates (no compute)."""
     from jaxformer.models.bert import EncoderModel  # local: models must not import convert
+
     model = EncoderModel(cfg)
     tree = jax.eval_shape(lambda: model.init(jax.random.key(0), **model.dummy_inputs()))
     return {k: v.shape for k, v in flatten_dict(nn.unbox(tree)["params"], sep="/").items()}
@@ -194,13 +223,15 @@ def param_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
 
 def _stack_layers(flat: dict[str, Any], num_layers: int) -> dict[str, Any]:
     """encoder/attention_{i}/... -> encoder/layers/attention/... with a leading layer axis."""
-    out = {k: v for k, v in flat.items()
-           if not k.startswith(("encoder/attention_", "encoder/mlp_"))}
+    out = {
+        k: v for k, v in flat.items() if not k.startswith(("encoder/attention_", "encoder/mlp_"))
+    }
     for block in ("attention", "mlp"):
         rests = {k.split("/", 2)[2] for k in flat if k.startswith(f"encoder/{block}_0/")}
         for rest in rests:
             out[f"encoder/layers/{block}/{rest}"] = np.stack(
-                [flat[f"encoder/{block}_{i}/{rest}"] for i in range(num_layers)])
+                [flat[f"encoder/{block}_{i}/{rest}"] for i in range(num_layers)]
+            )
     return out
 
 
@@ -208,7 +239,7 @@ def _unstack_layers(flat: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in flat.items():
         if k.startswith("encoder/layers/"):
-            block, rest = k[len("encoder/layers/"):].split("/", 1)
+            block, rest = k[len("encoder/layers/") :].split("/", 1)
             for i in range(v.shape[0]):
                 out[f"encoder/{block}_{i}/{rest}"] = v[i]
         else:
@@ -217,6 +248,7 @@ def _unstack_layers(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the two mappings --------------------------------------------------------------------------
+
 
 class MissingWeightError(KeyError):
     """A weight the jaxformer model needs is absent from the HF state dict."""
@@ -234,24 +266,25 @@ def _strip_prefix(state_dict: dict[str, Any], cfg: EncoderConfig) -> tuple[dict,
     if has_prefix == bool(want):
         return dict(state_dict), found if has_prefix else ""
     if has_prefix:  # task checkpoint loaded as a base model: drop the prefix
-        return {k.removeprefix(found): v
-                for k, v in state_dict.items()}, found
+        return {k.removeprefix(found): v for k, v in state_dict.items()}, found
     # bare base checkpoint loaded with a head: add the prefix to everything but head weights
     heads = {theirs.split(".")[0] for _, theirs, _ in _head_modules(cfg)} | {
-        k.split(".")[0] for k in TIED[cfg.family]}
-    return {k if k.split(".")[0] in heads else found + k: v
-            for k, v in state_dict.items()}, ""
+        k.split(".")[0] for k in TIED[cfg.family]
+    }
+    return {k if k.split(".")[0] in heads else found + k: v for k, v in state_dict.items()}, ""
 
 
 def _rename_legacy(state_dict: dict[str, Any]) -> dict[str, Any]:
     """Checkpoints converted from TF (e.g. the original bert-base-uncased .bin) name LayerNorm
     params gamma/beta; transformers renames them on load, and so do we."""
+
     def rename(k: str) -> str:
         if k.endswith(".gamma"):
             return k[: -len("gamma")] + "weight"
         if k.endswith(".beta"):
             return k[: -len("beta")] + "bias"
         return k
+
     return {rename(k): v for k, v in state_dict.items()}
 
 
@@ -264,9 +297,11 @@ def _to_numpy(v) -> np.ndarray:
     return np.asarray(v)
 
 
-def convert_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig,
-                          allow_missing: Callable[[str], bool] = lambda path: False,
-                          ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+def convert_hf_state_dict(
+    state_dict: dict[str, Any],
+    cfg: EncoderConfig,
+    allow_missing: Callable[[str], bool] = lambda path: False,
+) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """The work behind `params_from_hf_state_dict`: returns (flat unscanned params, our
     paths left missing because `allow_missing(path)` allowed it, unused HF keys)."""
     sd, file_prefix = _strip_prefix(_rename_legacy(state_dict), cfg)
@@ -283,14 +318,18 @@ def convert_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig,
             shown = file_prefix + bare if is_base else key  # as the file spells it
             raise MissingWeightError(
                 f"HF weight {shown!r} is missing from the checkpoint (needed for jaxformer "
-                f"param {path!r} of shape {want}).")
+                f"param {path!r} of shape {want})."
+            )
         w = _to_numpy(sd[key])
-        hf_shape = jax.eval_shape(functools.partial(_to_hf, kind, leaf),
-                                  jax.ShapeDtypeStruct(want, jnp.float32)).shape
+        hf_shape = jax.eval_shape(
+            functools.partial(_to_hf, kind, leaf), jax.ShapeDtypeStruct(want, jnp.float32)
+        ).shape
         if w.shape != hf_shape:
-            raise ValueError(f"HF weight {key!r} has shape {tuple(w.shape)}, expected "
-                             f"{tuple(hf_shape)} for jaxformer param {path!r} {want}; the "
-                             "config.json and the weights disagree.")
+            raise ValueError(
+                f"HF weight {key!r} has shape {tuple(w.shape)}, expected "
+                f"{tuple(hf_shape)} for jaxformer param {path!r} {want}; the "
+                "config.json and the weights disagree."
+            )
         flat[path] = np.asarray(_from_hf(kind, leaf, w, cfg), dtype=dtype)
         used.add(key)
     if cfg.head in ("mlm", "pretraining"):
@@ -312,8 +351,10 @@ def _check_identity_proj(sd, name: str, used: set) -> None:
         raise MissingWeightError(f"HF weight {name + '.weight'!r} is missing from the checkpoint.")
     w, b = _to_numpy(w), _to_numpy(b)
     if not (np.array_equal(w, np.eye(len(w), dtype=w.dtype)) and not b.any()):
-        raise ValueError(f"{name!r} is not the identity: this HF ALBERT has embedding_size == "
-                         "hidden_size with a learned projection, which jaxformer does not have.")
+        raise ValueError(
+            f"{name!r} is not the identity: this HF ALBERT has embedding_size == "
+            "hidden_size with a learned projection, which jaxformer does not have."
+        )
     used.update({name + ".weight", name + ".bias"})
 
 
@@ -323,12 +364,14 @@ def _check_tied(sd, cfg, flat, used) -> None:
         if key not in sd or path not in flat:
             continue
         w = _to_numpy(sd[key])
-        if w.shape != flat[path].shape or not np.array_equal(w.astype(flat[path].dtype),
-                                                             flat[path]):
+        if w.shape != flat[path].shape or not np.array_equal(
+            w.astype(flat[path].dtype), flat[path]
+        ):
             raise ValueError(
                 f"HF weight {key!r} differs from the tensor it should be tied to (jaxformer "
                 f"{path!r}): jaxformer ties the MLM decoder to the word embeddings and cannot "
-                "load an untied decoder.")
+                "load an untied decoder."
+            )
         used.add(key)
 
 
@@ -339,8 +382,7 @@ def params_from_hf_state_dict(state_dict: dict[str, Any], cfg: EncoderConfig) ->
     unused real weights: a warning naming them."""
     flat, _, unused = convert_hf_state_dict(state_dict, cfg)
     if unused:
-        warnings.warn(f"{len(unused)} HF weights were not used: {', '.join(unused)}",
-                      stacklevel=2)
+        warnings.warn(f"{len(unused)} HF weights were not used: {', '.join(unused)}", stacklevel=2)
     return finish_params(flat, cfg)
 
 
@@ -370,19 +412,29 @@ def hf_state_dict_from_params(params, cfg: EncoderConfig) -> dict[str, np.ndarra
     if cfg.head in ("mlm", "pretraining"):
         pre = hf_prefix(cfg)
         for key, path in TIED[cfg.family].items():
-            src = pre + "embeddings.word_embeddings.weight" if "embedding" in path else (
-                _MLM[cfg.family][2][1])
+            src = (
+                pre + "embeddings.word_embeddings.weight"
+                if "embedding" in path
+                else (_MLM[cfg.family][2][1])
+            )
             sd[key] = sd[src].copy()
     if cfg.family == "albert" and cfg.emb_size == cfg.hidden_size:
         name = hf_prefix(cfg) + ALBERT_IDENTITY_PROJ
-        sd[name + ".weight"] = np.eye(cfg.hidden_size, dtype=sd[name.replace(
-            ALBERT_IDENTITY_PROJ, "embeddings.LayerNorm.weight")].dtype)
+        sd[name + ".weight"] = np.eye(
+            cfg.hidden_size,
+            dtype=sd[name.replace(ALBERT_IDENTITY_PROJ, "embeddings.LayerNorm.weight")].dtype,
+        )
         sd[name + ".bias"] = np.zeros(cfg.hidden_size, sd[name + ".weight"].dtype)
     if flat:
-        warnings.warn(f"HuggingFace {cfg.family} has no place for these jaxformer params, "
-                      f"not saved: {', '.join(sorted(flat))}", stacklevel=2)
+        warnings.warn(
+            f"HuggingFace {cfg.family} has no place for these jaxformer params, "
+            f"not saved: {', '.join(sorted(flat))}",
+            stacklevel=2,
+        )
     if cfg.with_pooler is False and hf_has_pooler(cfg.family, cfg.head):
-        warnings.warn("this model has no pooler but HF's class does: HF will initialise "
-                      "its pooler randomly (last_hidden_state is unaffected).", stacklevel=2)
+        warnings.warn(
+            "this model has no pooler but HF's class does: HF will initialise "
+            "its pooler randomly (last_hidden_state is unaffected).",
+            stacklevel=2,
+        )
     return sd
-

@@ -21,8 +21,11 @@ from jaxformer.convert.hf_params import (
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import EncoderConfig
 
-SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = ("model.safetensors", "model.safetensors.index.json",
-                                            "pytorch_model.bin")
+SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+)
 
 
 def read_hf_config(path: str) -> dict[str, Any]:
@@ -49,8 +52,9 @@ def load_hf_state_dict(path: str) -> dict[str, Any]:
         import torch  # only .bin checkpoints need torch
 
         return torch.load(os.path.join(path, TORCH_BIN), map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path!r} has none of {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                            f"{TORCH_BIN}.")
+    raise FileNotFoundError(
+        f"{path!r} has none of {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN}."
+    )
 
 
 def _load_safetensors(file: str) -> dict[str, np.ndarray]:
@@ -60,8 +64,9 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in load_file(file).items()}
 
 
-def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
-                    seed: int = 0, **overrides) -> tuple[EncoderModel, dict]:
+def from_pretrained(
+    path: str, head: str | None = None, dtype: str = "float32", seed: int = 0, **overrides
+) -> tuple[EncoderModel, dict]:
     """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or Marian) directory -> `(model, params)`.
 
     head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
@@ -73,9 +78,12 @@ def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
     hf = read_hf_config(path)
     if hf.get("model_type") == "marian":  # the encoder-decoder family has its own mapping
         from jaxformer.convert.marian import marian_from_pretrained
+
         if head is not None:
-            raise ValueError("head= applies to BERT-family encoders; a Marian checkpoint is "
-                             "an encoder-decoder with its language-model head.")
+            raise ValueError(
+                "head= applies to BERT-family encoders; a Marian checkpoint is "
+                "an encoder-decoder with its language-model head."
+            )
         return marian_from_pretrained(path, **overrides)
     ckpt = encoder_config_from_hf(hf)
     sd = load_hf_state_dict(path)
@@ -87,7 +95,8 @@ def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
     # when the new head needs it.
     has_pooler = any(k.endswith(("pooler.dense.weight", "pooler.weight")) for k in sd)
     needs_pooler = cfg.head == "pretraining" or (
-        cfg.head == "sequence_classification" and cfg.classifier_style == "pooler")
+        cfg.head == "sequence_classification" and cfg.classifier_style == "pooler"
+    )
     if "with_pooler" not in overrides and cfg.family != "electra":
         cfg = cfg.replace(with_pooler=has_pooler or needs_pooler)
 
@@ -97,11 +106,13 @@ def from_pretrained(path: str, head: str | None = None, dtype: str = "float32",
 
     flat, missing, unused = convert_hf_state_dict(sd, cfg, allow_missing=fresh)
     if unused:
-        warnings.warn(f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}", stacklevel=2
+        )
     if missing:
-        warnings.warn(f"newly initialised (not in the checkpoint): {', '.join(missing)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=2
+        )
         flat.update(_fresh_params(cfg, missing, seed))
     return EncoderModel(cfg), finish_params(flat, cfg)
 
@@ -132,6 +143,7 @@ def save_pretrained(model, params, path: str) -> None:
 
     if not isinstance(model, EncoderModel):  # the encoder-decoder Transformer -> Marian
         from jaxformer.convert.marian import marian_save_pretrained
+
         return marian_save_pretrained(model, params, path)
     cfg = model.cfg
     hf = hf_config_from_encoder_config(cfg)
@@ -140,5 +152,8 @@ def save_pretrained(model, params, path: str) -> None:
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf, f, indent=2, sort_keys=True)
     # flax's writer keeps bf16; metadata format=pt is what transformers checks for.
-    save_file({k: jax.numpy.asarray(v) for k, v in sd.items()},
-              os.path.join(path, SAFETENSORS), metadata={"format": "pt"})
+    save_file(
+        {k: jax.numpy.asarray(v) for k, v in sd.items()},
+        os.path.join(path, SAFETENSORS),
+        metadata={"format": "pt"},
+    )

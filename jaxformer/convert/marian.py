@@ -31,8 +31,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ATTN = {"self_attn": "self_attention", "encoder_attn": "cross_attention"}
-_NORMS = {"self_attn_layer_norm": "self_attention_block", "encoder_attn_layer_norm":
-          "cross_attention_block", "final_layer_norm": "mlp_block"}
+_NORMS = {
+    "self_attn_layer_norm": "self_attention_block",
+    "encoder_attn_layer_norm": "cross_attention_block",
+    "final_layer_norm": "mlp_block",
+}
 
 
 def _get(c, key, default=None):
@@ -47,29 +50,43 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
     if g("encoder_ffn_dim") != g("decoder_ffn_dim", g("encoder_ffn_dim")):
         raise ValueError("encoder and decoder with different ffn widths are not supported.")
     if g("activation_dropout", 0.0):
-        log.warning("activation_dropout=%s is not supported; training will not apply it.",
-                    g("activation_dropout"))
+        log.warning(
+            "activation_dropout=%s is not supported; training will not apply it.",
+            g("activation_dropout"),
+        )
     eos = g("eos_token_id", 0)
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     # transformers 5 ties the encoder/decoder tables to `shared` only when the output is tied
     # too; reading both tables separately is right under either reading of the flags.
     shared = bool(g("share_encoder_decoder_embeddings", True)) and bool(
-        g("tie_word_embeddings", True))
+        g("tie_word_embeddings", True)
+    )
     dec_vocab = g("decoder_vocab_size") or g("vocab_size")
     pad = g("pad_token_id")
     fields = {
-        "vocab_size": g("vocab_size"), "target_vocab_size": None if shared else dec_vocab,
-        "d_model": g("d_model"), "num_heads": g("encoder_attention_heads"),
+        "vocab_size": g("vocab_size"),
+        "target_vocab_size": None if shared else dec_vocab,
+        "d_model": g("d_model"),
+        "num_heads": g("encoder_attention_heads"),
         "d_ff": g("encoder_ffn_dim"),
-        "num_encoder_layers": g("encoder_layers"), "num_decoder_layers": g("decoder_layers"),
-        "max_len": g("max_position_embeddings"), "dropout": float(g("dropout", 0.1)),
+        "num_encoder_layers": g("encoder_layers"),
+        "num_decoder_layers": g("decoder_layers"),
+        "max_len": g("max_position_embeddings"),
+        "dropout": float(g("dropout", 0.1)),
         "attention_dropout": float(g("attention_dropout", 0.0)),
-        "activation": g("activation_function", "gelu"), "layer_norm_eps": 1e-5, "pre_ln": False,
-        "share_embeddings": shared, "tie_output": bool(g("tie_word_embeddings", True)),
-        "scale_embedding": bool(g("scale_embedding", False)), "position_layout": "halves",
-        "final_logits_bias": True, "pad_token_id": pad, "eos_token_id": eos,
+        "activation": g("activation_function", "gelu"),
+        "layer_norm_eps": 1e-5,
+        "pre_ln": False,
+        "share_embeddings": shared,
+        "tie_output": bool(g("tie_word_embeddings", True)),
+        "scale_embedding": bool(g("scale_embedding", False)),
+        "position_layout": "halves",
+        "final_logits_bias": True,
+        "pad_token_id": pad,
+        "eos_token_id": eos,
         "decoder_start_token_id": g("decoder_start_token_id", pad),
-        "init_std": float(g("init_std", 0.02))}
+        "init_std": float(g("init_std", 0.02)),
+    }
     fields.update(overrides)
     return TransformerConfig.from_dict(fields)
 
@@ -78,23 +95,36 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
     """The `config.json` of a MarianMTModel equivalent to `cfg` (Marian's fixed choices:
     post-LN, halves positions, eps 1e-5, a logits bias)."""
     if cfg.pre_ln or cfg.position_layout != "halves" or cfg.layer_norm_eps != 1e-5:
-        raise ValueError("Marian is post-LN with 'halves' positions and layer_norm_eps=1e-5; "
-                         f"this config has pre_ln={cfg.pre_ln}, position_layout="
-                         f"{cfg.position_layout!r}, layer_norm_eps={cfg.layer_norm_eps}.")
+        raise ValueError(
+            "Marian is post-LN with 'halves' positions and layer_norm_eps=1e-5; "
+            f"this config has pre_ln={cfg.pre_ln}, position_layout="
+            f"{cfg.position_layout!r}, layer_norm_eps={cfg.layer_norm_eps}."
+        )
     return {
-        "model_type": "marian", "architectures": ["MarianMTModel"],
-        "vocab_size": cfg.vocab_size, "decoder_vocab_size": cfg.tgt_vocab_size,
-        "d_model": cfg.d_model, "encoder_layers": cfg.num_encoder_layers,
-        "decoder_layers": cfg.num_decoder_layers, "encoder_attention_heads": cfg.num_heads,
-        "decoder_attention_heads": cfg.num_heads, "encoder_ffn_dim": cfg.d_ff,
-        "decoder_ffn_dim": cfg.d_ff, "max_position_embeddings": cfg.max_len,
-        "dropout": cfg.dropout, "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": 0.0, "activation_function": cfg.activation,
+        "model_type": "marian",
+        "architectures": ["MarianMTModel"],
+        "vocab_size": cfg.vocab_size,
+        "decoder_vocab_size": cfg.tgt_vocab_size,
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.num_encoder_layers,
+        "decoder_layers": cfg.num_decoder_layers,
+        "encoder_attention_heads": cfg.num_heads,
+        "decoder_attention_heads": cfg.num_heads,
+        "encoder_ffn_dim": cfg.d_ff,
+        "decoder_ffn_dim": cfg.d_ff,
+        "max_position_embeddings": cfg.max_len,
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": 0.0,
+        "activation_function": cfg.activation,
         "scale_embedding": cfg.scale_embedding,
         "share_encoder_decoder_embeddings": cfg.share_embeddings,
-        "tie_word_embeddings": cfg.tie_output, "pad_token_id": cfg.pad_token_id,
-        "eos_token_id": cfg.eos_token_id, "forced_eos_token_id": cfg.eos_token_id,
-        "decoder_start_token_id": cfg.decoder_start_token_id, "init_std": cfg.init_std,
+        "tie_word_embeddings": cfg.tie_output,
+        "pad_token_id": cfg.pad_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "forced_eos_token_id": cfg.eos_token_id,
+        "decoder_start_token_id": cfg.decoder_start_token_id,
+        "init_std": cfg.init_std,
         "is_encoder_decoder": True,
     }
 
@@ -102,8 +132,10 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
 # -- parameter trees --------------------------------------------------------------------------
 def _layer_map(cfg: TransformerConfig):
     """Yields (our path tuple, HF key prefix, kind) for every per-layer tensor group."""
-    for stack, n, attns in (("encoder", cfg.num_encoder_layers, ("self_attn",)),
-                            ("decoder", cfg.num_decoder_layers, ("self_attn", "encoder_attn"))):
+    for stack, n, attns in (
+        ("encoder", cfg.num_encoder_layers, ("self_attn",)),
+        ("decoder", cfg.num_decoder_layers, ("self_attn", "encoder_attn")),
+    ):
         for i in range(n):
             ours, hf = (stack, f"layer_{i}"), f"model.{stack}.layers.{i}"
             for a in attns:
@@ -120,8 +152,10 @@ def _embedding_keys(cfg: TransformerConfig) -> dict[str, str]:
     """Our embedding module name -> the HF key holding it."""
     if cfg.share_embeddings:
         return {"shared_embedding": "model.shared.weight"}
-    return {"source_embedding": "model.encoder.embed_tokens.weight",
-            "target_embedding": "model.decoder.embed_tokens.weight"}
+    return {
+        "source_embedding": "model.encoder.embed_tokens.weight",
+        "target_embedding": "model.decoder.embed_tokens.weight",
+    }
 
 
 def _set(tree: dict, path: tuple, value) -> None:
@@ -137,8 +171,14 @@ def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConf
     params: dict = {}
     for ours, key in _embedding_keys(cfg).items():
         # HF saves one of a group of tied tables; look for the others.
-        k = next((c for c in (key, "model.shared.weight", "model.encoder.embed_tokens.weight")
-                  if c in state), key)
+        k = next(
+            (
+                c
+                for c in (key, "model.shared.weight", "model.encoder.embed_tokens.weight")
+                if c in state
+            ),
+            key,
+        )
         _set(params, (ours, "embedding"), a(k))
     for path, pre, kind in _layer_map(cfg):
         w, b = a(f"{pre}.weight"), a(f"{pre}.bias")  # torch Linear: weight [out, in]
@@ -157,8 +197,11 @@ def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConf
     if not cfg.tie_output:
         params["output"] = {"kernel": a("lm_head.weight").T}
     if cfg.final_logits_bias:
-        bias = a("final_logits_bias") if "final_logits_bias" in state else np.zeros(
-            (1, cfg.tgt_vocab_size), np.float32)  # HF lists it as optional on load
+        bias = (
+            a("final_logits_bias")
+            if "final_logits_bias" in state
+            else np.zeros((1, cfg.tgt_vocab_size), np.float32)
+        )  # HF lists it as optional on load
         params["final_logits_bias"] = bias.reshape(-1)
     return params
 
@@ -167,6 +210,7 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
     """Our `params` tree -> HF state dict of float32 numpy arrays (positions left out: HF
     recomputes them)."""
     import flax.linen as nn
+
     params = nn.unbox(params)
     g = lambda path: np.asarray(_walk(params, path), np.float32)
     h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
@@ -174,8 +218,10 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
     # finds the same values.
     src = g(("shared_embedding" if cfg.share_embeddings else "source_embedding", "embedding"))
     tgt = g(("shared_embedding" if cfg.share_embeddings else "target_embedding", "embedding"))
-    state: dict[str, np.ndarray] = {"model.encoder.embed_tokens.weight": src,
-                                    "model.decoder.embed_tokens.weight": tgt}
+    state: dict[str, np.ndarray] = {
+        "model.encoder.embed_tokens.weight": src,
+        "model.decoder.embed_tokens.weight": tgt,
+    }
     if cfg.share_embeddings:
         state["model.shared.weight"] = src
     if cfg.tie_output:
@@ -185,23 +231,32 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
             w, b = g(path + ("scale",)), g(path + ("bias",))
         else:
             w, b = g(path + ("kernel",)), g(path + ("bias",))
-            w = (w.reshape(d, h * hd) if kind == "qkv" else
-                 w.reshape(h * hd, d) if kind == "out" else w).T
+            w = (
+                w.reshape(d, h * hd)
+                if kind == "qkv"
+                else w.reshape(h * hd, d)
+                if kind == "out"
+                else w
+            ).T
             b = b.reshape(-1)
         state[f"{pre}.weight"], state[f"{pre}.bias"] = w, b
     if not cfg.tie_output:
         state["lm_head.weight"] = g(("output", "kernel")).T
-    state["final_logits_bias"] = (g(("final_logits_bias",)).reshape(1, -1)
-                                  if cfg.final_logits_bias
-                                  else np.zeros((1, cfg.tgt_vocab_size), np.float32))
+    state["final_logits_bias"] = (
+        g(("final_logits_bias",)).reshape(1, -1)
+        if cfg.final_logits_bias
+        else np.zeros((1, cfg.tgt_vocab_size), np.float32)
+    )
     return {k: np.ascontiguousarray(v) for k, v in state.items()}
 
 
 def _walk(tree, path):
     for p in path:
         if p not in tree:
-            raise KeyError(f"parameter {'/'.join(path)} is missing (at {p!r}); the params do "
-                           "not match the config.")
+            raise KeyError(
+                f"parameter {'/'.join(path)} is missing (at {p!r}); the params do "
+                "not match the config."
+            )
         tree = tree[p]
     return tree
 
@@ -211,12 +266,16 @@ def _read_state(path: str) -> dict:
     st = os.path.join(path, "model.safetensors")
     if os.path.exists(st):
         from safetensors.numpy import load_file
+
         return load_file(st)
     pt = os.path.join(path, "pytorch_model.bin")
     if os.path.exists(pt):
         import torch  # only for legacy checkpoints
-        return {k: v.float().numpy() for k, v in
-                torch.load(pt, map_location="cpu", weights_only=True).items()}
+
+        return {
+            k: v.float().numpy()
+            for k, v in torch.load(pt, map_location="cpu", weights_only=True).items()
+        }
     raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin.")
 
 
@@ -236,9 +295,13 @@ def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
 def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:
     """Writes `path/config.json` and `path/model.safetensors` for `MarianMTModel`."""
     from safetensors.numpy import save_file
+
     os.makedirs(path, exist_ok=True)
     cfg = model.cfg
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(marian_config_dict(cfg), f, indent=2)
-    save_file(marian_state_dict_from_params(params, cfg),
-              os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        marian_state_dict_from_params(params, cfg),
+        os.path.join(path, "model.safetensors"),
+        metadata={"format": "pt"},
+    )

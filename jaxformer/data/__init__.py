@@ -1,16 +1,32 @@
 """The data layer: tokenizers, sources, pretraining examples, masking, packing, fine-tuning
 preprocessors, metrics and feeding. See docs/data.md."""
+
 from jaxformer.data.corpus import default_corpus
-from jaxformer.data.feeding import (DataIterator, batch_dataset, make_global_batch,
-                                    shard_for_process)
+from jaxformer.data.feeding import DataIterator, batch_dataset, make_global_batch, shard_for_process
 from jaxformer.data.masking import Masker, MaskingConfig, dense_labels, mask_tokens
 from jaxformer.data.packing import Packer, padding_fraction
-from jaxformer.data.pretraining import (PretrainingConfig, create_instances, mask_instance,
-                                        pad_example, pretraining_dataset)
-from jaxformer.data.sources import (Documents, read_jsonl, read_text_files, split_sentences,
-                                    tfds_source, tfds_texts)
-from jaxformer.data.tokenizers import (FAMILIES, MissingSpecialTokenError, Tokenizer,
-                                       load_tokenizer, train_tokenizer)
+from jaxformer.data.pretraining import (
+    PretrainingConfig,
+    create_instances,
+    mask_instance,
+    pad_example,
+    pretraining_dataset,
+)
+from jaxformer.data.sources import (
+    Documents,
+    read_jsonl,
+    read_text_files,
+    split_sentences,
+    tfds_source,
+    tfds_texts,
+)
+from jaxformer.data.tokenizers import (
+    FAMILIES,
+    MissingSpecialTokenError,
+    Tokenizer,
+    load_tokenizer,
+    train_tokenizer,
+)
 
 __all__ = [
     "DataIterator",

@@ -33,8 +33,25 @@ __all__ = [
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 in a trained vocabulary
 
 _ONES = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
     "nineteen",
 ]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
@@ -57,7 +74,7 @@ def _below_thousand(n: int) -> list[str]:
 
 def number_to_words(n: int) -> str:
     """0 <= n < 10**6 in English words, e.g. 4307 -> 'four thousand three hundred seven'."""
-    if not 0 <= n < 10 ** 6:
+    if not 0 <= n < 10**6:
         raise ValueError(f"number_to_words covers [0, 10**6), got {n}.")
     if n < 1000:
         return " ".join(_below_thousand(n))
@@ -66,23 +83,26 @@ def number_to_words(n: int) -> str:
     return " ".join(words)
 
 
-def make_number_corpus(num_train: int = 20000, num_test: int = 1000, max_digits: int = 6,
-                       seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+def make_number_corpus(
+    num_train: int = 20000, num_test: int = 1000, max_digits: int = 6, seed: int = 0
+) -> dict[str, list[tuple[str, str]]]:
     """{"train", "test"}: (digits, words) pairs; no number appears in both splits.
 
     The digit count is drawn uniformly (so short numbers are not swamped by long ones), then
     the number uniformly among numbers of that many digits.
     """
-    total = sum(10 ** d - (10 ** (d - 1) if d > 1 else 0) for d in range(1, max_digits + 1))
+    total = sum(10**d - (10 ** (d - 1) if d > 1 else 0) for d in range(1, max_digits + 1))
     if num_train + num_test > total:
-        raise ValueError(f"asked for {num_train + num_test} distinct numbers but only {total} "
-                         f"have at most {max_digits} digits.")
+        raise ValueError(
+            f"asked for {num_train + num_test} distinct numbers but only {total} "
+            f"have at most {max_digits} digits."
+        )
     rng = np.random.default_rng(seed)
     seen: set[int] = set()
     order: list[int] = []
     while len(order) < num_train + num_test:
         d = int(rng.integers(1, max_digits + 1))
-        n = int(rng.integers(0 if d == 1 else 10 ** (d - 1), 10 ** d))
+        n = int(rng.integers(0 if d == 1 else 10 ** (d - 1), 10**d))
         if n not in seen:
             seen.add(n)
             order.append(n)
@@ -117,13 +137,14 @@ class Seq2SeqTokenizer:
         out = []
         for row in np.asarray(ids).tolist():
             if self.eos_id in row:
-                row = row[:row.index(self.eos_id)]
+                row = row[: row.index(self.eos_id)]
             out.append(self.hf.decode(row, skip_special_tokens=True))
         return out
 
 
-def train_tokenizer(texts: Sequence[str], kind: str = "word",
-                    vocab_size: int = 8000) -> Seq2SeqTokenizer:
+def train_tokenizer(
+    texts: Sequence[str], kind: str = "word", vocab_size: int = 8000
+) -> Seq2SeqTokenizer:
     """A vocabulary (with <pad>=0, </s>=1, <unk>=2) trained on `texts`.
 
     kind="word": word level, digits one per token (the generated corpus); kind="bpe":
@@ -133,7 +154,8 @@ def train_tokenizer(texts: Sequence[str], kind: str = "word",
     if kind == "word":
         hf = Tokenizer(models.WordLevel(unk_token=UNK))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+            [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
+        )
         trainer = trainers.WordLevelTrainer(special_tokens=specials)
     elif kind == "bpe":
         hf = Tokenizer(models.BPE(unk_token=UNK))
@@ -148,9 +170,12 @@ def train_tokenizer(texts: Sequence[str], kind: str = "word",
     return tok
 
 
-def encode_pairs(tok: Seq2SeqTokenizer, pairs: Sequence[tuple[str, str]],
-                 max_source_len: int | None = None,
-                 max_target_len: int | None = None) -> dict[str, np.ndarray]:
+def encode_pairs(
+    tok: Seq2SeqTokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_source_len: int | None = None,
+    max_target_len: int | None = None,
+) -> dict[str, np.ndarray]:
     """(source, target) pairs -> padded arrays; EOS closes both sides. Raises if a pair is
     longer than a given maximum (never truncates silently)."""
     if not pairs:
@@ -166,18 +191,27 @@ def encode_pairs(tok: Seq2SeqTokenizer, pairs: Sequence[tuple[str, str]],
             raise ValueError(f"a {what} has {longest} tokens (with EOS) > max {n}.")
         ids = np.full((len(rows), n), tok.pad_id, np.int32)
         for i, r in enumerate(rows):
-            ids[i, :len(r)] = r
-        mask = (np.arange(n)[None, :] < np.array([len(r) for r in rows])[:, None])
+            ids[i, : len(r)] = r
+        mask = np.arange(n)[None, :] < np.array([len(r) for r in rows])[:, None]
         return ids, mask.astype(np.int32)
 
     input_ids, attention_mask = pad(src, s_len, "source")
     labels, labels_mask = pad(tgt, t_len, "target")
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "labels_mask": labels_mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "labels_mask": labels_mask,
+    }
 
 
-def batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0,
-            shuffle: bool = True, repeat: bool = True) -> Iterator[dict[str, np.ndarray]]:
+def batches(
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    repeat: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-size batches (the last partial batch of an epoch is dropped when repeating)."""
     n = len(next(iter(arrays.values())))
     rng = np.random.default_rng(seed)
@@ -185,19 +219,24 @@ def batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0,
         order = rng.permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if repeat else n
         for i in range(0, stop, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             yield {k: v[idx] for k, v in arrays.items()}
         if not repeat:
             return
 
 
-def tfds_translation_pairs(name: str = "wmt14_translate/de-en", split: str = "train",
-                           source_lang: str = "en", target_lang: str = "de",
-                           data_dir: str | None = None,
-                           limit: int | None = None) -> list[tuple[str, str]]:
+def tfds_translation_pairs(
+    name: str = "wmt14_translate/de-en",
+    split: str = "train",
+    source_lang: str = "en",
+    target_lang: str = "de",
+    data_dir: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, str]]:
     """(source, target) text pairs from a tfds translation dataset (`wmt14_translate/de-en`,
     `wmt_t2t_translate/de-en`, ...) read through `tfds.data_source` (no TensorFlow)."""
     from jaxformer.data.sources import tfds_source
+
     source = tfds_source(name, split=split, data_dir=data_dir)
     n = len(source) if limit is None else min(limit, len(source))
     pairs = []

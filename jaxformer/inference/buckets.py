@@ -42,8 +42,15 @@ class BucketedFn:
     benchmarks look at.
     """
 
-    def __init__(self, fn: Callable, params, max_length: int, max_batch: int = 32,
-                 pad_values: dict[str, int] | None = None, smallest: int = 8):
+    def __init__(
+        self,
+        fn: Callable,
+        params,
+        max_length: int,
+        max_batch: int = 32,
+        pad_values: dict[str, int] | None = None,
+        smallest: int = 8,
+    ):
         self.params = params
         self.lengths = length_buckets(max_length, smallest)
         self.batches = batch_buckets(max_batch)
@@ -71,7 +78,7 @@ class BucketedFn:
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         results: list = [None] * len(rows)
         for c in range(0, len(order), self.max_batch):
-            idx = order[c:c + self.max_batch]
+            idx = order[c : c + self.max_batch]
             chunk = [rows[i] for i in idx]
             length = bucket_for(max(len(r["input_ids"]) for r in chunk), self.lengths)
             batch = bucket_for(len(chunk), self.batches)
@@ -79,12 +86,12 @@ class BucketedFn:
             for key in chunk[0]:
                 a = np.full((batch, length), self.pad_values.get(key, 0), np.int32)
                 for j, r in enumerate(chunk):
-                    a[j, :len(r[key])] = r[key]
+                    a[j, : len(r[key])] = r[key]
                 arrays[key] = a
             mask = np.zeros((batch, length), np.int32)
             for j, r in enumerate(chunk):
-                mask[j, :len(r["input_ids"])] = 1
-            mask[len(chunk):, 0] = 1  # padding rows see one token, so softmaxes stay finite
+                mask[j, : len(r["input_ids"])] = 1
+            mask[len(chunk) :, 0] = 1  # padding rows see one token, so softmaxes stay finite
             arrays["attention_mask"] = mask
             if extra is not None:
                 arrays.update(extra(idx, batch, length))

@@ -64,14 +64,14 @@ def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
     """Sets to -inf all logits outside the top-k and outside the smallest set whose
     probability reaches top_p (the most likely token always stays). logits: [..., vocab]."""
     if top_k > 0:
-        kth = lax.top_k(logits, top_k)[0][..., -1:]                       # [..., 1]
+        kth = lax.top_k(logits, top_k)[0][..., -1:]  # [..., 1]
         logits = jnp.where(logits < kth, NEG_INF, logits)
     if top_p < 1.0:
-        desc = -jnp.sort(-logits, axis=-1)                                # [..., vocab]
+        desc = -jnp.sort(-logits, axis=-1)  # [..., vocab]
         probs = jax.nn.softmax(desc, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs                       # mass above each
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass above each
         kept = jnp.where(before < top_p, desc, jnp.inf)
-        thresh = jnp.min(kept, axis=-1, keepdims=True)                    # smallest kept
+        thresh = jnp.min(kept, axis=-1, keepdims=True)  # smallest kept
         logits = jnp.where(logits < thresh, NEG_INF, logits)
     return logits
 
@@ -85,11 +85,18 @@ def _decoder_inputs(seqs, start: int):
 def _step_fns(model, params, encoded, enc_mask, opts: _Options):
     """(init_cache(), logits_fn(cache, seqs [B, L], i, first) -> ([B, V] logits, cache))."""
     if not opts.use_cache:
+
         def logits_fn(cache, seqs, i, first):
             # Baseline: the whole fixed-size buffer through the decoder, keep row i.
-            logits = model.apply({"params": params}, encoded, enc_mask,
-                                 _decoder_inputs(seqs, opts.start), method="decode")
+            logits = model.apply(
+                {"params": params},
+                encoded,
+                enc_mask,
+                _decoder_inputs(seqs, opts.start),
+                method="decode",
+            )
             return lax.dynamic_index_in_dim(logits, i, axis=1, keepdims=False), cache
+
         return dict, logits_fn
 
     dec = model.clone(use_cache=True)
@@ -97,20 +104,35 @@ def _step_fns(model, params, encoded, enc_mask, opts: _Options):
     def init_cache():
         # Shapes from an abstract call over the full length; the cache starts as zeros.
         fn = lambda p, e, m: dec.apply(
-            {"params": p}, e, m, jnp.zeros((e.shape[0], opts.max_length), jnp.int32),
-            method="decode", mutable=["cache"])[1]["cache"]
+            {"params": p},
+            e,
+            m,
+            jnp.zeros((e.shape[0], opts.max_length), jnp.int32),
+            method="decode",
+            mutable=["cache"],
+        )[1]["cache"]
         shapes = jax.eval_shape(fn, params, encoded, enc_mask)
         return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def logits_fn(cache, seqs, i, first):
-        ids = (jnp.full_like(seqs[:, :1], opts.start) if first
-               else lax.dynamic_slice_in_dim(seqs, i - 1, 1, axis=1))       # [B, 1]
+        ids = (
+            jnp.full_like(seqs[:, :1], opts.start)
+            if first
+            else lax.dynamic_slice_in_dim(seqs, i - 1, 1, axis=1)
+        )  # [B, 1]
         # The first step projects the encoder output into the cross-attention cache; later
         # steps reuse it.
-        logits, upd = dec.apply({"params": params, "cache": cache},
-                                encoded if first else None, enc_mask, ids, method="decode",
-                                use_cached_kv=not first, mutable=["cache"])
+        logits, upd = dec.apply(
+            {"params": params, "cache": cache},
+            encoded if first else None,
+            enc_mask,
+            ids,
+            method="decode",
+            use_cached_kv=not first,
+            mutable=["cache"],
+        )
         return logits[:, 0], upd["cache"]
+
     return init_cache, logits_fn
 
 
@@ -127,12 +149,13 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
 
     def body(state, first):
         i, seqs, done, scores, cache = state
-        logits, cache = logits_fn(cache, seqs, i, first)                   # [b, V]
+        logits, cache = logits_fn(cache, seqs, i, first)  # [b, V]
         logp = jax.nn.log_softmax(logits, axis=-1)
         if opts.do_sample:
             key = jax.random.fold_in(rng, i)
             tok = jax.random.categorical(
-                key, filter_logits(logits / opts.temperature, opts.top_k, opts.top_p))
+                key, filter_logits(logits / opts.temperature, opts.top_k, opts.top_p)
+            )
         else:
             tok = jnp.argmax(logits, axis=-1)
         tok = jnp.where(done, opts.pad, tok).astype(jnp.int32)
@@ -144,8 +167,13 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
     def cond(state):
         return (state[0] < opts.max_length) & ~jnp.all(state[2])
 
-    state = (jnp.array(0, jnp.int32), jnp.full((b, opts.max_length), opts.pad, jnp.int32),
-             jnp.zeros((b,), bool), jnp.zeros((b,), jnp.float32), init_cache())
+    state = (
+        jnp.array(0, jnp.int32),
+        jnp.full((b, opts.max_length), opts.pad, jnp.int32),
+        jnp.zeros((b,), bool),
+        jnp.zeros((b,), jnp.float32),
+        init_cache(),
+    )
     steps, seqs, _, scores, _ = _peeled_loop(body, cond, state)
     return GenerateOutput(sequences=seqs, scores=scores, steps=steps)
 
@@ -153,7 +181,7 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
 # -- beam search ---------------------------------------------------------------------------------
 def _gather_beams(tree, parent, b: int, k: int):
     """Reorders every [b*k, ...] leaf by parent [b, k] (beam indices within each item)."""
-    flat = (parent + jnp.arange(b)[:, None] * k).reshape(-1)               # [b*k]
+    flat = (parent + jnp.arange(b)[:, None] * k).reshape(-1)  # [b*k]
 
     def gather(path, x):
         name = getattr(path[-1], "key", None)
@@ -161,6 +189,7 @@ def _gather_beams(tree, parent, b: int, k: int):
         if x.ndim == 0 or name in ("cross_key", "cross_value"):
             return x
         return jnp.take(x, flat, axis=0)
+
     return jax.tree_util.tree_map_with_path(gather, tree)
 
 
@@ -171,27 +200,29 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     k, L, V = opts.num_beams, opts.max_length, model.cfg.tgt_vocab_size
     b = encoded.shape[0] // k
     init_cache, logits_fn = _step_fns(model, params, encoded, enc_mask, opts)
-    is_eos = jnp.arange(V) == opts.eos                                      # [V]
+    is_eos = jnp.arange(V) == opts.eos  # [V]
 
     def body(state, first):
         i, seqs, logp, ended, final, cache = state
         logits, cache = logits_fn(cache, seqs.reshape(b * k, L), i, first)  # [b*k, V]
         tok_logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, V)
-        cand_logp = logp[..., None] + tok_logp                              # [b, k, V]
+        cand_logp = logp[..., None] + tok_logp  # [b, k, V]
         # All extensions at step i have length i + 1, so one divisor ranks them against
         # the ended slots' final scores.
         cand = jnp.where(ended[..., None], NEG_INF, cand_logp / length_penalty(i + 1, opts.alpha))
-        carried = jnp.where(ended, final, NEG_INF)                          # [b, k]
+        carried = jnp.where(ended, final, NEG_INF)  # [b, k]
         top, idx = lax.top_k(jnp.concatenate([cand.reshape(b, k * V), carried], axis=1), k)
         is_carried = idx >= k * V
-        parent = jnp.where(is_carried, idx - k * V, idx // V)               # [b, k]
+        parent = jnp.where(is_carried, idx - k * V, idx // V)  # [b, k]
         tok = jnp.where(is_carried, opts.pad, idx % V).astype(jnp.int32)
-        seqs = jnp.take_along_axis(seqs, parent[..., None], axis=1)         # [b, k, L]
+        seqs = jnp.take_along_axis(seqs, parent[..., None], axis=1)  # [b, k, L]
         # Carried slots write pad at i, which their ended sequence already holds there.
         seqs = lax.dynamic_update_slice_in_dim(seqs, tok[..., None], i, axis=2)
         new_logp = jnp.where(
-            is_carried, jnp.take_along_axis(logp, parent, axis=1),
-            jnp.take_along_axis(cand_logp.reshape(b, k * V), jnp.minimum(idx, k * V - 1), axis=1))
+            is_carried,
+            jnp.take_along_axis(logp, parent, axis=1),
+            jnp.take_along_axis(cand_logp.reshape(b, k * V), jnp.minimum(idx, k * V - 1), axis=1),
+        )
         ended = is_carried | is_eos[tok] | (i == L - 1)
         return i + 1, seqs, new_logp, ended, top, _gather_beams(cache, parent, b, k)
 
@@ -201,11 +232,22 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     # Only slot 0 is live at the start, so the first step fills the k slots with distinct
     # tokens (this is why num_beams may not exceed the vocabulary).
     logp0 = jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1))
-    state = (jnp.array(0, jnp.int32), jnp.full((b, k, L), opts.pad, jnp.int32), logp0,
-             jnp.zeros((b, k), bool), jnp.full((b, k), NEG_INF, jnp.float32), init_cache())
+    state = (
+        jnp.array(0, jnp.int32),
+        jnp.full((b, k, L), opts.pad, jnp.int32),
+        logp0,
+        jnp.zeros((b, k), bool),
+        jnp.full((b, k), NEG_INF, jnp.float32),
+        init_cache(),
+    )
     steps, seqs, _, _, final, _ = _peeled_loop(body, cond, state)
-    return GenerateOutput(sequences=seqs[:, 0], scores=final[:, 0], steps=steps,
-                          beam_sequences=seqs, beam_scores=final)
+    return GenerateOutput(
+        sequences=seqs[:, 0],
+        scores=final[:, 0],
+        steps=steps,
+        beam_sequences=seqs,
+        beam_scores=final,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
@@ -218,12 +260,25 @@ def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
     return _beam_search(model, params, rep(encoded), rep(attention_mask), opts)
 
 
-def generate(model, params, input_ids, attention_mask=None, *, max_length: int = 64,
-             num_beams: int = 1, length_penalty_alpha: float = 0.6, do_sample: bool = False,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, rng=None,
-             eos_token_id: int | None = None, pad_token_id: int | None = None,
-             decoder_start_token_id: int | None = None,
-             use_cache: bool = True) -> GenerateOutput:
+def generate(
+    model,
+    params,
+    input_ids,
+    attention_mask=None,
+    *,
+    max_length: int = 64,
+    num_beams: int = 1,
+    length_penalty_alpha: float = 0.6,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng=None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    decoder_start_token_id: int | None = None,
+    use_cache: bool = True,
+) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
     num_beams=1: greedy, or sampling with `do_sample=True` (temperature, top_k (0 = off),
@@ -243,25 +298,33 @@ def generate(model, params, input_ids, attention_mask=None, *, max_length: int =
     if s == 0:
         raise ValueError("input_ids has zero length; give at least one source token.")
     if s > cfg.max_len:
-        raise ValueError(f"source length {s} exceeds the model's max_len={cfg.max_len}; "
-                         "truncate the source.")
+        raise ValueError(
+            f"source length {s} exceeds the model's max_len={cfg.max_len}; truncate the source."
+        )
     if attention_mask is None:
         attention_mask = jnp.ones((b, s), jnp.int32)
     if tuple(attention_mask.shape) != (b, s):
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids "
-                         f"shape {(b, s)}.")
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(b, s)}."
+        )
     if not 1 <= max_length <= cfg.max_len:
-        raise ValueError(f"max_length={max_length} must be in [1, max_len={cfg.max_len}] "
-                         "(the decoder's position table).")
+        raise ValueError(
+            f"max_length={max_length} must be in [1, max_len={cfg.max_len}] "
+            "(the decoder's position table)."
+        )
     if not 1 <= num_beams <= V:
-        raise ValueError(f"num_beams={num_beams} must be in [1, vocabulary size {V}]: the "
-                         "first step cannot fill more beams than there are tokens.")
+        raise ValueError(
+            f"num_beams={num_beams} must be in [1, vocabulary size {V}]: the "
+            "first step cannot fill more beams than there are tokens."
+        )
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
-    start = cfg.decoder_start_token_id if decoder_start_token_id is None else \
-        decoder_start_token_id
-    for name, v in (("eos_token_id", eos), ("pad_token_id", pad),
-                    ("decoder_start_token_id", start)):
+    start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
+    for name, v in (
+        ("eos_token_id", eos),
+        ("pad_token_id", pad),
+        ("decoder_start_token_id", start),
+    ):
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
     if do_sample:
@@ -278,14 +341,30 @@ def generate(model, params, input_ids, attention_mask=None, *, max_length: int =
     if not isinstance(input_ids, jax.core.Tracer):
         ids = np.asarray(input_ids)
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-            raise ValueError(f"input_ids hold ids outside the source vocabulary "
-                             f"[0, {cfg.vocab_size}).")
+            raise ValueError(
+                f"input_ids hold ids outside the source vocabulary [0, {cfg.vocab_size})."
+            )
     # Options that cannot matter are normalized so they do not trigger a recompile.
     beam, sample = num_beams > 1, bool(do_sample)
-    opts = _Options(int(max_length), int(num_beams), float(length_penalty_alpha) if beam else 0.0,
-                    sample, float(temperature) if sample else 1.0, int(top_k) if sample else 0,
-                    float(top_p) if sample else 1.0, int(eos), int(pad), int(start),
-                    bool(use_cache))
+    opts = _Options(
+        int(max_length),
+        int(num_beams),
+        float(length_penalty_alpha) if beam else 0.0,
+        sample,
+        float(temperature) if sample else 1.0,
+        int(top_k) if sample else 0,
+        float(top_p) if sample else 1.0,
+        int(eos),
+        int(pad),
+        int(start),
+        bool(use_cache),
+    )
     rng = jax.random.key(0) if rng is None else rng
-    return _generate(model.clone(use_cache=False), params, jnp.asarray(input_ids, jnp.int32),
-                     jnp.asarray(attention_mask, jnp.int32), rng, opts)
+    return _generate(
+        model.clone(use_cache=False),
+        params,
+        jnp.asarray(input_ids, jnp.int32),
+        jnp.asarray(attention_mask, jnp.int32),
+        rng,
+        opts,
+    )

@@ -34,8 +34,20 @@ from jaxformer.models import heads as heads_lib
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import ConfigError, EncoderConfig
 
-__all__ = ["PipelineError", "LoadedModel", "load_model", "FillMask", "Classify", "Answer",
-           "Tag", "Embed", "Translate", "pipeline", "TASKS", "split_sentences"]
+__all__ = [
+    "PipelineError",
+    "LoadedModel",
+    "load_model",
+    "FillMask",
+    "Classify",
+    "Answer",
+    "Tag",
+    "Embed",
+    "Translate",
+    "pipeline",
+    "TASKS",
+    "split_sentences",
+]
 
 ENCODER_FAMILIES = ("bert", "roberta", "albert", "electra")
 
@@ -99,16 +111,30 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
     meta = {"problem_type": hf.get("problem_type")}
     if family == "marian":
         from jaxformer.convert.marian import marian_from_pretrained
+
         model, params = marian_from_pretrained(path)
         src, tgt = _seq2seq_tokenizers(path)
-        return LoadedModel("seq2seq", model, _to_device(params), src, model.cfg, [], path,
-                           meta, target_tokenizer=tgt)
+        return LoadedModel(
+            "seq2seq",
+            model,
+            _to_device(params),
+            src,
+            model.cfg,
+            [],
+            path,
+            meta,
+            target_tokenizer=tgt,
+        )
     from jaxformer.convert.hf_config import MODEL_TYPE_ALIASES
+
     family = MODEL_TYPE_ALIASES.get(family, (family,))[0]
     if family not in ENCODER_FAMILIES:
-        raise PipelineError(f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
-                            f"{list(ENCODER_FAMILIES)} encoders and Marian translation models.")
+        raise PipelineError(
+            f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
+            f"{list(ENCODER_FAMILIES)} encoders and Marian translation models."
+        )
     from jaxformer.convert.huggingface import from_pretrained
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unused-weight notes (e.g. a dropped pooler)
         model, params = from_pretrained(path)
@@ -117,12 +143,14 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
         meta["max_seq_length"] = int(st["max_seq_length"])
     pool_cfg = _read_json(os.path.join(path, "1_Pooling", "config.json"))
     for mode in ("cls", "mean", "max"):
-        if pool_cfg.get(f"pooling_mode_{mode}_token" if mode != "mean" else
-                        "pooling_mode_mean_tokens"):
+        if pool_cfg.get(
+            f"pooling_mode_{mode}_token" if mode != "mean" else "pooling_mode_mean_tokens"
+        ):
             meta["pooling"] = mode
     labels = _labels_from(hf, model.cfg.num_labels)
-    return LoadedModel("encoder", model, _to_device(params), load_tokenizer(path), model.cfg,
-                       labels, path, meta)
+    return LoadedModel(
+        "encoder", model, _to_device(params), load_tokenizer(path), model.cfg, labels, path, meta
+    )
 
 
 def _find_config(path: str) -> tuple[dict, str]:
@@ -135,14 +163,17 @@ def _find_config(path: str) -> tuple[dict, str]:
             if os.path.isfile(f):
                 return _read_json(f), here
         here = os.path.dirname(here)
-    raise PipelineError(f"{path!r} is neither a HuggingFace directory (config.json with "
-                        "model_type) nor a jaxformer checkpoint (config.json with a 'model' "
-                        "section next to orbax step directories).")
+    raise PipelineError(
+        f"{path!r} is neither a HuggingFace directory (config.json with "
+        "model_type) nor a jaxformer checkpoint (config.json with a 'model' "
+        "section next to orbax step directories)."
+    )
 
 
 def _restore_params(path: str):
     """Params of the newest checkpoint under `path` (see `checkpoint.load_params`)."""
     from jaxformer.training.checkpoint import load_params
+
     try:
         return load_params(path)
     except FileNotFoundError as e:
@@ -166,23 +197,41 @@ def _load_jaxformer(path: str) -> LoadedModel:
         cfg = EncoderConfig.from_dict(model_cfg)
         tok = _first_tokenizer(tok_dirs)
         labels = _labels_from(config, cfg.num_labels)
-        return LoadedModel("encoder", EncoderModel(cfg), _to_device(params), tok, cfg, labels,
-                           path, {"problem_type": config.get("problem_type")})
+        return LoadedModel(
+            "encoder",
+            EncoderModel(cfg),
+            _to_device(params),
+            tok,
+            cfg,
+            labels,
+            path,
+            {"problem_type": config.get("problem_type")},
+        )
     from jaxformer.models.transformer import Transformer, TransformerConfig
+
     try:
         cfg = TransformerConfig.from_dict(model_cfg)
     except (ConfigError, TypeError) as e:
-        raise PipelineError(f"the model config in {root!r} is neither an EncoderConfig nor "
-                            f"a TransformerConfig: {e}") from None
+        raise PipelineError(
+            f"the model config in {root!r} is neither an EncoderConfig nor a TransformerConfig: {e}"
+        ) from None
     src, tgt = _seq2seq_tokenizers(root)
-    return LoadedModel("seq2seq", Transformer(cfg), _to_device(params), src, cfg, [], path, {},
-                       target_tokenizer=tgt)
+    return LoadedModel(
+        "seq2seq",
+        Transformer(cfg),
+        _to_device(params),
+        src,
+        cfg,
+        [],
+        path,
+        {},
+        target_tokenizer=tgt,
+    )
 
 
 def _first_tokenizer(dirs: Sequence[str]) -> Tokenizer:
     for d in dirs:
-        if glob.glob(os.path.join(d, "tokenizer.json")) or glob.glob(os.path.join(d,
-                                                                                 "vocab.txt")):
+        if glob.glob(os.path.join(d, "tokenizer.json")) or glob.glob(os.path.join(d, "vocab.txt")):
             return load_tokenizer(d)
     raise PipelineError(f"no tokenizer (tokenizer.json or vocab.txt) in {list(dirs)}.")
 
@@ -190,8 +239,10 @@ def _first_tokenizer(dirs: Sequence[str]) -> Tokenizer:
 def _seq2seq_tokenizers(root: str):
     """(source, target) tokenizers: `source_tokenizer/` + `target_tokenizer/`, or one shared
     `tokenizer.json` / `tokenizer/`."""
-    src_dir, tgt_dir = os.path.join(root, "source_tokenizer"), os.path.join(root,
-                                                                           "target_tokenizer")
+    src_dir, tgt_dir = (
+        os.path.join(root, "source_tokenizer"),
+        os.path.join(root, "target_tokenizer"),
+    )
     if os.path.isdir(src_dir) and os.path.isdir(tgt_dir):
         return load_tokenizer(src_dir), load_tokenizer(tgt_dir)
     tok = _first_tokenizer([os.path.join(root, "tokenizer"), root])
@@ -201,15 +252,20 @@ def _seq2seq_tokenizers(root: str):
 def _check_kind(loaded: LoadedModel, task: str, heads: Sequence[Optional[str]] | None):
     """A clear error when the checkpoint cannot serve `task`."""
     if loaded.kind != ("seq2seq" if task == "translate" else "encoder"):
-        want = "an encoder-decoder (Transformer / Marian)" if task == "translate" else \
-            f"a BERT-family encoder ({', '.join(ENCODER_FAMILIES)})"
-        raise PipelineError(f"{task}: {loaded.path!r} is a {loaded.kind} checkpoint; this "
-                            f"pipeline needs {want}.")
+        want = (
+            "an encoder-decoder (Transformer / Marian)"
+            if task == "translate"
+            else f"a BERT-family encoder ({', '.join(ENCODER_FAMILIES)})"
+        )
+        raise PipelineError(
+            f"{task}: {loaded.path!r} is a {loaded.kind} checkpoint; this pipeline needs {want}."
+        )
     if heads is not None and loaded.config.head not in heads:
         raise PipelineError(
             f"{task}: the checkpoint in {loaded.path!r} has head {loaded.config.head!r} "
             f"({loaded.config.family}); this pipeline needs a model with head "
-            f"{' or '.join(repr(h) for h in heads)}.")
+            f"{' or '.join(repr(h) for h in heads)}."
+        )
 
 
 # ---- shared machinery --------------------------------------------------------------------
@@ -219,8 +275,14 @@ class _EncoderPipeline:
     task = ""
     heads: Optional[tuple] = None
 
-    def __init__(self, model: Union[str, LoadedModel], *, max_length: Optional[int] = None,
-                 batch_size: int = 32, max_unknown_fraction: float = 0.5):
+    def __init__(
+        self,
+        model: Union[str, LoadedModel],
+        *,
+        max_length: Optional[int] = None,
+        batch_size: int = 32,
+        max_unknown_fraction: float = 0.5,
+    ):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(os.fspath(model))
         _check_kind(self.loaded, self.task, self.heads)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
@@ -234,19 +296,30 @@ class _EncoderPipeline:
         # A private copy of the Rust tokenizer: truncation settings must not leak into the
         # caller's tokenizer.
         from tokenizers import Tokenizer as RustTokenizer
+
         self._rust = RustTokenizer.from_str(self.tokenizer.hf.to_str())
         self._rust.no_padding()
         self._rust.enable_truncation(self.max_length, strategy="longest_first")
-        self.forward = BucketedFn(self._forward, self.loaded.params, self.max_length,
-                                  batch_size, pad_values={"input_ids": self.tokenizer.pad_id})
+        self.forward = BucketedFn(
+            self._forward,
+            self.loaded.params,
+            self.max_length,
+            batch_size,
+            pad_values={"input_ids": self.tokenizer.pad_id},
+        )
 
     @property
     def compilations(self) -> int:
         return self.forward.compilations
 
     def _apply(self, params, input_ids, attention_mask, token_type_ids, **kw):
-        return self.model.apply({"params": params}, input_ids, attention_mask=attention_mask,
-                                token_type_ids=token_type_ids, **kw)
+        return self.model.apply(
+            {"params": params},
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            **kw,
+        )
 
     def _forward(self, params, **arrays):
         raise NotImplementedError
@@ -254,8 +327,7 @@ class _EncoderPipeline:
     # -- input checks --------------------------------------------------------------------
     def _check_text(self, text, what: str = "text") -> str:
         if not isinstance(text, str):
-            raise PipelineError(f"{self.task}: {what} must be a string, got "
-                                f"{type(text).__name__}.")
+            raise PipelineError(f"{self.task}: {what} must be a string, got {type(text).__name__}.")
         if not text.strip():
             raise PipelineError(f"{self.task}: {what} is empty.")
         return text
@@ -270,7 +342,8 @@ class _EncoderPipeline:
             raise PipelineError(
                 f"{self.task}: {unk} of the {len(ids)} tokens of the {what} are unknown to the "
                 f"model's vocabulary ({text[:60]!r}); it is probably in a language or script "
-                "the model was not trained on.")
+                "the model was not trained on."
+            )
 
     def _encode(self, texts: Sequence, what: str = "text"):
         encs = self._rust.encode_batch(list(texts))
@@ -307,8 +380,9 @@ class FillMask(_EncoderPipeline):
     heads = ("mlm", "pretraining")
 
     def _forward(self, params, input_ids, attention_mask, token_type_ids, mask_positions):
-        out = self._apply(params, input_ids, attention_mask, token_type_ids,
-                          mlm_positions=mask_positions)
+        out = self._apply(
+            params, input_ids, attention_mask, token_type_ids, mlm_positions=mask_positions
+        )
         return jax.nn.softmax(out.mlm_logits.astype(jnp.float32), axis=-1)  # [b, n, vocab]
 
     def __call__(self, texts, top_k: int = 5):
@@ -319,27 +393,33 @@ class FillMask(_EncoderPipeline):
         for t in texts:
             self._check_text(t)
             if mask_tok not in t:
-                raise PipelineError(f"fill-mask: no mask token {mask_tok!r} in {t[:80]!r}; "
-                                    f"write {mask_tok} where a word should be predicted.")
+                raise PipelineError(
+                    f"fill-mask: no mask token {mask_tok!r} in {t[:80]!r}; "
+                    f"write {mask_tok} where a word should be predicted."
+                )
         encs = self._encode(texts)
         positions = []
         for t, e in zip(texts, encs):
             pos = [i for i, x in enumerate(e.ids) if x == self.tokenizer.mask_id]
             if not pos:
-                raise PipelineError(f"fill-mask: the mask token of {t[:80]!r} fell beyond the "
-                                    f"model's {self.max_length} tokens.")
+                raise PipelineError(
+                    f"fill-mask: the mask token of {t[:80]!r} fell beyond the "
+                    f"model's {self.max_length} tokens."
+                )
             positions.append(pos)
         n_slots = 1 << (max(map(len, positions)) - 1).bit_length()  # few distinct shapes
 
         def extra(idx, batch, length):
             pos = np.zeros((batch, n_slots), np.int32)
             for j, i in enumerate(idx):
-                pos[j, :len(positions[i])] = positions[i]
+                pos[j, : len(positions[i])] = positions[i]
             return {"mask_positions": pos}
 
         probs = self.forward(self._rows(encs), extra=extra)
-        out = [self._post(np.asarray(e.ids), pos, p[:len(pos)], top_k)
-               for e, pos, p in zip(encs, positions, probs)]
+        out = [
+            self._post(np.asarray(e.ids), pos, p[: len(pos)], top_k)
+            for e, pos, p in zip(encs, positions, probs)
+        ]
         return out[0] if single else out
 
     def _post(self, ids, positions, probs, top_k):
@@ -353,10 +433,14 @@ class FillMask(_EncoderPipeline):
                 filled = ids.copy()
                 filled[pos] = t
                 filled = filled[filled != self.tokenizer.pad_id]
-                row.append({"score": float(p[t]), "token": int(t),
-                            "token_str": self.tokenizer.decode([int(t)], skip_special_tokens=False),
-                            "sequence": self.tokenizer.decode(filled,
-                                                              skip_special_tokens=single_mask)})
+                row.append(
+                    {
+                        "score": float(p[t]),
+                        "token": int(t),
+                        "token_str": self.tokenizer.decode([int(t)], skip_special_tokens=False),
+                        "sequence": self.tokenizer.decode(filled, skip_special_tokens=single_mask),
+                    }
+                )
             result.append(row)
         return result[0] if single_mask else result
 
@@ -388,10 +472,16 @@ class Classify(_EncoderPipeline):
         return "softmax"
 
     def __call__(self, texts, top_k: Optional[int] = 1, function: Optional[str] = None):
-        items, single = (([texts], True) if isinstance(texts, (str, dict)) or (
-            isinstance(texts, tuple) and len(texts) == 2 and all(isinstance(t, str)
-                                                                  for t in texts))
-            else (list(texts), False))
+        items, single = (
+            ([texts], True)
+            if isinstance(texts, (str, dict))
+            or (
+                isinstance(texts, tuple)
+                and len(texts) == 2
+                and all(isinstance(t, str) for t in texts)
+            )
+            else (list(texts), False)
+        )
         inputs = []
         for x in items:
             if isinstance(x, dict):
@@ -463,16 +553,22 @@ class Answer(_EncoderPipeline):
             self._rust.enable_truncation(self.max_length, strategy="longest_first")
         return [enc] + list(enc.overflowing)
 
-    def __call__(self, question, context, top_k: int = 1, max_answer_len: int = 15,
-                 handle_impossible_answer: bool = False, doc_stride: Optional[int] = None,
-                 max_seq_len: Optional[int] = None):
+    def __call__(
+        self,
+        question,
+        context,
+        top_k: int = 1,
+        max_answer_len: int = 15,
+        handle_impossible_answer: bool = False,
+        doc_stride: Optional[int] = None,
+        max_seq_len: Optional[int] = None,
+    ):
         questions, single = _as_list(question)
         contexts, _ = _as_list(context)
         if len(contexts) == 1 and len(questions) > 1:
             contexts = contexts * len(questions)
         if len(contexts) != len(questions):
-            raise PipelineError(f"answer: {len(questions)} questions but {len(contexts)} "
-                                "contexts.")
+            raise PipelineError(f"answer: {len(questions)} questions but {len(contexts)} contexts.")
         if top_k < 1 or max_answer_len < 1:
             raise PipelineError("answer: top_k and max_answer_len must be >= 1.")
         max_seq_len = min(max_seq_len or 384, self.max_length)
@@ -494,8 +590,9 @@ class Answer(_EncoderPipeline):
             null[k] = min(null[k], null_score)
             for s, e, score in spans:
                 a, b = self._chars(enc, s, e)
-                answers[k].append({"score": score, "start": a, "end": b,
-                                   "answer": contexts[k][a:b]})
+                answers[k].append(
+                    {"score": score, "start": a, "end": b, "answer": contexts[k][a:b]}
+                )
         out = []
         for k, ans in enumerate(answers):
             if handle_impossible_answer:
@@ -524,8 +621,9 @@ class Answer(_EncoderPipeline):
         top = np.argpartition(flat, k - 1)[:k]
         flat = top[np.argsort(flat[top], kind="stable")]
         s_idx, e_idx = np.unravel_index(flat, scores.shape)
-        return [(int(s), int(e), float(scores[s, e])) for s, e in zip(s_idx, e_idx)
-                if scores[s, e] >= 0], null_score
+        return [
+            (int(s), int(e), float(scores[s, e])) for s, e in zip(s_idx, e_idx) if scores[s, e] >= 0
+        ], null_score
 
     @staticmethod
     def _chars(enc, s, e):
@@ -543,8 +641,12 @@ class _Joined:
     Encoding for `_check_vocabulary`."""
 
     def __init__(self, windows, seq: int):
-        ids = [i for w in windows[:1 if seq == 0 else None]
-               for i, s in zip(w.ids, w.sequence_ids) if s == seq]
+        ids = [
+            i
+            for w in windows[: 1 if seq == 0 else None]
+            for i, s in zip(w.ids, w.sequence_ids)
+            if s == seq
+        ]
         self.ids, self.special_tokens_mask = ids, [0] * len(ids)
 
 
@@ -574,8 +676,9 @@ class Tag(_EncoderPipeline):
 
     def __call__(self, texts, aggregation: str = "first", ignore_labels=("O",)):
         if aggregation not in AGGREGATIONS:
-            raise PipelineError(f"tag: aggregation={aggregation!r}; use one of "
-                                f"{list(AGGREGATIONS)}.")
+            raise PipelineError(
+                f"tag: aggregation={aggregation!r}; use one of {list(AGGREGATIONS)}."
+            )
         texts, single = _as_list(texts)
         for t in texts:
             self._check_text(t)
@@ -583,11 +686,16 @@ class Tag(_EncoderPipeline):
         logits = self.forward(self._rows(encs))
         out = []
         for text, enc, lg in zip(texts, encs, logits):
-            scores = _softmax(np.asarray(lg[:len(enc.ids)], np.float32))
+            scores = _softmax(np.asarray(lg[: len(enc.ids)], np.float32))
             entities = self._aggregate(self._pre_entities(text, enc, scores), aggregation)
             key = "entity" if aggregation == "none" else "entity_group"
-            out.append([{**e, "word": text[e["start"]:e["end"]]} for e in entities
-                        if e[key] not in ignore_labels])
+            out.append(
+                [
+                    {**e, "word": text[e["start"] : e["end"]]}
+                    for e in entities
+                    if e[key] not in ignore_labels
+                ]
+            )
         return out[0] if single else out
 
     def _pre_entities(self, text, enc, scores):
@@ -602,16 +710,22 @@ class Tag(_EncoderPipeline):
             elif wordpiece:  # "##ing" is longer than the "ing" it covers
                 sub = len(self.tokenizer.id_to_token(tid)) != b - a
             else:
-                sub = a > 0 and " " not in text[a - 1:a + 1]
-            pre.append({"scores": scores[i], "start": a, "end": b, "index": i,
-                        "is_subword": sub})
+                sub = a > 0 and " " not in text[a - 1 : a + 1]
+            pre.append({"scores": scores[i], "start": a, "end": b, "index": i, "is_subword": sub})
         return pre
 
     def _aggregate(self, pre, aggregation):
         if aggregation in ("none", "simple"):
-            ents = [{"entity": self.labels[int(p["scores"].argmax())],
-                     "score": float(p["scores"].max()), "index": p["index"], "start": p["start"],
-                     "end": p["end"]} for p in pre]
+            ents = [
+                {
+                    "entity": self.labels[int(p["scores"].argmax())],
+                    "score": float(p["scores"].max()),
+                    "index": p["index"],
+                    "start": p["start"],
+                    "end": p["end"],
+                }
+                for p in pre
+            ]
             if aggregation == "none":
                 return ents
             return self._group(ents)
@@ -633,8 +747,12 @@ class Tag(_EncoderPipeline):
         else:
             s = np.nanmean(np.stack([p["scores"] for p in pieces]), axis=0)
         i = int(s.argmax())
-        return {"entity": self.labels[i], "score": float(s[i]), "start": pieces[0]["start"],
-                "end": pieces[-1]["end"]}
+        return {
+            "entity": self.labels[i],
+            "score": float(s[i]),
+            "start": pieces[0]["start"],
+            "end": pieces[-1]["end"],
+        }
 
     @staticmethod
     def _tag(name):
@@ -653,9 +771,15 @@ class Tag(_EncoderPipeline):
             cur.append(e)
         if cur:
             groups.append(cur)
-        return [{"entity_group": g[0]["entity"].split("-", 1)[-1],
-                 "score": float(np.nanmean([e["score"] for e in g])),
-                 "start": g[0]["start"], "end": g[-1]["end"]} for g in groups]
+        return [
+            {
+                "entity_group": g[0]["entity"].split("-", 1)[-1],
+                "score": float(np.nanmean([e["score"] for e in g])),
+                "start": g[0]["start"],
+                "end": g[-1]["end"],
+            }
+            for g in groups
+        ]
 
 
 # ---- embeddings, similarity, extractive summaries ----------------------------------------
@@ -694,12 +818,18 @@ class Embed(_EncoderPipeline):
         if pooling not in ("mean", "cls", "max"):
             raise PipelineError(f"embed: pooling={pooling!r}; use 'mean', 'cls' or 'max'.")
         if pooling not in self._by_pooling:
+
             def fn(params, input_ids, attention_mask, token_type_ids):
                 h = self._forward(params, input_ids, attention_mask, token_type_ids)
                 return heads_lib.pool(h.astype(jnp.float32), attention_mask, pooling)
+
             self._by_pooling[pooling] = BucketedFn(
-                fn, self.loaded.params, self.max_length, self.forward.max_batch,
-                pad_values={"input_ids": self.tokenizer.pad_id})
+                fn,
+                self.loaded.params,
+                self.max_length,
+                self.forward.max_batch,
+                pad_values={"input_ids": self.tokenizer.pad_id},
+            )
         return self._by_pooling[pooling]
 
     @property
@@ -718,8 +848,13 @@ class Embed(_EncoderPipeline):
             vecs /= np.maximum(np.linalg.norm(vecs, axis=-1, keepdims=True), 1e-12)
         return vecs[0] if single else vecs
 
-    def similar(self, query: str, texts: Sequence[str], top_k: Optional[int] = None,
-                pooling: Optional[str] = None) -> list[dict]:
+    def similar(
+        self,
+        query: str,
+        texts: Sequence[str],
+        top_k: Optional[int] = None,
+        pooling: Optional[str] = None,
+    ) -> list[dict]:
         """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`."""
         texts = list(texts)
         if not texts:
@@ -740,15 +875,18 @@ class Embed(_EncoderPipeline):
         if n_sentences < 1:
             raise PipelineError("summarize: n_sentences must be >= 1.")
         sents = split_sentences(text)
-        vecs = self(sents, pooling=pooling) if len(sents) > 1 else self([sents[0]],
-                                                                         pooling=pooling)
+        vecs = self(sents, pooling=pooling) if len(sents) > 1 else self([sents[0]], pooling=pooling)
         centroid = vecs.mean(0)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
         sims = vecs @ centroid
         keep = sorted(np.argsort(-sims, kind="stable")[:n_sentences].tolist())
         chosen = [sents[i] for i in keep]
-        return {"summary": " ".join(chosen), "sentences": chosen, "indices": keep,
-                "scores": [float(sims[i]) for i in keep]}
+        return {
+            "summary": " ".join(chosen),
+            "sentences": chosen,
+            "indices": keep,
+            "scores": [float(sims[i]) for i in keep],
+        }
 
 
 # ---- translation -------------------------------------------------------------------------
@@ -776,40 +914,60 @@ class Translate:
 
     def __call__(self, texts, beam: int = 4, max_length: int = 64, **generate_kw):
         from jaxformer.inference.decoding import generate
+
         texts, single = _as_list(texts)
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise PipelineError("translate: empty text.")
-        rows = [ids[:self.max_length - 1] + [self.source.sep_id]
-                for ids in self.source.tokenize_ids(texts)]
+        rows = [
+            ids[: self.max_length - 1] + [self.source.sep_id]
+            for ids in self.source.tokenize_ids(texts)
+        ]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out: list = [None] * len(rows)
         eos = self.cfg.eos_token_id
         for c in range(0, len(order), self.batch_size):
-            idx = order[c:c + self.batch_size]
+            idx = order[c : c + self.batch_size]
             length = bucket_for(max(len(rows[i]) for i in idx), self.lengths)
             batch = bucket_for(len(idx), self.batches)
             ids = np.full((batch, length), self.source.pad_id, np.int32)
             mask = np.zeros((batch, length), np.int32)
             for j, i in enumerate(idx):
-                ids[j, :len(rows[i])], mask[j, :len(rows[i])] = rows[i], 1
-            mask[len(idx):, 0] = 1
-            gen = generate(self.model, self.loaded.params, ids, mask,
-                           max_length=min(max_length, self.cfg.max_len), num_beams=beam,
-                           **generate_kw)
+                ids[j, : len(rows[i])], mask[j, : len(rows[i])] = rows[i], 1
+            mask[len(idx) :, 0] = 1
+            gen = generate(
+                self.model,
+                self.loaded.params,
+                ids,
+                mask,
+                max_length=min(max_length, self.cfg.max_len),
+                num_beams=beam,
+                **generate_kw,
+            )
             seqs = np.asarray(jax.device_get(gen.sequences))
             for j, i in enumerate(idx):
                 toks = seqs[j].tolist()
-                toks = toks[:toks.index(eos)] if eos in toks else toks
+                toks = toks[: toks.index(eos)] if eos in toks else toks
                 out[i] = self.target.decode(toks, skip_special_tokens=True)
         return out[0] if single else out
 
 
 # ---- factory -----------------------------------------------------------------------------
-TASKS = {"fill-mask": FillMask, "classify": Classify, "text-classification": Classify,
-         "answer": Answer, "question-answering": Answer, "tag": Tag, "ner": Tag,
-         "token-classification": Tag, "embed": Embed, "similar": Embed, "summarize": Embed,
-         "translate": Translate, "translation": Translate}
+TASKS = {
+    "fill-mask": FillMask,
+    "classify": Classify,
+    "text-classification": Classify,
+    "answer": Answer,
+    "question-answering": Answer,
+    "tag": Tag,
+    "ner": Tag,
+    "token-classification": Tag,
+    "embed": Embed,
+    "similar": Embed,
+    "summarize": Embed,
+    "translate": Translate,
+    "translation": Translate,
+}
 
 
 def pipeline(task: str, model: Union[str, LoadedModel], **kw):

@@ -6,5 +6,16 @@ from jaxformer.layers.embeddings import Embed, SinusoidalPositions, sinusoidal_t
 from jaxformer.layers.feedforward import FeedForward, activation, layer_norm
 from jaxformer.layers import masks
 
-__all__ = ["MultiHeadAttention", "attend", "Dropout", "dropout", "Embed", "SinusoidalPositions",
-           "sinusoidal_table", "FeedForward", "activation", "layer_norm", "masks"]
+__all__ = [
+    "MultiHeadAttention",
+    "attend",
+    "Dropout",
+    "dropout",
+    "Embed",
+    "SinusoidalPositions",
+    "sinusoidal_table",
+    "FeedForward",
+    "activation",
+    "layer_norm",
+    "masks",
+]

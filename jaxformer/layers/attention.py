@@ -17,8 +17,17 @@ from jaxformer.layers.dropout import dropout
 Array = jnp.ndarray
 
 
-def attend(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, kernel: str = "xla",
-           dropout_rate: float = 0.0, dropout_rng=None, deterministic: bool = True) -> Array:
+def attend(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Optional[Array] = None,
+    *,
+    kernel: str = "xla",
+    dropout_rate: float = 0.0,
+    dropout_rng=None,
+    deterministic: bool = True,
+) -> Array:
     """Scaled dot-product attention.
 
     q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, heads, head_dim];
@@ -31,8 +40,9 @@ def attend(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, kernel
     if kernel == "einsum" or use_dropout:
         # Softmax in float32 whatever the compute dtype: bf16 logits lose the small
         # probabilities that matter for long rows.
-        logits = jnp.einsum("bqnd,bknd->bnqk", q, k,
-                            preferred_element_type=jnp.float32) * scale  # [b, n, q, k]
+        logits = (
+            jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+        )  # [b, n, q, k]
         if mask is not None:
             logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1)
@@ -40,16 +50,14 @@ def attend(q: Array, k: Array, v: Array, mask: Optional[Array] = None, *, kernel
             probs = dropout(probs, dropout_rate, dropout_rng)
         out = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)  # [b, q, n, d]
     elif kernel == "xla":
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                           implementation="xla")
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
     elif kernel == "cudnn":
         # cuDNN takes arbitrary masks only as an additive bias.
         bias = None
         if mask is not None:
             mask = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
             bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
-        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
-                                           implementation="cudnn")
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, implementation="cudnn")
     else:
         raise ValueError(f"unknown attention kernel {kernel!r}; use 'xla', 'cudnn' or 'einsum'.")
     if mask is not None:
@@ -77,7 +85,7 @@ class Projection(nn.Module):
     """
 
     out_shape: tuple
-    axes: tuple                 # logical names of the kernel dims; the bias takes the out ones
+    axes: tuple  # logical names of the kernel dims; the bias takes the out ones
     in_ndim: int = 1
     use_bias: bool = True
     init_std: float = 0.02
@@ -86,19 +94,23 @@ class Projection(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        shape = tuple(x.shape[-self.in_ndim:]) + tuple(self.out_shape)
-        kernel = self.param("kernel", dense_init(self.init_std, self.axes), shape,
-                            self.param_dtype)
+        shape = tuple(x.shape[-self.in_ndim :]) + tuple(self.out_shape)
+        kernel = self.param("kernel", dense_init(self.init_std, self.axes), shape, self.param_dtype)
         # One 2-d matmul on flattened views: the gradients then need no transposed copy of
         # the kernel (a 3-d tensordot's transpose rule materialises one per step).
-        lead = x.shape[:x.ndim - self.in_ndim]
-        n_in, n_out = math.prod(shape[:self.in_ndim]), math.prod(self.out_shape)
-        y = (x.astype(self.dtype).reshape(lead + (n_in,))
-             @ jnp.asarray(kernel, self.dtype).reshape(n_in, n_out))
-        y = y.reshape(lead + tuple(self.out_shape))               # [..., *out_shape]
+        lead = x.shape[: x.ndim - self.in_ndim]
+        n_in, n_out = math.prod(shape[: self.in_ndim]), math.prod(self.out_shape)
+        y = x.astype(self.dtype).reshape(lead + (n_in,)) @ jnp.asarray(kernel, self.dtype).reshape(
+            n_in, n_out
+        )
+        y = y.reshape(lead + tuple(self.out_shape))  # [..., *out_shape]
         if self.use_bias:
-            bias = self.param("bias", zeros_init(self.axes[self.in_ndim:]),
-                              tuple(self.out_shape), self.param_dtype)
+            bias = self.param(
+                "bias",
+                zeros_init(self.axes[self.in_ndim :]),
+                tuple(self.out_shape),
+                self.param_dtype,
+            )
             y = y + jnp.asarray(bias, self.dtype)
         return y
 
@@ -123,20 +135,34 @@ class MultiHeadAttention(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Optional[Array] = None,
-                 mask: Optional[Array] = None, deterministic: bool = True,
-                 use_cached_kv: bool = False) -> Array:
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Optional[Array] = None,
+        mask: Optional[Array] = None,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ) -> Array:
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
         proj = lambda name: Projection(  # [b, t, embed] -> [b, t, heads, kv]
-            (self.num_heads, self.head_dim), ("embed", "heads", "kv"), 1, self.use_bias,
-            self.init_std, self.dtype, self.param_dtype, name=name)
+            (self.num_heads, self.head_dim),
+            ("embed", "heads", "kv"),
+            1,
+            self.use_bias,
+            self.init_std,
+            self.dtype,
+            self.param_dtype,
+            name=name,
+        )
         q = proj("query")(inputs_q)
 
         if use_cached_kv:
             if not self.has_variable("cache", "cross_key"):
-                raise ValueError("use_cached_kv=True but the cross-attention cache is empty; "
-                                 "run one step with the encoder output first.")
+                raise ValueError(
+                    "use_cached_kv=True but the cross-attention cache is empty; "
+                    "run one step with the encoder output first."
+                )
             k = self.get_variable("cache", "cross_key")
             v = self.get_variable("cache", "cross_value")
         else:
@@ -149,13 +175,29 @@ class MultiHeadAttention(nn.Module):
         if self.decode and is_self:
             k, v, mask = self._update_cache(k, v, mask)
 
-        out = attend(q, k, v, mask, kernel=self.kernel, dropout_rate=self.dropout_rate,
-                     dropout_rng=None if deterministic or self.dropout_rate == 0.0
-                     else self.make_rng("dropout"), deterministic=deterministic)
+        out = attend(
+            q,
+            k,
+            v,
+            mask,
+            kernel=self.kernel,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=None
+            if deterministic or self.dropout_rate == 0.0
+            else self.make_rng("dropout"),
+            deterministic=deterministic,
+        )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return Projection((features,), ("heads", "kv", "embed"), 2, self.use_bias,
-                          self.init_std, self.dtype, self.param_dtype,
-                          name="out")(out)  # [b, q, heads, kv] -> [b, q, embed]
+        return Projection(
+            (features,),
+            ("heads", "kv", "embed"),
+            2,
+            self.use_bias,
+            self.init_std,
+            self.dtype,
+            self.param_dtype,
+            name="out",
+        )(out)  # [b, q, heads, kv] -> [b, q, embed]
 
     def _update_cache(self, k: Array, v: Array, mask: Optional[Array]):
         """Writes the new keys/values at cache_index; returns the full cache and its mask."""
@@ -167,10 +209,12 @@ class MultiHeadAttention(nn.Module):
             return k, v, mask
         max_len, step = cached_k.value.shape[1], k.shape[1]
         i = index.value
-        cached_k.value = lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
-                                                  (0, i, 0, 0))
-        cached_v.value = lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
-                                                  (0, i, 0, 0))
+        cached_k.value = lax.dynamic_update_slice(
+            cached_k.value, k.astype(cached_k.value.dtype), (0, i, 0, 0)
+        )
+        cached_v.value = lax.dynamic_update_slice(
+            cached_v.value, v.astype(cached_v.value.dtype), (0, i, 0, 0)
+        )
         index.value = i + step
         # New query j sits at absolute position i + j and sees cached keys up to itself.
         visible = masks_lib.causal_mask(step, max_len, offset=i)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal_table(max_len: int, dim: int, layout: str = "interleaved",
-                     base: float = 10000.0) -> np.ndarray:
+def sinusoidal_table(
+    max_len: int, dim: int, layout: str = "interleaved", base: float = 10000.0
+) -> np.ndarray:
     """`[max_len, dim]` sinusoidal positions, float32.
 
     interleaved (the Transformer paper): PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos.
@@ -20,7 +21,7 @@ def sinusoidal_table(max_len: int, dim: int, layout: str = "interleaved",
         raise ValueError(f"sinusoidal positions need an even dimension, got {dim}.")
     pos = np.arange(max_len, dtype=np.float64)[:, None]
     inv = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
-    ang = pos * inv[None, :]                                       # [max_len, dim/2]
+    ang = pos * inv[None, :]  # [max_len, dim/2]
     if layout == "interleaved":
         table = np.empty((max_len, dim), np.float64)
         table[:, 0::2], table[:, 1::2] = np.sin(ang), np.cos(ang)
@@ -45,7 +46,9 @@ class Embed(nn.Module):
         self.embedding = self.param(
             "embedding",
             nn.with_logical_partitioning(nn.initializers.normal(self.init_std), self.axes),
-            (self.num_embeddings, self.features), self.param_dtype)
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
 
     def __call__(self, ids):
         # [..., ] int -> [..., features]; take on the table keeps it shardable over vocab.

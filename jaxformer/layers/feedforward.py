@@ -21,12 +21,12 @@ def gelu_erf(x):
 
 
 ACTIVATIONS = {
-    "gelu": gelu_erf,                                               # BERT: exact erf GELU
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),   # tanh approximation
+    "gelu": gelu_erf,  # BERT: exact erf GELU
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),  # tanh approximation
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
-    "swish": jax.nn.silu,                                           # Marian: x * sigmoid(x)
+    "swish": jax.nn.silu,  # Marian: x * sigmoid(x)
     "silu": jax.nn.silu,
 }
 
@@ -39,19 +39,37 @@ def activation(name: str):
 
 def layer_norm(eps: float, dtype, param_dtype, name=None, axis_name: str = "embed"):
     """LayerNorm with named params; statistics in float32 even under bf16 compute."""
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-                        use_fast_variance=False, force_float32_reductions=True,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                (axis_name,)),
-                        bias_init=zeros_init((axis_name,)))
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        use_fast_variance=False,
+        force_float32_reductions=True,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+        bias_init=zeros_init((axis_name,)),
+    )
 
 
-def dense(features: int, axes: tuple, init_std: float, dtype, param_dtype, name=None,
-          use_bias: bool = True):
+def dense(
+    features: int,
+    axes: tuple,
+    init_std: float,
+    dtype,
+    param_dtype,
+    name=None,
+    use_bias: bool = True,
+):
     """nn.Dense whose kernel and bias carry logical axis names."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                    name=name, kernel_init=dense_init(init_std, axes),
-                    bias_init=zeros_init(axes[-1:]))
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        kernel_init=dense_init(init_std, axes),
+        bias_init=zeros_init(axes[-1:]),
+    )
 
 
 class FeedForward(nn.Module):
@@ -66,11 +84,18 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
-        h = dense(self.intermediate_size, ("embed", "mlp"), self.init_std, self.dtype,
-                  self.param_dtype, name="wi")(x)
+        h = dense(
+            self.intermediate_size,
+            ("embed", "mlp"),
+            self.init_std,
+            self.dtype,
+            self.param_dtype,
+            name="wi",
+        )(x)
         h = activation(self.act)(h)
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
         # A ReLU Transformer applies dropout here too; BERT-family models do not.
-        h = dense(x.shape[-1], ("mlp", "embed"), self.init_std, self.dtype, self.param_dtype,
-                  name="wo")(h)
+        h = dense(
+            x.shape[-1], ("mlp", "embed"), self.init_std, self.dtype, self.param_dtype, name="wo"
+        )(h)
         return h

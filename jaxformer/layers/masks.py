@@ -28,7 +28,7 @@ def segment_mask(q_segments: jnp.ndarray, kv_segments: Optional[jnp.ndarray] = N
     """Packed rows: `[batch, q_len]` segment ids (0 = padding) -> `[batch, 1, q_len, kv_len]`,
     True where query and key belong to the same segment."""
     kv_segments = q_segments if kv_segments is None else kv_segments
-    return (q_segments[:, None, :, None] == kv_segments[:, None, None, :])
+    return q_segments[:, None, :, None] == kv_segments[:, None, None, :]
 
 
 def combine(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
@@ -41,14 +41,18 @@ def combine(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
     return out
 
 
-def make_attention_mask(attention_mask=None, segment_ids=None, causal: bool = False,
-                        q_len: Optional[int] = None) -> Optional[jnp.ndarray]:
+def make_attention_mask(
+    attention_mask=None, segment_ids=None, causal: bool = False, q_len: Optional[int] = None
+) -> Optional[jnp.ndarray]:
     """The mask for self-attention from the usual inputs (any may be None)."""
     pad = padding_mask(attention_mask) if attention_mask is not None else None
     seg = segment_mask(segment_ids) if segment_ids is not None else None
     cau = None
     if causal:
-        n = q_len if q_len is not None else (
-            attention_mask if attention_mask is not None else segment_ids).shape[-1]
+        n = (
+            q_len
+            if q_len is not None
+            else (attention_mask if attention_mask is not None else segment_ids).shape[-1]
+        )
         cau = causal_mask(n)
     return combine(pad, seg, cau)

@@ -38,7 +38,8 @@ def check_input_ids(cfg: EncoderConfig, input_ids) -> None:
         bad = int(ids.max()) if ids.max() >= cfg.vocab_size else int(ids.min())
         raise ValueError(
             f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size}); the tokenizer "
-            "and the model config disagree (check vocab_size or the tokenizer).")
+            "and the model config disagree (check vocab_size or the tokenizer)."
+        )
 
 
 def check_length(cfg: EncoderConfig, length: int) -> None:
@@ -47,7 +48,8 @@ def check_length(cfg: EncoderConfig, length: int) -> None:
             f"sequence length {length} exceeds the position table: max_position_embeddings="
             f"{cfg.max_position_embeddings} allows {cfg.max_length} tokens"
             + (f" (position_offset={cfg.position_offset})" if cfg.position_offset else "")
-            + ". Truncate or window the input, or use a config with a longer table.")
+            + ". Truncate or window the input, or use a config with a longer table."
+        )
 
 
 def default_position_ids(cfg: EncoderConfig, input_ids, segment_ids=None):
@@ -57,8 +59,9 @@ def default_position_ids(cfg: EncoderConfig, input_ids, segment_ids=None):
     idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if segment_ids is not None:
         # Restart at each segment boundary: subtract the index where the segment began.
-        starts = jnp.concatenate([jnp.ones((b, 1), bool),
-                                  segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+        starts = jnp.concatenate(
+            [jnp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+        )
         idx = idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
         return idx + cfg.position_offset
     if cfg.position_offset:
@@ -104,16 +107,22 @@ class AttentionBlock(nn.Module):
         dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
         attention = MultiHeadAttention(
-            cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
-            kernel=cfg.attention_kernel, init_std=cfg.initializer_range, dtype=dt,
-            param_dtype=pdt, name="attention")
+            cfg.num_heads,
+            cfg.head_dim,
+            dropout_rate=cfg.attention_dropout,
+            kernel=cfg.attention_kernel,
+            init_std=cfg.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            name="attention",
+        )
         if rows is None:
             h = norm(x) if cfg.pre_ln else x
             h = attention(h, mask=mask, deterministic=deterministic)
         else:
             kv = norm(x) if cfg.pre_ln else x
             x = jnp.take_along_axis(x, rows[..., None], axis=1)
-            if mask is not None and mask.shape[2] > 1:   # per-query rows (packed segments)
+            if mask is not None and mask.shape[2] > 1:  # per-query rows (packed segments)
                 mask = jnp.take_along_axis(mask, rows[:, None, :, None], axis=2)
             h = norm(x) if cfg.pre_ln else x
             h = attention(h, inputs_kv=kv, mask=mask, deterministic=deterministic)
@@ -133,8 +142,14 @@ class MlpBlock(nn.Module):
         dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
         h = norm(x) if cfg.pre_ln else x
-        h = FeedForward(cfg.intermediate_size, cfg.hidden_act, init_std=cfg.initializer_range,
-                        dtype=dt, param_dtype=pdt, name="mlp")(h)
+        h = FeedForward(
+            cfg.intermediate_size,
+            cfg.hidden_act,
+            init_std=cfg.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            name="mlp",
+        )(h)
         h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         x = x + h if cfg.pre_ln else norm(x + h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -156,9 +171,12 @@ def remat_block(cls, cfg, static_argnums):
     field; the encoder-decoder uses it too). CSE prevention is only needed outside scan."""
     if cfg.remat_policy == "none":
         return cls
-    return nn.remat(cls, policy=REMAT_POLICIES[cfg.remat_policy],
-                    prevent_cse=not getattr(cfg, "scan_layers", False),
-                    static_argnums=static_argnums)
+    return nn.remat(
+        cls,
+        policy=REMAT_POLICIES[cfg.remat_policy],
+        prevent_cse=not getattr(cfg, "scan_layers", False),
+        static_argnums=static_argnums,
+    )
 
 
 def layer_plan(cfg: EncoderConfig) -> list[tuple[int, int]]:
@@ -187,14 +205,18 @@ class Encoder(nn.Module):
         dt, pdt = dtypes(cfg)
         self.embeddings = Embeddings(cfg)
         if cfg.emb_size != cfg.hidden_size:
-            self.embed_proj = dense(cfg.hidden_size, (None, "embed"), cfg.initializer_range,
-                                    dt, pdt)
+            self.embed_proj = dense(
+                cfg.hidden_size, (None, "embed"), cfg.initializer_range, dt, pdt
+            )
         if cfg.scan_layers:
             self.layers = nn.scan(
-                remat_block(Layer, cfg, static_argnums=(3,)), variable_axes={"params": 0},
-                split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,
-                                                                       nn.broadcast),
-                length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+                remat_block(Layer, cfg, static_argnums=(3,)),
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg)
         else:
             plan = layer_plan(cfg)
             n_attn = 1 + max(a for a, _ in plan)
@@ -208,8 +230,16 @@ class Encoder(nn.Module):
         if cfg.with_pooler:
             self.pooler = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 segment_ids=None, deterministic: bool = True, last_rows=None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
+        last_rows=None,
+    ):
         """-> (hidden [b, t, H], pooled). With `last_rows` [b, r] (first column 0, the
         pooler's row) the last layer runs only at those rows and hidden is [b, r, H]."""
         cfg = self.cfg
@@ -274,18 +304,34 @@ class EncoderModel(nn.Module):
         if cfg.head == "question_answering":
             self.qa = heads_lib.QAHead(cfg)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 segment_ids=None, mlm_positions: Optional[jnp.ndarray] = None,
-                 deterministic: bool = True) -> EncoderOutput:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        mlm_positions: Optional[jnp.ndarray] = None,
+        deterministic: bool = True,
+    ) -> EncoderOutput:
         cfg = self.cfg
         sparse = mlm_positions is not None and cfg.runs_sparse_last_layer(
-            mlm_positions.shape[1], input_ids.shape[1])
+            mlm_positions.shape[1], input_ids.shape[1]
+        )
         last_rows = None
         if sparse:  # [CLS] (the pooler's row) then the scored rows
             last_rows = jnp.concatenate(
-                [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1)
-        hidden, pooled = self.encoder(input_ids, attention_mask, token_type_ids, position_ids,
-                                      segment_ids, deterministic, last_rows)
+                [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1
+            )
+        hidden, pooled = self.encoder(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            segment_ids,
+            deterministic,
+            last_rows,
+        )
         out = {}
         if cfg.head in ("mlm", "pretraining"):
             h = hidden

@@ -9,8 +9,15 @@ from typing import Any, Optional
 FAMILIES = ("bert", "roberta", "albert", "electra")
 SHARING = ("none", "all", "attention", "ffn")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_tanh", "relu", "tanh")
-HEADS = (None, "pretraining", "mlm", "rtd", "sequence_classification",
-         "token_classification", "question_answering")
+HEADS = (
+    None,
+    "pretraining",
+    "mlm",
+    "rtd",
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+)
 KERNELS = ("xla", "cudnn", "einsum")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots", "dots_no_batch")
@@ -44,7 +51,8 @@ class _ConfigMixin:
             if k not in names:
                 raise ConfigError(
                     f"unknown {cls.__name__} field {k!r}.{_nearest(k, names)} "
-                    f"Valid fields: {', '.join(names)}.")
+                    f"Valid fields: {', '.join(names)}."
+                )
         return cls(**d)
 
     def replace(self, **changes):
@@ -62,42 +70,42 @@ class _ConfigMixin:
 class EncoderConfig(_ConfigMixin):
     """One encoder for BERT / RoBERTa / ALBERT / ELECTRA; the family is picked by fields."""
 
-    family: str = "bert"                 # bert | roberta | albert | electra
+    family: str = "bert"  # bert | roberta | albert | electra
     vocab_size: int = 30522
-    hidden_size: int = 768               # H
-    num_layers: int = 12                 # L: number of layer applications
-    num_heads: int = 12                  # A: H must divide by it
-    intermediate_size: int = 3072        # feed-forward width, usually 4H
+    hidden_size: int = 768  # H
+    num_layers: int = 12  # L: number of layer applications
+    num_heads: int = 12  # A: H must divide by it
+    intermediate_size: int = 3072  # feed-forward width, usually 4H
     embedding_size: Optional[int] = None  # E: None means E = H (no projection)
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2             # segment (token type) vocabulary; RoBERTa: 1
+    type_vocab_size: int = 2  # segment (token type) vocabulary; RoBERTa: 1
     layer_norm_eps: float = 1e-12
-    hidden_act: str = "gelu"             # gelu (exact) | gelu_new/gelu_tanh | relu | tanh
+    hidden_act: str = "gelu"  # gelu (exact) | gelu_new/gelu_tanh | relu | tanh
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     classifier_dropout: Optional[float] = None  # None: hidden_dropout
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    position_offset: int = 0             # RoBERTa: pad_token_id + 1 (positions skip past pad)
-    pre_ln: bool = False                 # pre-LN blocks instead of BERT's post-LN
-    with_pooler: bool = True             # tanh pooler on the first token
+    position_offset: int = 0  # RoBERTa: pad_token_id + 1 (positions skip past pad)
+    pre_ln: bool = False  # pre-LN blocks instead of BERT's post-LN
+    with_pooler: bool = True  # tanh pooler on the first token
     # ALBERT cross-layer sharing: none | all | attention | ffn. With "all", layers are grouped
     # as in ALBERT: num_hidden_groups distinct groups, each of inner_group_num blocks.
     sharing: str = "none"
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     # Heads
-    head: Optional[str] = None           # None | pretraining | mlm | rtd | *_classification | qa
+    head: Optional[str] = None  # None | pretraining | mlm | rtd | *_classification | qa
     num_labels: int = 2
     label_names: Optional[tuple] = None  # the classes' names (HF id2label); None: LABEL_i
     # pooler (BERT/ALBERT) | cls_mlp: MLP on the first token (RoBERTa tanh, ELECTRA gelu)
     classifier_style: str = "pooler"
     # Numerics and performance
-    dtype: str = "float32"               # compute dtype
-    param_dtype: str = "float32"         # parameter (master weight) dtype
-    attention_kernel: str = "xla"        # xla (jax.nn.dot_product_attention) | cudnn | einsum
-    remat_policy: str = "none"           # activation checkpointing per block
-    scan_layers: bool = False            # lax.scan over identical blocks (sharing=none only)
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"  # parameter (master weight) dtype
+    attention_kernel: str = "xla"  # xla (jax.nn.dot_product_attention) | cudnn | einsum
+    remat_policy: str = "none"  # activation checkpointing per block
+    scan_layers: bool = False  # lax.scan over identical blocks (sharing=none only)
     # With `mlm_positions`, run the last layer only at [CLS] and those rows: its other outputs
     # feed no head, so the result is identical and ~5% of BERT-base's training FLOPs are
     # skipped. Not with scan_layers (the scanned layers share one body).
@@ -113,30 +121,43 @@ class EncoderConfig(_ConfigMixin):
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("remat_policy", self.remat_policy, REMAT)
         check_choice("classifier_style", self.classifier_style, ("pooler", "cls_mlp"))
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "num_hidden_groups",
-                     "inner_group_num", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_hidden_groups",
+            "inner_group_num",
+            "num_labels",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
-                "pick num_heads so that hidden_size / num_heads is an integer.")
+                "pick num_heads so that hidden_size / num_heads is an integer."
+            )
         e = self.embedding_size
         if e is not None and e < 1:
             raise ConfigError(f"embedding_size must be >= 1 or None, got {e}.")
         if e is not None and e > self.hidden_size and self.sharing != "none":
             raise ConfigError(
                 f"embedding_size={e} > hidden_size={self.hidden_size} with sharing="
-                f"{self.sharing!r}: factorized embeddings exist to make E smaller than H.")
+                f"{self.sharing!r}: factorized embeddings exist to make E smaller than H."
+            )
         if self.sharing != "all" and (self.num_hidden_groups != 1 or self.inner_group_num != 1):
             raise ConfigError("num_hidden_groups / inner_group_num need sharing='all'.")
         if self.num_hidden_groups > self.num_layers:
-            raise ConfigError(f"num_hidden_groups={self.num_hidden_groups} exceeds "
-                              f"num_layers={self.num_layers}.")
+            raise ConfigError(
+                f"num_hidden_groups={self.num_hidden_groups} exceeds num_layers={self.num_layers}."
+            )
         if self.scan_layers and (self.sharing != "none" or self.inner_group_num != 1):
-            raise ConfigError("scan_layers=True needs sharing='none' (shared layers already "
-                              "compile once).")
+            raise ConfigError(
+                "scan_layers=True needs sharing='none' (shared layers already compile once)."
+            )
         if self.position_offset < 0:
             raise ConfigError("position_offset must be >= 0.")
         for name in ("hidden_dropout", "attention_dropout"):
@@ -145,15 +166,21 @@ class EncoderConfig(_ConfigMixin):
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
             if len(self.label_names) != self.num_labels:
-                raise ConfigError(f"label_names has {len(self.label_names)} names but "
-                                  f"num_labels={self.num_labels}; give one name per label.")
+                raise ConfigError(
+                    f"label_names has {len(self.label_names)} names but "
+                    f"num_labels={self.num_labels}; give one name per label."
+                )
 
     def runs_sparse_last_layer(self, n_positions: int, seq_len: int) -> bool:
         """Whether `EncoderModel` given `mlm_positions` [b, n_positions] over `seq_len`
         tokens runs its last layer at [CLS] + those rows only (fewer rows than the full
         layer, an MLM head, not scanned)."""
-        return (self.sparse_last_layer and not self.scan_layers
-                and self.head in ("mlm", "pretraining") and n_positions + 1 < seq_len)
+        return (
+            self.sparse_last_layer
+            and not self.scan_layers
+            and self.head in ("mlm", "pretraining")
+            and n_positions + 1 < seq_len
+        )
 
     @property
     def head_dim(self) -> int:
@@ -180,15 +207,22 @@ class EncoderConfig(_ConfigMixin):
 # -- named sizes ---------------------------------------------------------------------------
 # (layers, hidden); heads = H/64 (at least 2), intermediate = 4H.
 SIZES = {
-    "tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512),
-    "base": (12, 768), "large": (24, 1024),
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
 }
 ALBERT_SIZES = {  # (layers, hidden, embedding, heads, intermediate)
-    "base": (12, 768, 128, 12, 3072), "large": (24, 1024, 128, 16, 4096),
-    "xlarge": (24, 2048, 128, 32, 8192), "xxlarge": (12, 4096, 128, 64, 16384),
+    "base": (12, 768, 128, 12, 3072),
+    "large": (24, 1024, 128, 16, 4096),
+    "xlarge": (24, 2048, 128, 32, 8192),
+    "xxlarge": (12, 4096, 128, 64, 16384),
 }
 ELECTRA_SIZES = {  # discriminator: (layers, hidden, embedding, heads, intermediate)
-    "small": (12, 256, 128, 4, 1024), "base": (12, 768, 768, 12, 3072),
+    "small": (12, 256, 128, 4, 1024),
+    "base": (12, 768, 768, 12, 3072),
     "large": (24, 1024, 1024, 16, 4096),
 }
 ELECTRA_GENERATOR_FRACTION = {"small": 1, "base": 3, "large": 4}  # released generators: H=256
@@ -203,19 +237,33 @@ def _size(name: str, table: dict) -> tuple:
 def bert_config(size: str = "base", **overrides) -> EncoderConfig:
     """BERT at a named size (tiny/mini/small/medium/base/large)."""
     layers, hidden = _size(size, SIZES)
-    base = dict(family="bert", num_layers=layers, hidden_size=hidden,
-                num_heads=max(2, hidden // 64), intermediate_size=4 * hidden)
+    base = dict(
+        family="bert",
+        num_layers=layers,
+        hidden_size=hidden,
+        num_heads=max(2, hidden // 64),
+        intermediate_size=4 * hidden,
+    )
     return EncoderConfig.from_dict({**base, **overrides})
 
 
 def roberta_config(size: str = "base", **overrides) -> EncoderConfig:
     """RoBERTa: BERT shape, byte-level BPE vocab, positions offset past the pad id."""
     layers, hidden = _size(size, SIZES)
-    base = dict(family="roberta", num_layers=layers, hidden_size=hidden,
-                num_heads=max(2, hidden // 64), intermediate_size=4 * hidden,
-                vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
-                layer_norm_eps=1e-5, pad_token_id=1, position_offset=2,
-                classifier_style="cls_mlp")
+    base = dict(
+        family="roberta",
+        num_layers=layers,
+        hidden_size=hidden,
+        num_heads=max(2, hidden // 64),
+        intermediate_size=4 * hidden,
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        position_offset=2,
+        classifier_style="cls_mlp",
+    )
     return EncoderConfig.from_dict({**base, **overrides})
 
 
@@ -227,9 +275,19 @@ def albert_config(size: str = "base", **overrides) -> EncoderConfig:
     else:
         layers, hidden = _size(size, SIZES)
         emb, heads, inter = max(16, hidden // 4), max(2, hidden // 64), 4 * hidden
-    base = dict(family="albert", num_layers=layers, hidden_size=hidden, embedding_size=emb,
-                num_heads=heads, intermediate_size=inter, vocab_size=30000, sharing="all",
-                hidden_dropout=0.0, attention_dropout=0.0, hidden_act="gelu_new")
+    base = dict(
+        family="albert",
+        num_layers=layers,
+        hidden_size=hidden,
+        embedding_size=emb,
+        num_heads=heads,
+        intermediate_size=inter,
+        vocab_size=30000,
+        sharing="all",
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        hidden_act="gelu_new",
+    )
     return EncoderConfig.from_dict({**base, **overrides})
 
 
@@ -245,14 +303,25 @@ def electra_config(size: str = "small", generator: bool = False, **overrides) ->
     if generator:
         hidden, inter = hidden // frac, inter // frac
         heads = max(1, hidden // 64)
-    base = dict(family="electra", num_layers=layers, hidden_size=hidden, embedding_size=emb,
-                num_heads=heads, intermediate_size=inter, with_pooler=False,
-                classifier_style="cls_mlp")
+    base = dict(
+        family="electra",
+        num_layers=layers,
+        hidden_size=hidden,
+        embedding_size=emb,
+        num_heads=heads,
+        intermediate_size=inter,
+        with_pooler=False,
+        classifier_style="cls_mlp",
+    )
     return EncoderConfig.from_dict({**base, **overrides})
 
 
-FAMILY_CONFIGS = {"bert": bert_config, "roberta": roberta_config, "albert": albert_config,
-                  "electra": electra_config}
+FAMILY_CONFIGS = {
+    "bert": bert_config,
+    "roberta": roberta_config,
+    "albert": albert_config,
+    "electra": electra_config,
+}
 
 
 def encoder_config(family: str, size: str, **overrides) -> EncoderConfig:

@@ -30,8 +30,9 @@ class MLMHead(nn.Module):
         dt, pdt = _dt(cfg)
         # RoBERTa's and ELECTRA's generator heads use GELU whatever hidden_act says.
         act = cfg.hidden_act if cfg.family in ("bert", "albert") else "gelu"
-        h = dense(cfg.emb_size, ("embed", None), cfg.initializer_range, dt, pdt,
-                  name="transform")(hidden)
+        h = dense(cfg.emb_size, ("embed", None), cfg.initializer_range, dt, pdt, name="transform")(
+            hidden
+        )
         h = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm", axis_name=None)(activation(act)(h))
         bias = self.param("bias", zeros_init(("vocab",)), (cfg.vocab_size,), pdt)
         return attend(h) + jnp.asarray(bias, dt)  # [..., vocab]
@@ -60,8 +61,9 @@ class RTDHead(nn.Module):
     def __call__(self, hidden):
         cfg = self.cfg
         dt, pdt = _dt(cfg)
-        h = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt,
-                  name="dense")(hidden)
+        h = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt, name="dense")(
+            hidden
+        )
         h = activation(cfg.hidden_act)(h)
         return dense(1, (None, None), cfg.initializer_range, dt, pdt, name="prediction")(h)[..., 0]
 
@@ -82,7 +84,8 @@ class SequenceClassificationHead(nn.Module):
             if pooled is None:
                 raise ValueError("classifier_style='pooler' needs with_pooler=True.")
             return dense(cfg.num_labels, ("embed", None), std, dt, pdt, name="out_proj")(
-                drop(pooled, deterministic=deterministic))
+                drop(pooled, deterministic=deterministic)
+            )
         x = drop(hidden[:, 0], deterministic=deterministic)
         x = dense(cfg.hidden_size, ("embed", None), std, dt, pdt, name="dense")(x)
         x = activation("gelu" if cfg.family == "electra" else "tanh")(x)
@@ -100,8 +103,9 @@ class TokenClassificationHead(nn.Module):
         cfg = self.cfg
         dt, pdt = _dt(cfg)
         x = Dropout(_classifier_dropout(cfg))(hidden, deterministic=deterministic)
-        return dense(cfg.num_labels, ("embed", None), cfg.initializer_range, dt, pdt,
-                     name="out_proj")(x)
+        return dense(
+            cfg.num_labels, ("embed", None), cfg.initializer_range, dt, pdt, name="out_proj"
+        )(x)
 
 
 class QAHead(nn.Module):

@@ -33,6 +33,6 @@ class EncoderOutput:
 class Seq2SeqOutput:
     """Outputs of an encoder-decoder call."""
 
-    logits: jnp.ndarray                              # [batch, target_length, vocab]
+    logits: jnp.ndarray  # [batch, target_length, vocab]
     encoder_hidden_state: Optional[jnp.ndarray] = None
     decoder_hidden_state: Optional[jnp.ndarray] = None

@@ -22,27 +22,27 @@ LAYOUTS = ("interleaved", "halves")
 class TransformerConfig(_ConfigMixin):
     """The encoder-decoder of Vaswani et al. (2017); Marian is a setting of these fields."""
 
-    vocab_size: int = 32000              # source vocabulary (the only one when shared)
+    vocab_size: int = 32000  # source vocabulary (the only one when shared)
     target_vocab_size: int | None = None  # None: vocab_size
     d_model: int = 512
-    num_heads: int = 8                   # d_model must divide by it
-    d_ff: int = 2048                     # feed-forward width
+    num_heads: int = 8  # d_model must divide by it
+    d_ff: int = 2048  # feed-forward width
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
-    max_len: int = 512                   # rows of the sinusoidal table: longest source/target
-    dropout: float = 0.1                 # on embeddings+positions and on each sub-layer output
-    attention_dropout: float = 0.0       # on attention probabilities
-    activation: str = "relu"             # relu (paper) | swish (Marian) | gelu ...
+    max_len: int = 512  # rows of the sinusoidal table: longest source/target
+    dropout: float = 0.1  # on embeddings+positions and on each sub-layer output
+    attention_dropout: float = 0.0  # on attention probabilities
+    activation: str = "relu"  # relu (paper) | swish (Marian) | gelu ...
     layer_norm_eps: float = 1e-6
-    pre_ln: bool = False                 # post-LN as in the paper; pre-LN adds final norms
-    share_embeddings: bool = True        # one table for source and target tokens
-    tie_output: bool = True              # output projection = target embedding (transposed)
-    scale_embedding: bool = True         # multiply token embeddings by sqrt(d_model)
+    pre_ln: bool = False  # post-LN as in the paper; pre-LN adds final norms
+    share_embeddings: bool = True  # one table for source and target tokens
+    tie_output: bool = True  # output projection = target embedding (transposed)
+    scale_embedding: bool = True  # multiply token embeddings by sqrt(d_model)
     position_layout: str = "interleaved"  # interleaved (paper) | halves (Marian / fairseq)
-    final_logits_bias: bool = False      # Marian adds a (frozen) bias to the logits
+    final_logits_bias: bool = False  # Marian adds a (frozen) bias to the logits
     pad_token_id: int = 0
     eos_token_id: int = 1
-    decoder_start_token_id: int = 0      # Marian and T5 start decoding from the pad id
+    decoder_start_token_id: int = 0  # Marian and T5 start decoding from the pad id
     init_std: float = 0.02
     # Numerics and performance
     dtype: str = "float32"
@@ -54,26 +54,39 @@ class TransformerConfig(_ConfigMixin):
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"activation={self.activation!r} is not one of "
-                              f"{sorted(ACTIVATIONS)}.{_nearest(self.activation, ACTIVATIONS)}")
+            raise ConfigError(
+                f"activation={self.activation!r} is not one of "
+                f"{sorted(ACTIVATIONS)}.{_nearest(self.activation, ACTIVATIONS)}"
+            )
         check_choice("position_layout", self.position_layout, LAYOUTS)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("attention_kernel", self.attention_kernel, KERNELS)
         check_choice("remat_policy", self.remat_policy, REMAT)
-        for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
-                     "num_decoder_layers", "max_len"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "num_heads",
+            "d_ff",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "max_len",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.target_vocab_size is not None and self.target_vocab_size < 1:
-            raise ConfigError(f"target_vocab_size must be >= 1 or None, got "
-                              f"{self.target_vocab_size}.")
+            raise ConfigError(
+                f"target_vocab_size must be >= 1 or None, got {self.target_vocab_size}."
+            )
         if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
-            raise ConfigError(f"share_embeddings=True needs one vocabulary, but vocab_size="
-                              f"{self.vocab_size} and target_vocab_size={self.target_vocab_size}.")
+            raise ConfigError(
+                f"share_embeddings=True needs one vocabulary, but vocab_size="
+                f"{self.vocab_size} and target_vocab_size={self.target_vocab_size}."
+            )
         if self.d_model % self.num_heads:
-            raise ConfigError(f"d_model={self.d_model} is not divisible by num_heads="
-                              f"{self.num_heads}.")
+            raise ConfigError(
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}."
+            )
         if self.d_model % 2:
             raise ConfigError(f"sinusoidal positions need an even d_model, got {self.d_model}.")
         for name in ("dropout", "attention_dropout"):
@@ -82,8 +95,9 @@ class TransformerConfig(_ConfigMixin):
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             v = getattr(self, name)
             if not 0 <= v < self.tgt_vocab_size:
-                raise ConfigError(f"{name}={v} is outside the target vocabulary "
-                                  f"[0, {self.tgt_vocab_size}).")
+                raise ConfigError(
+                    f"{name}={v} is outside the target vocabulary [0, {self.tgt_vocab_size})."
+                )
 
     @property
     def tgt_vocab_size(self) -> int:
@@ -96,23 +110,30 @@ class TransformerConfig(_ConfigMixin):
 
 # (layers per stack, d_model, d_ff, heads)
 TRANSFORMER_SIZES = {
-    "nano": (1, 32, 64, 2),       # unit tests
-    "tiny": (2, 64, 256, 4),      # learns the synthetic translation task on CPU in minutes
+    "nano": (1, 32, 64, 2),  # unit tests
+    "tiny": (2, 64, 256, 4),  # learns the synthetic translation task on CPU in minutes
     "mini": (2, 128, 512, 4),
     "small": (3, 256, 1024, 4),
-    "base": (6, 512, 2048, 8),    # Vaswani et al. base
-    "big": (6, 1024, 4096, 16),   # Vaswani et al. big
+    "base": (6, 512, 2048, 8),  # Vaswani et al. base
+    "big": (6, 1024, 4096, 16),  # Vaswani et al. big
 }
 
 
 def transformer_config(size: str = "base", **overrides) -> TransformerConfig:
     """The Transformer at a named size (nano/tiny/mini/small/base/big); fields override."""
     if size not in TRANSFORMER_SIZES:
-        raise ConfigError(f"unknown size {size!r}.{_nearest(size, TRANSFORMER_SIZES)} "
-                          f"Known: {list(TRANSFORMER_SIZES)}.")
+        raise ConfigError(
+            f"unknown size {size!r}.{_nearest(size, TRANSFORMER_SIZES)} "
+            f"Known: {list(TRANSFORMER_SIZES)}."
+        )
     layers, d, ff, h = TRANSFORMER_SIZES[size]
-    base = {"num_encoder_layers": layers, "num_decoder_layers": layers, "d_model": d, "d_ff": ff,
-                "num_heads": h}
+    base = {
+        "num_encoder_layers": layers,
+        "num_decoder_layers": layers,
+        "d_model": d,
+        "d_ff": ff,
+        "num_heads": h,
+    }
     if size == "big":
         base["dropout"] = 0.3  # the paper's EN-DE big model
     return TransformerConfig.from_dict({**base, **overrides})

@@ -64,15 +64,24 @@ class Sublayer(nn.Module):
 
 def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> MultiHeadAttention:
     dt, pdt = _dtypes(cfg)
-    return MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
-                              kernel=cfg.attention_kernel, decode=decode,
-                              init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name=name)
+    return MultiHeadAttention(
+        cfg.num_heads,
+        cfg.head_dim,
+        dropout_rate=cfg.attention_dropout,
+        kernel=cfg.attention_kernel,
+        decode=decode,
+        init_std=cfg.init_std,
+        dtype=dt,
+        param_dtype=pdt,
+        name=name,
+    )
 
 
 def _feedforward(cfg: TransformerConfig) -> FeedForward:
     dt, pdt = _dtypes(cfg)
-    return FeedForward(cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt,
-                       param_dtype=pdt, name="mlp")
+    return FeedForward(
+        cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name="mlp"
+    )
 
 
 class EncoderLayer(nn.Module):
@@ -84,7 +93,8 @@ class EncoderLayer(nn.Module):
     def __call__(self, x, mask, deterministic: bool = True):
         attn = _attention(self.cfg, "self_attention")
         x = Sublayer(self.cfg, name="self_attention_block")(
-            lambda h: attn(h, mask=mask, deterministic=deterministic), x, deterministic)
+            lambda h: attn(h, mask=mask, deterministic=deterministic), x, deterministic
+        )
         mlp = _feedforward(self.cfg)
         return Sublayer(self.cfg, name="mlp_block")(mlp, x, deterministic)
 
@@ -96,17 +106,32 @@ class DecoderLayer(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, y, encoded, self_mask, cross_mask, deterministic: bool = True,
-                 use_cached_kv: bool = False):
+    def __call__(
+        self,
+        y,
+        encoded,
+        self_mask,
+        cross_mask,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ):
         cfg = self.cfg
         self_attn = _attention(cfg, "self_attention", self.decode)
         y = Sublayer(cfg, name="self_attention_block")(
-            lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic)
+            lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic
+        )
         cross = _attention(cfg, "cross_attention", self.decode)
         y = Sublayer(cfg, name="cross_attention_block")(
-            lambda h: cross(h, None if use_cached_kv else encoded, mask=cross_mask,
-                            deterministic=deterministic, use_cached_kv=use_cached_kv),
-            y, deterministic)
+            lambda h: cross(
+                h,
+                None if use_cached_kv else encoded,
+                mask=cross_mask,
+                deterministic=deterministic,
+                use_cached_kv=use_cached_kv,
+            ),
+            y,
+            deterministic,
+        )
         return Sublayer(cfg, name="mlp_block")(_feedforward(cfg), y, deterministic)
 
 
@@ -146,8 +171,15 @@ class DecoderStack(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, y, encoded, attention_mask, decoder_attention_mask=None,
-                 deterministic: bool = True, use_cached_kv: bool = False):
+    def __call__(
+        self,
+        y,
+        encoded,
+        attention_mask,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ):
         cfg = self.cfg
         t = y.shape[1]
         positions = jnp.arange(t)
@@ -158,17 +190,22 @@ class DecoderStack(nn.Module):
                 positions = index.value + positions
                 index.value = index.value + t
         y = _add_positions(cfg, y, positions, deterministic)
-        pad = (None if decoder_attention_mask is None
-               else masks_lib.padding_mask(decoder_attention_mask))
+        pad = (
+            None
+            if decoder_attention_mask is None
+            else masks_lib.padding_mask(decoder_attention_mask)
+        )
         # In decode mode the cache applies causality relative to its own index.
         self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
         cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         # The cache path (decode=True) mutates variables step by step: never rematerialised.
-        layer_cls = DecoderLayer if self.decode else remat_block(DecoderLayer, cfg,
-                                                            static_argnums=(5, 6))
+        layer_cls = (
+            DecoderLayer if self.decode else remat_block(DecoderLayer, cfg, static_argnums=(5, 6))
+        )
         for i in range(cfg.num_decoder_layers):
             y = layer_cls(cfg, self.decode, name=f"layer_{i}")(
-                y, encoded, self_mask, cross_mask, deterministic, use_cached_kv)
+                y, encoded, self_mask, cross_mask, deterministic, use_cached_kv
+            )
         if cfg.pre_ln:
             y = layer_norm(cfg.layer_norm_eps, *_dtypes(cfg), name="final_norm")(y)
         return y
@@ -192,11 +229,13 @@ class Transformer(nn.Module):
         self.encoder = EncoderStack(cfg)
         self.decoder = DecoderStack(cfg, self.use_cache)
         if not cfg.tie_output:
-            self.output = dense(cfg.tgt_vocab_size, ("embed", "vocab"), cfg.init_std, dt, pdt,
-                                use_bias=False)
+            self.output = dense(
+                cfg.tgt_vocab_size, ("embed", "vocab"), cfg.init_std, dt, pdt, use_bias=False
+            )
         if cfg.final_logits_bias:
-            self.logits_bias = self.param("final_logits_bias", zeros_init(("vocab",)),
-                                          (cfg.tgt_vocab_size,), pdt)
+            self.logits_bias = self.param(
+                "final_logits_bias", zeros_init(("vocab",)), (cfg.tgt_vocab_size,), pdt
+            )
 
     def _embed(self, table: Embed, ids):
         x = table(ids)  # [b, t] -> [b, t, d]
@@ -215,33 +254,58 @@ class Transformer(nn.Module):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
         if input_ids.shape[1] > cfg.max_len:
-            raise ValueError(f"source length {input_ids.shape[1]} exceeds max_len={cfg.max_len} "
-                             "(the sinusoidal table); truncate the source or raise max_len.")
+            raise ValueError(
+                f"source length {input_ids.shape[1]} exceeds max_len={cfg.max_len} "
+                "(the sinusoidal table); truncate the source or raise max_len."
+            )
         _check_ids(input_ids, cfg.vocab_size, "input_ids")
         x = self._embed(self._tables()[0], input_ids)
         return self.encoder(x, attention_mask, deterministic)
 
-    def decode(self, encoded, attention_mask, decoder_input_ids, decoder_attention_mask=None,
-               deterministic: bool = True, use_cached_kv: bool = False):
+    def decode(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ):
         """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab].
 
         With `use_cache=True`, the tokens continue the cached prefix; `use_cached_kv=True` reuses
         the cross-attention keys/values stored by an earlier step (`encoded` may be None).
         """
-        return self._logits(self._decode_hidden(encoded, attention_mask, decoder_input_ids,
-                                                decoder_attention_mask, deterministic,
-                                                use_cached_kv))
+        return self._logits(
+            self._decode_hidden(
+                encoded,
+                attention_mask,
+                decoder_input_ids,
+                decoder_attention_mask,
+                deterministic,
+                use_cached_kv,
+            )
+        )
 
-    def _decode_hidden(self, encoded, attention_mask, decoder_input_ids, decoder_attention_mask,
-                       deterministic, use_cached_kv=False):
+    def _decode_hidden(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask,
+        deterministic,
+        use_cached_kv=False,
+    ):
         cfg = self.cfg
         if not self.use_cache and decoder_input_ids.shape[1] > cfg.max_len:
-            raise ValueError(f"target length {decoder_input_ids.shape[1]} exceeds max_len="
-                             f"{cfg.max_len}.")
+            raise ValueError(
+                f"target length {decoder_input_ids.shape[1]} exceeds max_len={cfg.max_len}."
+            )
         _check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
         y = self._embed(self._tables()[1], decoder_input_ids)
-        return self.decoder(y, encoded, attention_mask, decoder_attention_mask, deterministic,
-                            use_cached_kv)
+        return self.decoder(
+            y, encoded, attention_mask, decoder_attention_mask, deterministic, use_cached_kv
+        )
 
     def _logits(self, h):
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
@@ -251,17 +315,27 @@ class Transformer(nn.Module):
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
-    def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None,
-                 decoder_attention_mask=None, deterministic: bool = True) -> Seq2SeqOutput:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+    ) -> Seq2SeqOutput:
         if decoder_input_ids is None:
-            raise ValueError("decoder_input_ids is required (teacher forcing: the targets "
-                             "shifted right behind the start token; see "
-                             "jaxformer.objectives.seq2seq.shift_right).")
+            raise ValueError(
+                "decoder_input_ids is required (teacher forcing: the targets "
+                "shifted right behind the start token; see "
+                "jaxformer.objectives.seq2seq.shift_right)."
+            )
         encoded = self.encode(input_ids, attention_mask, deterministic)
-        h = self._decode_hidden(encoded, attention_mask, decoder_input_ids,
-                                decoder_attention_mask, deterministic)
-        return Seq2SeqOutput(logits=self._logits(h), encoder_hidden_state=encoded,
-                             decoder_hidden_state=h)
+        h = self._decode_hidden(
+            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
+        )
+        return Seq2SeqOutput(
+            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
+        )
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""

@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 
 
-def cross_entropy_with_logits(logits, targets, label_smoothing: float = 0.0,
-                              z_loss: float = 0.0):
+def cross_entropy_with_logits(logits, targets, label_smoothing: float = 0.0, z_loss: float = 0.0):
     """Per-position loss. logits [..., V], targets [...] int -> (loss [...], z [...]).
 
     With label smoothing the target distribution puts 1 - s on the target and s / (V - 1)
@@ -22,7 +21,7 @@ def cross_entropy_with_logits(logits, targets, label_smoothing: float = 0.0,
     """
     logits = logits.astype(jnp.float32)
     v = logits.shape[-1]
-    lse = jax.nn.logsumexp(logits, axis=-1)                               # [...]
+    lse = jax.nn.logsumexp(logits, axis=-1)  # [...]
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     if label_smoothing:
         on, off = 1.0 - label_smoothing, label_smoothing / (v - 1)
@@ -45,8 +44,15 @@ def top1_correct(logits, targets):
     return (target_logit >= logits.max(-1)).astype(jnp.float32)
 
 
-def weighted_cross_entropy(logits, targets, weights=None, *, label_smoothing: float = 0.0,
-                           z_loss: float = 0.0, normalizer: Optional[jnp.ndarray] = None):
+def weighted_cross_entropy(
+    logits,
+    targets,
+    weights=None,
+    *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    normalizer: Optional[jnp.ndarray] = None,
+):
     """Weighted mean cross-entropy and its metrics.
 
     weights [...] (None = all ones); normalizer: what the weighted sum is divided by (default
@@ -60,13 +66,17 @@ def weighted_cross_entropy(logits, targets, weights=None, *, label_smoothing: fl
     loss, z = cross_entropy_with_logits(logits, targets, label_smoothing, z_loss)
     correct = top1_correct(logits, targets)
     total = (loss * w).sum() / normalizer
-    metrics = {"loss": total, "z_loss": (z * w).sum() / normalizer,
-               "accuracy": (correct * w).sum() / normalizer}
+    metrics = {
+        "loss": total,
+        "z_loss": (z * w).sum() / normalizer,
+        "accuracy": (correct * w).sum() / normalizer,
+    }
     return total, metrics
 
 
-def sigmoid_binary_cross_entropy(logits, labels, weights=None, *,
-                                 normalizer: Optional[jnp.ndarray] = None):
+def sigmoid_binary_cross_entropy(
+    logits, labels, weights=None, *, normalizer: Optional[jnp.ndarray] = None
+):
     """Weighted mean binary cross-entropy (e.g. ELECTRA's replaced-token detection)."""
     logits = logits.astype(jnp.float32)
     labels = labels.astype(jnp.float32)
@@ -75,5 +85,7 @@ def sigmoid_binary_cross_entropy(logits, labels, weights=None, *,
         normalizer = jnp.maximum(w.sum(), 1.0)
     loss = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
     correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
-    return (loss * w).sum() / normalizer, {"loss": (loss * w).sum() / normalizer,
-                                           "accuracy": (correct * w).sum() / normalizer}
+    return (loss * w).sum() / normalizer, {
+        "loss": (loss * w).sum() / normalizer,
+        "accuracy": (correct * w).sum() / normalizer,
+    }

@@ -18,8 +18,13 @@ from jaxformer.objectives.losses import sigmoid_binary_cross_entropy, weighted_c
 
 def mlm_loss(out: EncoderOutput, batch, normalizer=None, label_smoothing: float = 0.0):
     """Cross-entropy over the masked positions only. Returns (loss, metrics)."""
-    loss, m = weighted_cross_entropy(out.mlm_logits, batch["mlm_ids"], batch["mlm_weights"],
-                                     label_smoothing=label_smoothing, normalizer=normalizer)
+    loss, m = weighted_cross_entropy(
+        out.mlm_logits,
+        batch["mlm_ids"],
+        batch["mlm_weights"],
+        label_smoothing=label_smoothing,
+        normalizer=normalizer,
+    )
     return loss, {"mlm_loss": m["loss"], "mlm_accuracy": m["accuracy"]}
 
 
@@ -57,14 +62,22 @@ def share_embeddings(generator_params, discriminator_params):
     the generator's embedding subtree is replaced by the discriminator's (one set of
     weights, trained by both losses)."""
     gen = dict(generator_params)
-    gen["encoder"] = {**gen["encoder"],
-                      "embeddings": discriminator_params["encoder"]["embeddings"]}
+    gen["encoder"] = {**gen["encoder"], "embeddings": discriminator_params["encoder"]["embeddings"]}
     return gen
 
 
-def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, rng,
-                 *, rtd_weight: float = 50.0, deterministic: bool = True,
-                 temperature: float = 1.0, norms: dict | None = None):
+def electra_loss(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    params,
+    batch,
+    rng,
+    *,
+    rtd_weight: float = 50.0,
+    deterministic: bool = True,
+    temperature: float = 1.0,
+    norms: dict | None = None,
+):
     """ELECTRA replaced-token detection.
 
     params: {"generator": ..., "discriminator": ...}; the generator's embeddings are taken
@@ -80,27 +93,42 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
     norms = norms or {}
     k_sample, k_gen, k_disc = jax.random.split(rng, 3)
     gen_params = share_embeddings(params["generator"], params["discriminator"])
-    inputs = dict(attention_mask=batch.get("attention_mask"),
-                  token_type_ids=batch.get("token_type_ids"), deterministic=deterministic)
-    gen_out = generator.apply({"params": gen_params}, batch["input_ids"],
-                              mlm_positions=batch["mlm_positions"], rngs={"dropout": k_gen},
-                              **inputs)
+    inputs = dict(
+        attention_mask=batch.get("attention_mask"),
+        token_type_ids=batch.get("token_type_ids"),
+        deterministic=deterministic,
+    )
+    gen_out = generator.apply(
+        {"params": gen_params},
+        batch["input_ids"],
+        mlm_positions=batch["mlm_positions"],
+        rngs={"dropout": k_gen},
+        **inputs,
+    )
     g_loss, g_metrics = mlm_loss(gen_out, batch, normalizer=norms.get("mlm"))
 
     corrupted, labels = corrupt(gen_out.mlm_logits, batch, k_sample, temperature)
 
-    disc_out = discriminator.apply({"params": params["discriminator"]}, corrupted,
-                                   rngs={"dropout": k_disc}, **inputs)
-    real = (jnp.ones_like(labels, jnp.float32) if batch.get("attention_mask") is None
-            else batch["attention_mask"].astype(jnp.float32))
-    d_loss, d_metrics = sigmoid_binary_cross_entropy(disc_out.rtd_logits, labels, real,
-                                                     normalizer=norms.get("rtd"))
+    disc_out = discriminator.apply(
+        {"params": params["discriminator"]}, corrupted, rngs={"dropout": k_disc}, **inputs
+    )
+    real = (
+        jnp.ones_like(labels, jnp.float32)
+        if batch.get("attention_mask") is None
+        else batch["attention_mask"].astype(jnp.float32)
+    )
+    d_loss, d_metrics = sigmoid_binary_cross_entropy(
+        disc_out.rtd_logits, labels, real, normalizer=norms.get("rtd")
+    )
     pred = (disc_out.rtd_logits > 0).astype(jnp.float32)
     lab = labels.astype(jnp.float32)
     tp = (pred * lab * real).sum()
     total = g_loss + rtd_weight * d_loss
     metrics = {
-        **g_metrics, "loss": total, "rtd_loss": d_loss, "rtd_accuracy": d_metrics["accuracy"],
+        **g_metrics,
+        "loss": total,
+        "rtd_loss": d_loss,
+        "rtd_accuracy": d_metrics["accuracy"],
         "rtd_precision": tp / jnp.maximum((pred * real).sum(), 1.0),
         "rtd_recall": tp / jnp.maximum((lab * real).sum(), 1.0),
         "replaced_fraction": (lab * real).sum() / jnp.maximum(real.sum(), 1.0),
@@ -110,10 +138,15 @@ def electra_loss(generator: nn.Module, discriminator: nn.Module, params, batch, 
 
 def electra_normalizers(batch) -> dict:
     """Whole-batch denominators for `electra_loss`: predicted tokens and real tokens."""
-    real = (jnp.asarray(batch["attention_mask"], jnp.float32) if "attention_mask" in batch
-            else jnp.ones(jnp.shape(batch["input_ids"]), jnp.float32))
-    return {"mlm": jnp.maximum(jnp.asarray(batch["mlm_weights"], jnp.float32).sum(), 1.0),
-            "rtd": jnp.maximum(real.sum(), 1.0)}
+    real = (
+        jnp.asarray(batch["attention_mask"], jnp.float32)
+        if "attention_mask" in batch
+        else jnp.ones(jnp.shape(batch["input_ids"]), jnp.float32)
+    )
+    return {
+        "mlm": jnp.maximum(jnp.asarray(batch["mlm_weights"], jnp.float32).sum(), 1.0),
+        "rtd": jnp.maximum(real.sum(), 1.0),
+    }
 
 
 def corrupt(mlm_logits, batch, rng, temperature: float = 1.0):
@@ -123,10 +156,11 @@ def corrupt(mlm_logits, batch, rng, temperature: float = 1.0):
     original). No gradient flows through the sampling.
     """
     logits = jax.lax.stop_gradient(mlm_logits).astype(jnp.float32) / temperature
-    sampled = jax.random.categorical(rng, logits, axis=-1)                   # [b, p]
-    original = restore_original(batch["input_ids"], batch["mlm_positions"], batch["mlm_ids"],
-                                batch["mlm_weights"])
-    corrupted = restore_original(batch["input_ids"], batch["mlm_positions"], sampled,
-                                 batch["mlm_weights"])
+    sampled = jax.random.categorical(rng, logits, axis=-1)  # [b, p]
+    original = restore_original(
+        batch["input_ids"], batch["mlm_positions"], batch["mlm_ids"], batch["mlm_weights"]
+    )
+    corrupted = restore_original(
+        batch["input_ids"], batch["mlm_positions"], sampled, batch["mlm_weights"]
+    )
     return corrupted, (corrupted != original).astype(jnp.int32)
-

@@ -38,7 +38,7 @@ def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.1):
     target's own entropy is subtracted so a perfect prediction of it scores 0.
     """
     vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)   # [b, t, V]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [b, t, V]
     conf = 1.0 - label_smoothing
     low = label_smoothing / (vocab - 1)
     nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
@@ -70,20 +70,36 @@ def seq2seq_loss(logits, labels, weights, label_smoothing: float = 0.1):
     m = token_metrics(logits, labels, weights, label_smoothing)
     n = jnp.maximum(m["num_tokens"], 1.0)
     loss = m["loss_sum"] / n
-    return loss, {**m, "loss": loss, "nll": m["nll_sum"] / n, "accuracy": m["correct"] / n,
-                  "perplexity": jnp.exp(m["nll_sum"] / n)}
+    return loss, {
+        **m,
+        "loss": loss,
+        "nll": m["nll_sum"] / n,
+        "accuracy": m["correct"] / n,
+        "perplexity": jnp.exp(m["nll_sum"] / n),
+    }
 
 
-def compute_loss(model, params, batch: dict, *, rng=None, deterministic: bool = True,
-                 label_smoothing: float = 0.1):
+def compute_loss(
+    model,
+    params,
+    batch: dict,
+    *,
+    rng=None,
+    deterministic: bool = True,
+    label_smoothing: float = 0.1,
+):
     """Teacher-forced forward pass + `seq2seq_loss` for a batch dict (see module doc).
 
     `rng` is the dropout key (needed when `deterministic=False`).
     """
     cfg = model.cfg
     dec_in = shift_right(batch["labels"], cfg.decoder_start_token_id, cfg.pad_token_id)
-    out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], dec_in,
-                      deterministic=deterministic,
-                      rngs=None if deterministic else {"dropout": rng})
+    out = model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["attention_mask"],
+        dec_in,
+        deterministic=deterministic,
+        rngs=None if deterministic else {"dropout": rng},
+    )
     return seq2seq_loss(out.logits, batch["labels"], batch["labels_mask"], label_smoothing)
-

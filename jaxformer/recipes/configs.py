@@ -30,8 +30,14 @@ def _tiny(c: ml_collections.ConfigDict, steps: int = 300) -> ml_collections.Conf
 
 
 def _tiny_model(make, **kw):
-    return make("tiny", vocab_size=2048, max_position_embeddings=128, hidden_dropout=0.0,
-                attention_dropout=0.0, **kw)
+    return make(
+        "tiny",
+        vocab_size=2048,
+        max_position_embeddings=128,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        **kw,
+    )
 
 
 def bert_pretrain(size: str) -> ml_collections.ConfigDict:
@@ -47,8 +53,16 @@ def bert_pretrain(size: str) -> ml_collections.ConfigDict:
     c.data.objective, c.data.masking, c.data.dupe_factor = "nsp", "static", 10
     c.data.seq_len, c.data.max_predictions = 128, 20
     c.batch_size, c.num_train_steps = 256, 1_000_000
-    c.optimizer.update(name="adamw", lr=1e-4, schedule="warmup_linear", warmup_steps=10_000,
-                       weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+    c.optimizer.update(
+        name="adamw",
+        lr=1e-4,
+        schedule="warmup_linear",
+        warmup_steps=10_000,
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+    )
     return c
 
 
@@ -56,8 +70,10 @@ def roberta_pretrain(size: str) -> ml_collections.ConfigDict:
     """RoBERTa (Liu et al. 2019): MLM only on full sentences, dynamic masking, byte-level BPE,
     batch 8k x 512, AdamW lr 6e-4 (base), beta2 0.98, 24k warmup, 500k steps."""
     if size == "tiny":
-        c = base_config(_tiny_model(roberta_config, head="mlm", pad_token_id=0,
-                                    position_offset=1).to_dict(), task="pretrain")
+        c = base_config(
+            _tiny_model(roberta_config, head="mlm", pad_token_id=0, position_offset=1).to_dict(),
+            task="pretrain",
+        )
         c = _tiny(c)
         c.data.tokenizer_family = "roberta"
         c.demo_sentences = tuple(s.replace("[MASK]", "<mask>") for s in DEMO)
@@ -66,9 +82,16 @@ def roberta_pretrain(size: str) -> ml_collections.ConfigDict:
     c.data.tokenizer_family, c.data.objective, c.data.masking = "roberta", "none", "dynamic"
     c.data.seq_len, c.data.max_predictions = 512, 80
     c.batch_size, c.num_train_steps = 8192, 500_000
-    c.optimizer.update(name="adamw", lr=6e-4 if size == "base" else 4e-4,
-                       schedule="warmup_linear", warmup_steps=24_000, weight_decay=0.01,
-                       b1=0.9, b2=0.98, eps=1e-6)
+    c.optimizer.update(
+        name="adamw",
+        lr=6e-4 if size == "base" else 4e-4,
+        schedule="warmup_linear",
+        warmup_steps=24_000,
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.98,
+        eps=1e-6,
+    )
     return c
 
 
@@ -76,8 +99,7 @@ def albert_pretrain(size: str) -> ml_collections.ConfigDict:
     """ALBERT (Lan et al. 2020): MLM + SOP, all layers shared, E=128, Unigram vocab 30k,
     LAMB lr 0.00176, batch 4096 x 512, 3125 warmup, 125k steps."""
     if size == "tiny":
-        c = base_config(_tiny_model(albert_config, head="pretraining").to_dict(),
-                        task="pretrain")
+        c = base_config(_tiny_model(albert_config, head="pretraining").to_dict(), task="pretrain")
         c = _tiny(c)
         c.data.objective, c.data.tokenizer_family = "sop", "albert"
         return c
@@ -85,8 +107,16 @@ def albert_pretrain(size: str) -> ml_collections.ConfigDict:
     c.data.objective, c.data.tokenizer_family = "sop", "albert"
     c.data.seq_len, c.data.max_predictions = 512, 20
     c.batch_size, c.num_train_steps = 4096, 125_000
-    c.optimizer.update(name="lamb", lr=0.00176, schedule="warmup_linear", warmup_steps=3125,
-                       weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+    c.optimizer.update(
+        name="lamb",
+        lr=0.00176,
+        schedule="warmup_linear",
+        warmup_steps=3125,
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+    )
     return c
 
 
@@ -111,14 +141,23 @@ def electra_pretrain(size: str) -> ml_collections.ConfigDict:
         c = base_config(electra_config(size, head="rtd").to_dict(), task=task)
         c.data.seq_len, c.data.max_predictions = seq, 20 if seq == 128 else 80
         c.batch_size, c.num_train_steps = batch, steps
-        c.optimizer.update(name="adamw", lr=lr, schedule="warmup_linear", warmup_steps=10_000,
-                           weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6)
+        c.optimizer.update(
+            name="adamw",
+            lr=lr,
+            schedule="warmup_linear",
+            warmup_steps=10_000,
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+        )
     c.electra = ml_collections.ConfigDict({"generator_fraction": frac, "rtd_weight": 50.0})
     return c
 
 
-def finetune(init_from: str = "", size: str = "tiny", freeze_encoder: bool = False,
-             source: str = "keyword") -> ml_collections.ConfigDict:
+def finetune(
+    init_from: str = "", size: str = "tiny", freeze_encoder: bool = False, source: str = "keyword"
+) -> ml_collections.ConfigDict:
     """Sequence classification on `source` (default: the generated keyword task), starting
     from `init_from` ("hf:DIR", "run:WORKDIR" or "" for random init); BERT's fine-tuning
     optimizer (AdamW 2e-5..5e-5 at real size, 10% warmup)."""
@@ -128,20 +167,26 @@ def finetune(init_from: str = "", size: str = "tiny", freeze_encoder: bool = Fal
     head, num_labels = "sequence_classification", 2
     if source.startswith("tfds:"):  # the head the dataset needs (GLUE / SQuAD / CoNLL)
         from jaxformer.recipes.finetune import tfds_task
+
         head, num_labels = tfds_task(source[5:])
-    c.finetune = ml_collections.ConfigDict({
-        "head": head, "num_labels": num_labels, "freeze_encoder": freeze_encoder})
+    c.finetune = ml_collections.ConfigDict(
+        {"head": head, "num_labels": num_labels, "freeze_encoder": freeze_encoder}
+    )
     c.data.source, c.data.seq_len, c.data.eval_fraction = source, 64, 0.1
     # tfds sources: the prepared data's directory, splits, and a cap per split (0 = all).
     c.data.data_dir, c.data.train_split, c.data.eval_split = "", "train", ""
     c.data.max_examples = 0
     c.batch_size, c.num_train_steps = 32, 400
-    c.optimizer.update(lr=1e-3 if freeze_encoder else 3e-4, warmup_steps=40,
-                       schedule="warmup_linear", weight_decay=0.01)
+    c.optimizer.update(
+        lr=1e-3 if freeze_encoder else 3e-4,
+        warmup_steps=40,
+        schedule="warmup_linear",
+        weight_decay=0.01,
+    )
     c.checkpoint.best_metric, c.checkpoint.best_mode = {
         "question_answering": ("eval_span_accuracy", "max"),
-        "regression": ("eval_mse", "min")}.get(
-            "regression" if num_labels == 1 else head, ("eval_accuracy", "max"))
+        "regression": ("eval_mse", "min"),
+    }.get("regression" if num_labels == 1 else head, ("eval_accuracy", "max"))
     c.checkpoint.every_steps, c.log.eval_every_steps = 100, 100
     if size != "tiny":
         c.data.seq_len, c.optimizer.lr = 128, 3e-5
@@ -150,8 +195,10 @@ def finetune(init_from: str = "", size: str = "tiny", freeze_encoder: bool = Fal
 
 def continued_pretrain(init_from: str = "") -> ml_collections.ConfigDict:
     """Keep training an existing encoder with MLM on a new corpus (`data.source`)."""
-    c = base_config(_tiny_model(bert_config, head="mlm").to_dict(),
-                    task="jaxformer.recipes.continued:ContinuedPretrainTask")
+    c = base_config(
+        _tiny_model(bert_config, head="mlm").to_dict(),
+        task="jaxformer.recipes.continued:ContinuedPretrainTask",
+    )
     c = _tiny(c, steps=200)
     c.init_from = init_from
     c.optimizer.lr = 2e-4

@@ -21,8 +21,10 @@ class ContinuedPretrainTask(PretrainTask):
         super().__init__(config, workdir)
         init_from = config.get("init_from", "")
         from jaxformer.data import load_tokenizer
+
         if init_from.startswith("hf:"):
             from jaxformer.convert.huggingface import from_pretrained
+
             model, self._source = from_pretrained(init_from[3:], head="mlm")
             cfg, tok_dir = model.cfg, init_from[3:]
         elif init_from.startswith("run:"):
@@ -30,8 +32,11 @@ class ContinuedPretrainTask(PretrainTask):
             tok_dir = os.path.join(init_from[4:], "tokenizer")
         else:
             raise ValueError("continued pretraining needs init_from='hf:DIR' or 'run:WORKDIR'.")
-        overrides = {k: v for k, v in dict(config.model).items()
-                     if k in ("hidden_dropout", "attention_dropout", "dtype", "remat_policy")}
+        overrides = {
+            k: v
+            for k, v in dict(config.model).items()
+            if k in ("hidden_dropout", "attention_dropout", "dtype", "remat_policy")
+        }
         self.model_cfg = cfg.replace(head="mlm", **overrides)
         self.model = EncoderModel(self.model_cfg)
         # PretrainTask builds its data with the tokenizer saved in the workdir (training one
@@ -45,8 +50,9 @@ class ContinuedPretrainTask(PretrainTask):
         """The source's encoder and MLM head (a base-only source keeps a fresh head)."""
         out = merge_encoder(fresh, self._source)
         if "mlm" in self._source:
-            out["mlm"] = jax.tree.map(lambda f, p: np.asarray(p, f.dtype), fresh["mlm"],
-                                      self._source["mlm"])
+            out["mlm"] = jax.tree.map(
+                lambda f, p: np.asarray(p, f.dtype), fresh["mlm"], self._source["mlm"]
+            )
         # A host copy: the device arrays are donated to the train step and freed.
         self._initial = jax.device_get(out)
         return out

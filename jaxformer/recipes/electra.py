@@ -19,9 +19,13 @@ def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
     heads = max(1, hidden // 64)
     while hidden % heads:
         heads -= 1
-    return disc.replace(head="mlm", hidden_size=hidden, num_heads=heads,
-                        intermediate_size=max(16, int(disc.intermediate_size * fraction)),
-                        embedding_size=disc.emb_size)
+    return disc.replace(
+        head="mlm",
+        hidden_size=hidden,
+        num_heads=heads,
+        intermediate_size=max(16, int(disc.intermediate_size * fraction)),
+        embedding_size=disc.emb_size,
+    )
 
 
 class ElectraTask(PretrainTask):
@@ -35,9 +39,10 @@ class ElectraTask(PretrainTask):
         disc = dict(config.model)
         disc["head"] = "rtd"
         self.model_cfg = EncoderConfig.from_dict(disc)
-        self.model = EncoderModel(self.model_cfg)               # what fine-tuning keeps
-        self.generator = EncoderModel(generator_config(self.model_cfg,
-                                                       config.electra.generator_fraction))
+        self.model = EncoderModel(self.model_cfg)  # what fine-tuning keeps
+        self.generator = EncoderModel(
+            generator_config(self.model_cfg, config.electra.generator_fraction)
+        )
         self._tokenizer = None
         self._instances = None
 
@@ -55,22 +60,37 @@ class ElectraTask(PretrainTask):
         return obj.electra_normalizers(batch)
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
-        return obj.electra_loss(self.generator, self.model, params, batch, rng,
-                                rtd_weight=self.config.electra.rtd_weight,
-                                deterministic=deterministic, norms=norms)
+        return obj.electra_loss(
+            self.generator,
+            self.model,
+            params,
+            batch,
+            rng,
+            rtd_weight=self.config.electra.rtd_weight,
+            deterministic=deterministic,
+            norms=norms,
+        )
 
     def flops_per_token(self, params) -> float:
         """Training FLOPs per token of both encoders (`benchmarking.encoder_flops`): the
         discriminator on every token, the generator with its MLM head at the masked
         positions."""
         from jaxformer.benchmarking import encoder_flops
-        return (encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
-                + encoder_flops(self.generator.cfg, self.seq_len, "train",
-                                predictions=self.config.data.max_predictions)["total"])
+
+        return (
+            encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
+            + encoder_flops(
+                self.generator.cfg,
+                self.seq_len,
+                "train",
+                predictions=self.config.data.max_predictions,
+            )["total"]
+        )
 
     def finish(self, params, workdir):
         """Exports the discriminator as a HuggingFace directory (what fine-tuning loads)."""
         from jaxformer.convert.huggingface import save_pretrained
+
         out = os.path.join(workdir, "discriminator")
         save_pretrained(self.model, params["discriminator"], out)
         if self._tokenizer is not None and hasattr(self._tokenizer, "save"):

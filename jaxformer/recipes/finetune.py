@@ -39,15 +39,18 @@ def _words(sentence: str) -> list[str]:
     return re.findall(r"[a-z]+", sentence.lower())
 
 
-def keyword_task(documents, seed: int = 0, min_words: int = 5, max_words: int = 40,
-                 max_examples: int = 20000):
+def keyword_task(
+    documents, seed: int = 0, min_words: int = 5, max_words: int = 40, max_examples: int = 20000
+):
     """A binary task with a learnable rule on real sentences: label 1 iff the sentence
     contains one of a set of keywords. The set is taken from frequent words until about
     half the sentences are positive; classes are then balanced. Returns (examples, keywords),
     examples as dicts {"text", "label"} in a seeded random order."""
     from jaxformer.data import split_sentences
-    sents = [s for d in documents for s in split_sentences(d)
-             if min_words <= len(_words(s)) <= max_words]
+
+    sents = [
+        s for d in documents for s in split_sentences(d) if min_words <= len(_words(s)) <= max_words
+    ]
     if len(sents) < 100:
         raise ValueError(f"only {len(sents)} usable sentences; the keyword task needs >= 100.")
     word_sets = [set(_words(s)) for s in sents]
@@ -57,8 +60,11 @@ def keyword_task(documents, seed: int = 0, min_words: int = 5, max_words: int = 
             df[w] = df.get(w, 0) + 1
     # Content-like words (length >= 5) ranked by how many sentences they appear in, skipping
     # the very common ones so that no single word decides the label.
-    ranked = [w for w, c in sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
-              if len(w) >= 5 and c < 0.1 * len(sents)]
+    ranked = [
+        w
+        for w, c in sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
+        if len(w) >= 5 and c < 0.1 * len(sents)
+    ]
     keywords: set[str] = set()
     covered = np.zeros(len(sents), bool)
     for w in ranked[:KEYWORD_COUNT_LIMIT]:
@@ -88,34 +94,43 @@ def _tfds_parts(name: str) -> tuple[str, str]:
 def tfds_task(name: str) -> tuple[str, int]:
     """(head, num_labels) that a tfds fine-tuning dataset needs; ValueError if unsupported."""
     from jaxformer.data.finetuning import CONLL2003_TAGS, GLUE_TASKS
+
     family, config = _tfds_parts(name)
     if family == "glue":
         if config not in GLUE_TASKS:
-            raise ValueError(f"unknown GLUE task {config!r} in data.source; known: "
-                             f"{sorted(GLUE_TASKS)}.")
+            raise ValueError(
+                f"unknown GLUE task {config!r} in data.source; known: {sorted(GLUE_TASKS)}."
+            )
         k = GLUE_TASKS[config][2]
         return "sequence_classification", (k or 1)
     if family == "squad":
         return "question_answering", 2
     if family == "conll2003":
         return "token_classification", len(CONLL2003_TAGS)
-    raise ValueError(f"tfds dataset {name!r} has no fine-tuning preprocessor; supported: "
-                     "glue/<task>, squad[/v1.1|/v2.0], conll2003 (or use jsonl:PATH).")
+    raise ValueError(
+        f"tfds dataset {name!r} has no fine-tuning preprocessor; supported: "
+        "glue/<task>, squad[/v1.1|/v2.0], conll2003 (or use jsonl:PATH)."
+    )
 
 
 # tfds ClassLabel names of the GLUE tasks (STS-B is a regression).
 GLUE_LABELS = {
-    "cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
-    "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
     "mnli": ("entailment", "neutral", "contradiction"),
-    "qnli": ("entailment", "not_entailment"), "rte": ("entailment", "not_entailment"),
-    "wnli": ("not_entailment", "entailment"), "ax": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+    "ax": ("entailment", "neutral", "contradiction"),
 }
 
 
 def tfds_label_names(name: str) -> Optional[tuple]:
     """The class names of a supported tfds dataset (None for regression and SQuAD)."""
     from jaxformer.data.finetuning import CONLL2003_TAGS
+
     family, config = _tfds_parts(name)
     if family == "glue":
         return GLUE_LABELS.get(config)
@@ -128,11 +143,13 @@ def default_eval_split(name: str) -> str:
     return "validation_matched" if _tfds_parts(name) == ("glue", "mnli") else "validation"
 
 
-def tfds_records(name: str, split: str, data_dir: Optional[str] = None,
-                 limit: int = 0) -> list[dict]:
+def tfds_records(
+    name: str, split: str, data_dir: Optional[str] = None, limit: int = 0
+) -> list[dict]:
     """A split of a supported tfds dataset as fine-tuning records (the `jsonl:` format)."""
     from jaxformer.data import tfds_source
     from jaxformer.data.finetuning import GLUE_TASKS
+
     tfds_task(name)
     family, config = _tfds_parts(name)
     src = tfds_source(name, split=split, data_dir=data_dir or None)
@@ -143,18 +160,25 @@ def tfds_records(name: str, split: str, data_dir: Optional[str] = None,
         if family == "glue":
             f1, f2, k = GLUE_TASKS[config]
             label = float(ex["label"]) if k == 0 else int(ex["label"])
-            out.append({"text": _str(ex[f1]), "pair": _str(ex[f2]) if f2 else None,
-                        "label": label})
+            out.append({"text": _str(ex[f1]), "pair": _str(ex[f2]) if f2 else None, "label": label})
         elif family == "squad":
             ans = ex.get("answers", {"text": [], "answer_start": []})
-            out.append({"id": _str(ex.get("id", i)), "question": _str(ex["question"]),
-                        "context": _str(ex["context"]),
-                        "answers": {"text": [_str(t) for t in ans["text"]],
-                                    "answer_start": [int(a) for a in ans["answer_start"]]},
-                        "is_impossible": bool(ex.get("is_impossible", False))})
+            out.append(
+                {
+                    "id": _str(ex.get("id", i)),
+                    "question": _str(ex["question"]),
+                    "context": _str(ex["context"]),
+                    "answers": {
+                        "text": [_str(t) for t in ans["text"]],
+                        "answer_start": [int(a) for a in ans["answer_start"]],
+                    },
+                    "is_impossible": bool(ex.get("is_impossible", False)),
+                }
+            )
         else:  # conll2003
-            out.append({"words": [_str(t) for t in ex["tokens"]],
-                        "tags": [int(t) for t in ex["ner"]]})
+            out.append(
+                {"words": [_str(t) for t in ex["tokens"]], "tags": [int(t) for t in ex["ner"]]}
+            )
     if not out:
         raise ValueError(f"tfds dataset {name!r} split {split!r} is empty.")
     return out
@@ -173,6 +197,7 @@ def record_text(record: dict) -> str:
 def load_run_params(workdir: str):
     """(EncoderConfig of the run, its latest params as numpy) from one of our training runs."""
     from jaxformer.training.checkpoint import load_params
+
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
     return EncoderConfig.from_dict(run["model"]), load_params(workdir)
@@ -182,18 +207,23 @@ def merge_encoder(fresh, pretrained):
     """The fresh tree with its `encoder` subtree taken from `pretrained` (heads stay fresh;
     pretrained parts the fresh model lacks, e.g. a pooler a QA model does not use, are
     dropped). A missing parameter or a shape mismatch is an error naming the parameter."""
+
     def pick(path, f):
         p = pretrained["encoder"]
         for k in path:
             name = getattr(k, "key", k)
             if not isinstance(p, dict) or name not in p:
-                raise ValueError(f"the pretrained encoder has no parameter "
-                                 f"{jax.tree_util.keystr(path)}.")
+                raise ValueError(
+                    f"the pretrained encoder has no parameter {jax.tree_util.keystr(path)}."
+                )
             p = p[name]
         if np.shape(f) != np.shape(p):
-            raise ValueError(f"pretrained parameter {jax.tree_util.keystr(path)} has shape "
-                             f"{np.shape(p)}, the model expects {np.shape(f)}.")
+            raise ValueError(
+                f"pretrained parameter {jax.tree_util.keystr(path)} has shape "
+                f"{np.shape(p)}, the model expects {np.shape(f)}."
+            )
         return jnp.asarray(p, f.dtype)
+
     out = dict(fresh)
     out["encoder"] = jax.tree_util.tree_map_with_path(pick, fresh["encoder"])
     return out
@@ -201,8 +231,9 @@ def merge_encoder(fresh, pretrained):
 
 def encoder_mask(params, trainable: bool):
     """A tree of booleans: True on the encoder's parameters when `trainable`, else False."""
-    return {k: jax.tree.map(lambda _, t=(k == "encoder") == trainable: t, v)
-            for k, v in params.items()}
+    return {
+        k: jax.tree.map(lambda _, t=(k == "encoder") == trainable: t, v) for k, v in params.items()
+    }
 
 
 # -- the task ---------------------------------------------------------------------------------
@@ -218,6 +249,7 @@ class FineTuneTask(Task):
         base: Optional[EncoderConfig] = None
         if init_from.startswith("hf:"):
             from jaxformer.convert.huggingface import from_pretrained
+
             model, params = from_pretrained(init_from[3:])
             base, self._pretrained = model.cfg, params
         elif init_from.startswith("run:"):
@@ -226,9 +258,18 @@ class FineTuneTask(Task):
             raise ValueError(f"init_from={init_from!r}: use '', 'hf:DIR' or 'run:WORKDIR'.")
         if base is None:
             base = EncoderConfig.from_dict(dict(config.model))
-        overrides = {k: v for k, v in dict(config.model).items()
-                     if k in ("hidden_dropout", "attention_dropout", "classifier_dropout",
-                              "dtype", "remat_policy")}
+        overrides = {
+            k: v
+            for k, v in dict(config.model).items()
+            if k
+            in (
+                "hidden_dropout",
+                "attention_dropout",
+                "classifier_dropout",
+                "dtype",
+                "remat_policy",
+            )
+        }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
         if src.startswith("tfds:"):
@@ -237,7 +278,8 @@ class FineTuneTask(Task):
                 raise ValueError(
                     f"data.source={src!r} needs finetune.head={head!r} and finetune.num_labels="
                     f"{k}, got {ft.head!r} and {ft.num_labels}; set them (the `finetune` "
-                    "recipe does this from the source).")
+                    "recipe does this from the source)."
+                )
             auto = tfds_label_names(src[5:])
         # Class names travel with the model (HF id2label): given, or known for the source.
         names = ft.get("label_names", None)
@@ -245,8 +287,12 @@ class FineTuneTask(Task):
             names = auto = None
         if names is None and auto is not None and len(auto) == ft.num_labels:
             names = auto
-        self.model_cfg = base.replace(head=ft.head, num_labels=ft.num_labels,
-                                      label_names=tuple(names) if names else None, **overrides)
+        self.model_cfg = base.replace(
+            head=ft.head,
+            num_labels=ft.num_labels,
+            label_names=tuple(names) if names else None,
+            **overrides,
+        )
         if ft.head in ("token_classification", "question_answering"):
             # These heads read every token, not the pooler (HF's classes have none either).
             self.model_cfg = self.model_cfg.replace(with_pooler=False)
@@ -269,8 +315,9 @@ class FineTuneTask(Task):
         # Labels as a tree, not a callable: optax.tree_map_params (optimizer-state sharding)
         # initialises the optimizer with a placeholder that a label function cannot walk.
         shapes = nn.unbox(jax.eval_shape(self.init_params, jax.random.key(0)))
-        labels = jax.tree.map(lambda t: "train" if t else "frozen",
-                              encoder_mask(shapes, trainable=False))
+        labels = jax.tree.map(
+            lambda t: "train" if t else "frozen", encoder_mask(shapes, trainable=False)
+        )
         return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
     # -- data ------------------------------------------------------------------------------
@@ -278,6 +325,7 @@ class FineTuneTask(Task):
     def tokenizer(self):
         if self._tokenizer is None:
             from jaxformer.data import load_tokenizer
+
             init_from = self.config.get("init_from", "")
             if init_from.startswith("hf:"):
                 self._tokenizer = load_tokenizer(init_from[3:])
@@ -289,13 +337,17 @@ class FineTuneTask(Task):
 
     def _train_tokenizer(self):
         from jaxformer.data import train_tokenizer
+
         path = os.path.join(self.workdir, "tokenizer")
         if os.path.exists(os.path.join(path, "tokenizer.json")):
             from jaxformer.data import load_tokenizer
+
             return load_tokenizer(path)
-        tok = train_tokenizer([record_text(e) for e in self._records()[0]],
-                              self.config.data.tokenizer_family,
-                              vocab_size=self.model_cfg.vocab_size)
+        tok = train_tokenizer(
+            [record_text(e) for e in self._records()[0]],
+            self.config.data.tokenizer_family,
+            vocab_size=self.model_cfg.vocab_size,
+        )
         if jax.process_index() == 0:
             tok.save(path)
         return tok
@@ -306,10 +358,11 @@ class FineTuneTask(Task):
             src = self.config.data.source
             if src == "keyword":
                 from jaxformer.data import default_corpus
-                examples, self.keywords = keyword_task(default_corpus(),
-                                                       seed=self.config.data.seed)
+
+                examples, self.keywords = keyword_task(default_corpus(), seed=self.config.data.seed)
             elif src.startswith("jsonl:"):
                 from jaxformer.data import read_jsonl
+
                 examples = list(read_jsonl(src[6:]))
             elif src.startswith("tfds:"):
                 d = self.config.data
@@ -318,23 +371,33 @@ class FineTuneTask(Task):
                 limit, data_dir = int(get("max_examples", 0)), get("data_dir", None)
                 self._data = (
                     tfds_records(name, get("train_split", "train"), data_dir, limit),
-                    tfds_records(name, get("eval_split", default_eval_split(name)), data_dir,
-                                 limit))
+                    tfds_records(
+                        name, get("eval_split", default_eval_split(name)), data_dir, limit
+                    ),
+                )
                 return self._data
             else:
-                raise ValueError(f"unknown data.source {src!r} for fine-tuning; use 'keyword', "
-                                 "'jsonl:PATH' or 'tfds:NAME'.")
+                raise ValueError(
+                    f"unknown data.source {src!r} for fine-tuning; use 'keyword', "
+                    "'jsonl:PATH' or 'tfds:NAME'."
+                )
             n_eval = max(1, int(len(examples) * self.config.data.eval_fraction))
             self._data = (examples[:-n_eval], examples[-n_eval:])
         return self._data
 
     def encode(self, record) -> dict:
         from jaxformer.data.finetuning import encode_classification, encode_ner
+
         head, L = self.model_cfg.head, self.seq_len
         if head == "sequence_classification":
-            return encode_classification(self.tokenizer, record["text"], record.get("pair"),
-                                         record["label"], max_seq_len=L,
-                                         regression=self.model_cfg.num_labels == 1)
+            return encode_classification(
+                self.tokenizer,
+                record["text"],
+                record.get("pair"),
+                record["label"],
+                max_seq_len=L,
+                regression=self.model_cfg.num_labels == 1,
+            )
         if head == "token_classification":
             return encode_ner(self.tokenizer, record["words"], record["tags"], max_seq_len=L)
         raise ValueError(f"encode: use prepare_squad features for {head!r} (jsonl SQuAD).")
@@ -342,40 +405,55 @@ class FineTuneTask(Task):
     def _encoded(self, records):
         if self.model_cfg.head == "question_answering":
             from jaxformer.data.finetuning import SquadConfig, prepare_squad
+
             # A real corpus can hold a few answers that are not at their answer_start: skip
             # and count those rather than end the run.
-            feats, skipped = prepare_squad(records, self.tokenizer,
-                                           SquadConfig(max_seq_len=self.seq_len), errors="skip")
+            feats, skipped = prepare_squad(
+                records, self.tokenizer, SquadConfig(max_seq_len=self.seq_len), errors="skip"
+            )
             if skipped and jax.process_index() == 0:
-                print(f"SQuAD preprocessing skipped {sum(skipped.values())} of {len(records)} "
-                      f"examples: {dict(skipped)}")
+                print(
+                    f"SQuAD preprocessing skipped {sum(skipped.values())} of {len(records)} "
+                    f"examples: {dict(skipped)}"
+                )
             if not feats:
-                raise ValueError(f"no usable SQuAD examples among {len(records)}: "
-                                 f"{dict(skipped)}.")
-            keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
-                    "end_positions")
+                raise ValueError(f"no usable SQuAD examples among {len(records)}: {dict(skipped)}.")
+            keys = (
+                "input_ids",
+                "attention_mask",
+                "token_type_ids",
+                "start_positions",
+                "end_positions",
+            )
             return [{k: np.asarray(f[k]) for k in keys} for f in feats]
         return [self.encode(r) for r in records]
 
     def train_iterator(self, batch_size, process_index, process_count):
         import grain
         from jaxformer.data import DataIterator, batch_dataset, shard_for_process
+
         feats = self._encoded(self._records()[0])
         ds = grain.MapDataset.source(feats).seed(self.config.data.seed).shuffle().repeat()
-        ds = batch_dataset(shard_for_process(ds, process_index, process_count),
-                           batch_size // process_count)
+        ds = batch_dataset(
+            shard_for_process(ds, process_index, process_count), batch_size // process_count
+        )
         return DataIterator(ds, prefetch=self.config.data.prefetch)
 
     def eval_batches(self, batch_size, process_index, process_count):
         import grain
         from jaxformer.data import batch_dataset, shard_for_process
+
         feats = self._encoded(self._records()[1])
         if len(feats) < batch_size:
-            raise ValueError(f"{len(feats)} eval examples cannot fill one batch of "
-                             f"{batch_size}; raise data.eval_fraction or lower batch_size.")
+            raise ValueError(
+                f"{len(feats)} eval examples cannot fill one batch of "
+                f"{batch_size}; raise data.eval_fraction or lower batch_size."
+            )
         # Whole batches only: the sharded eval step takes the global batch shape.
-        ds = batch_dataset(shard_for_process(grain.MapDataset.source(feats), process_index,
-                                             process_count), batch_size // process_count)
+        ds = batch_dataset(
+            shard_for_process(grain.MapDataset.source(feats), process_index, process_count),
+            batch_size // process_count,
+        )
         return [ds[i] for i in range(len(ds))]
 
     # -- loss -------------------------------------------------------------------------------
@@ -385,16 +463,21 @@ class FineTuneTask(Task):
         return {"n": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
-        out = self.model.apply({"params": params}, batch["input_ids"],
-                               attention_mask=batch["attention_mask"],
-                               token_type_ids=batch["token_type_ids"],
-                               deterministic=deterministic, rngs={"dropout": rng})
+        out = self.model.apply(
+            {"params": params},
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            deterministic=deterministic,
+            rngs={"dropout": rng},
+        )
         return task_loss(self.model_cfg, out, batch, norms.get("n"))
 
     def flops_per_token(self, params) -> float:
         """Training FLOPs per token of the encoder (`benchmarking.encoder_flops`); the task
         head is a rounding error beside it."""
         from jaxformer.benchmarking import encoder_flops
+
         return encoder_flops(self.model_cfg, self.seq_len, "train")["total"]
 
     def task_metrics(self, params, batch_size: int = 64) -> dict:
@@ -403,35 +486,48 @@ class FineTuneTask(Task):
         over whole examples (spans from all windows), entity-level F1 for CoNLL-2003, and
         accuracy (classes) or mean squared error (regression) otherwise."""
         from jaxformer.data import metrics as M
-        from jaxformer.data.finetuning import (CONLL2003_TAGS, SquadConfig, glue_metrics,
-                                               ner_tags_from_predictions, prepare_squad,
-                                               squad_predictions)
+        from jaxformer.data.finetuning import (
+            CONLL2003_TAGS,
+            SquadConfig,
+            glue_metrics,
+            ner_tags_from_predictions,
+            prepare_squad,
+            squad_predictions,
+        )
+
         if jax.process_count() > 1:
             return {}
         records = self._records()[1]
         head, src = self.model_cfg.head, str(self.config.data.source)
         if head == "question_answering":
-            feats, _ = prepare_squad(records, self.tokenizer,
-                                     SquadConfig(max_seq_len=self.seq_len), training=False)
+            feats, _ = prepare_squad(
+                records, self.tokenizer, SquadConfig(max_seq_len=self.seq_len), training=False
+            )
         else:
             feats = [self.encode(r) for r in records]
         outs = self._predict(params, feats, batch_size)
         if head == "question_answering":
-            texts = squad_predictions(feats, outs["start_logits"], outs["end_logits"],
-                                      [r["context"] for r in records],
-                                      version_2="v2" in src)
+            texts = squad_predictions(
+                feats,
+                outs["start_logits"],
+                outs["end_logits"],
+                [r["context"] for r in records],
+                version_2="v2" in src,
+            )
             return M.squad_scores(texts, [r["answers"]["text"] for r in records])
         if head == "token_classification":
             pred = outs["logits"].argmax(-1)
             labels = np.stack([f["labels"] for f in feats])
             out = {"token_accuracy": float((pred == labels)[labels >= 0].mean())}
-            if src.startswith("tfds:conll2003") or self.model_cfg.num_labels == len(
-                    CONLL2003_TAGS):
+            if src.startswith("tfds:conll2003") or self.model_cfg.num_labels == len(CONLL2003_TAGS):
                 p_tags = [ner_tags_from_predictions(p, y) for p, y in zip(pred, labels)]
                 g_tags = [ner_tags_from_predictions(y, y) for y in labels]
                 ent = M.entity_f1(p_tags, g_tags)
-                out.update(entity_precision=ent["precision"], entity_recall=ent["recall"],
-                           entity_f1=ent["f1"])
+                out.update(
+                    entity_precision=ent["precision"],
+                    entity_recall=ent["recall"],
+                    entity_f1=ent["f1"],
+                )
             return out
         labels = np.array([r["label"] for r in records])
         if self.model_cfg.num_labels == 1:
@@ -447,23 +543,33 @@ class FineTuneTask(Task):
     def _predict(self, params, feats: list, batch_size: int) -> dict:
         """Head outputs for encoded features, in fixed-size batches (one compilation)."""
         keys = ("input_ids", "attention_mask", "token_type_ids")
-        fwd = jax.jit(lambda p, b: self.model.apply(
-            {"params": p}, b["input_ids"], attention_mask=b["attention_mask"],
-            token_type_ids=b["token_type_ids"], deterministic=True))
-        fields = ("start_logits", "end_logits") if self.model_cfg.head == \
-            "question_answering" else ("logits",)
+        fwd = jax.jit(
+            lambda p, b: self.model.apply(
+                {"params": p},
+                b["input_ids"],
+                attention_mask=b["attention_mask"],
+                token_type_ids=b["token_type_ids"],
+                deterministic=True,
+            )
+        )
+        fields = (
+            ("start_logits", "end_logits")
+            if self.model_cfg.head == "question_answering"
+            else ("logits",)
+        )
         got = {f: [] for f in fields}
         for i in range(0, len(feats), batch_size):
-            chunk = feats[i:i + batch_size]
+            chunk = feats[i : i + batch_size]
             pad = batch_size - len(chunk)
             b = {k: np.stack([f[k] for f in chunk] + [chunk[0][k]] * pad) for k in keys}
             out = fwd(params, b)
             for f in fields:
-                got[f].append(np.asarray(getattr(out, f), np.float32)[:len(chunk)])
+                got[f].append(np.asarray(getattr(out, f), np.float32)[: len(chunk)])
         return {f: np.concatenate(v) for f, v in got.items()}
 
     def finish(self, params, workdir):
         from jaxformer.convert.huggingface import save_pretrained
+
         out = os.path.join(workdir, "hf_export")
         save_pretrained(self.model, params, out)
         if hasattr(self.tokenizer, "save"):
@@ -478,27 +584,35 @@ def task_loss(cfg: EncoderConfig, out, batch, normalizer=None):
     if cfg.head == "sequence_classification" and cfg.num_labels == 1:
         err = out.logits[:, 0].astype(jnp.float32) - batch["label"].astype(jnp.float32)
         n = normalizer if normalizer is not None else err.shape[0]
-        mse = jnp.sum(err ** 2) / n
+        mse = jnp.sum(err**2) / n
         return mse, {"loss": mse, "mse": mse}
     if cfg.head == "sequence_classification":
         loss, m = losses.weighted_cross_entropy(out.logits, batch["label"], normalizer=normalizer)
         return loss, {"loss": loss, "accuracy": m["accuracy"]}
     if cfg.head == "token_classification":
         labels = jnp.maximum(batch["labels"], 0)  # -100 slots carry weight 0
-        loss, m = losses.weighted_cross_entropy(out.logits, labels, batch["label_weights"],
-                                                normalizer=normalizer)
+        loss, m = losses.weighted_cross_entropy(
+            out.logits, labels, batch["label_weights"], normalizer=normalizer
+        )
         return loss, {"loss": loss, "accuracy": m["accuracy"]}
     if cfg.head == "question_answering":
-        ls, ms = losses.weighted_cross_entropy(out.start_logits, batch["start_positions"],
-                                               normalizer=normalizer)
-        le, me = losses.weighted_cross_entropy(out.end_logits, batch["end_positions"],
-                                               normalizer=normalizer)
-        both = ((jnp.argmax(out.start_logits, -1) == batch["start_positions"])
-                & (jnp.argmax(out.end_logits, -1) == batch["end_positions"]))
+        ls, ms = losses.weighted_cross_entropy(
+            out.start_logits, batch["start_positions"], normalizer=normalizer
+        )
+        le, me = losses.weighted_cross_entropy(
+            out.end_logits, batch["end_positions"], normalizer=normalizer
+        )
+        both = (jnp.argmax(out.start_logits, -1) == batch["start_positions"]) & (
+            jnp.argmax(out.end_logits, -1) == batch["end_positions"]
+        )
         n = normalizer if normalizer is not None else both.shape[0]
         loss = (ls + le) / 2
-        return loss, {"loss": loss, "start_accuracy": ms["accuracy"],
-                      "end_accuracy": me["accuracy"], "span_accuracy": both.sum() / n}
+        return loss, {
+            "loss": loss,
+            "start_accuracy": ms["accuracy"],
+            "end_accuracy": me["accuracy"],
+            "span_accuracy": both.sum() / n,
+        }
     raise ValueError(f"no fine-tuning loss for head {cfg.head!r}.")
 
 
@@ -506,4 +620,3 @@ def frozen_encoder_unchanged(before, after) -> bool:
     """True when every encoder parameter is bit-for-bit equal in both trees."""
     a, b = jax.tree.leaves(before["encoder"]), jax.tree.leaves(after["encoder"])
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
-

@@ -44,9 +44,17 @@ def fingerprint(params) -> list[float]:
 class Checkpointer:
     """Save / restore a TrainState and the data position under `directory`."""
 
-    def __init__(self, directory: str, *, every_steps: int, keep: int = 3,
-                 best_metric: str = "", best_mode: str = "min", async_save: bool = True,
-                 report: Callable[[str], None] = print):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        every_steps: int,
+        keep: int = 3,
+        best_metric: str = "",
+        best_mode: str = "min",
+        async_save: bool = True,
+        report: Callable[[str], None] = print,
+    ):
         self.directory = os.path.abspath(directory)
         self.every_steps, self.keep = every_steps, keep
         self.best_metric, self.best_mode = best_metric, best_mode
@@ -58,19 +66,28 @@ class Checkpointer:
         if self.best_metric:
             sign = -1.0 if self.best_mode == "min" else 1.0
             name = self.best_metric
-            policies.append(pp.BestN(get_metric_fn=lambda m: sign * float(m[name]), n=1,
-                                     keep_checkpoints_without_metrics=False))
+            policies.append(
+                pp.BestN(
+                    get_metric_fn=lambda m: sign * float(m[name]),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=pp.AnyPreservationPolicy(policies), create=True,
-            enable_async_checkpointing=self.async_save, cleanup_tmp_directories=True)
+            preservation_policy=pp.AnyPreservationPolicy(policies),
+            create=True,
+            enable_async_checkpointing=self.async_save,
+            cleanup_tmp_directories=True,
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     # -- save ----------------------------------------------------------------------------
     def should_save(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0
 
-    def save(self, state, data_state: Optional[dict], metrics: Optional[dict] = None,
-             wait: bool = False) -> bool:
+    def save(
+        self, state, data_state: Optional[dict], metrics: Optional[dict] = None, wait: bool = False
+    ) -> bool:
         """Starts saving `state` at its step (no-op if that step is already saved)."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
@@ -79,9 +96,14 @@ class Checkpointer:
         best = None
         if metrics and self.best_metric in metrics:
             best = {self.best_metric: float(metrics[self.best_metric])}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=best,
-            force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            metrics=best,
+            force=True,
+        )
         if wait:
             self.wait()
         return True
@@ -96,21 +118,30 @@ class Checkpointer:
     def restore(self, abstract_state, shardings) -> Optional[tuple[Any, Optional[dict], int]]:
         """The latest good checkpoint as (state, data_state, step), or None if there is none.
         Corrupt ones are reported and skipped (moved aside to `corrupt-STEP`)."""
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                              abstract_state, shardings)
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract_state,
+            shardings,
+        )
         for step in reversed(self.steps()):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                    ),
+                )
                 state, meta = restored["state"], restored["meta"]
                 got = fingerprint(state.params)
                 if not np.allclose(got, meta["fingerprint"], rtol=1e-4, atol=1e-6):
                     raise CorruptCheckpointError("parameter fingerprint mismatch")
                 return state, meta.get("data"), step
             except Exception as e:
-                self.report(f"checkpoint at step {step} in {self.directory} is corrupt or "
-                            f"unreadable ({type(e).__name__}: {str(e)[:300]}); moving it "
-                            "aside and falling back to the previous one.")
+                self.report(
+                    f"checkpoint at step {step} in {self.directory} is corrupt or "
+                    f"unreadable ({type(e).__name__}: {str(e)[:300]}); moving it "
+                    "aside and falling back to the previous one."
+                )
                 self._quarantine(step)
         return None
 
@@ -126,6 +157,7 @@ class Checkpointer:
                 os.rename(src, dst)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             multihost_utils.sync_global_devices(f"quarantine-{step}")
         self.manager.close()
         self._open()

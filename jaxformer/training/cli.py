@@ -7,6 +7,7 @@ import sys
 
 def main(argv=None) -> int:
     from jaxformer.training import config_lib
+
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config, workdir, _ = config_lib.parse_args(argv)
@@ -14,8 +15,10 @@ def main(argv=None) -> int:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
     from jaxformer.training import distributed
-    distributed.initialize(config.distributed)   # before anything touches the devices
+
+    distributed.initialize(config.distributed)  # before anything touches the devices
     from jaxformer.training import loop, sharding
+
     try:
         loop.train(config, workdir)
     except sharding.ShardingError as e:

@@ -66,15 +66,18 @@ def _parse(text: str, current: Any, key: str):
     except (ValueError, SyntaxError):
         if current is None:
             return text
-        raise ConfigOverrideError(f"--config.{key}: cannot parse {text!r} as "
-                                  f"{type(current).__name__}.") from None
+        raise ConfigOverrideError(
+            f"--config.{key}: cannot parse {text!r} as {type(current).__name__}."
+        ) from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(current)(value)
     if current is not None and not isinstance(value, type(current)):
-        raise ConfigOverrideError(f"--config.{key}={text!r}: expected "
-                                  f"{type(current).__name__}, got {type(value).__name__}.")
+        raise ConfigOverrideError(
+            f"--config.{key}={text!r}: expected "
+            f"{type(current).__name__}, got {type(value).__name__}."
+        )
     return value
 
 
@@ -93,8 +96,10 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
     for p in parents:
         node = node[p]
     if isinstance(node[leaf], ml_collections.ConfigDict):
-        raise ConfigOverrideError(f"--config.{key} is a group; set one of its fields: "
-                                  f"{', '.join(sorted(node[leaf].keys()))}.")
+        raise ConfigOverrideError(
+            f"--config.{key} is a group; set one of its fields: "
+            f"{', '.join(sorted(node[leaf].keys()))}."
+        )
     node[leaf] = _parse(text, node[leaf], key)
 
 
@@ -119,7 +124,7 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
                 if i + 1 >= len(args):
                     raise ConfigOverrideError(f"{name} needs a value.")
                 val, i = args[i + 1], i + 1
-            overrides.append((name[len("--config."):], val))
+            overrides.append((name[len("--config.") :], val))
         elif name in ("-h", "--help"):
             raise SystemExit(USAGE)
         else:
@@ -130,7 +135,7 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
     for key, val in overrides:
         apply_override(config, key, val)
     if workdir is None:
-        file, _, arg = path.partition(".py:")   # FILE.py:ARG -> runs/FILE_ARG
+        file, _, arg = path.partition(".py:")  # FILE.py:ARG -> runs/FILE_ARG
         name = os.path.splitext(os.path.basename(file))[0]
         if arg:
             name += "_" + "".join(c if c.isalnum() or c in "-." else "_" for c in arg)
@@ -138,8 +143,7 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
     return config, workdir, path
 
 
-USAGE = ("usage: python train.py [--config configs/NAME.py] [--workdir DIR] "
-         "[--config.KEY=VALUE ...]")
+USAGE = "usage: python train.py [--config configs/NAME.py] [--workdir DIR] [--config.KEY=VALUE ...]"
 
 
 def to_json(config) -> str:

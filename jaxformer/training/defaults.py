@@ -9,73 +9,73 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     """Every key the loop reads, with defaults. `model`: the model config as a dict (e.g.
     `bert_config("tiny", head="mlm").to_dict()`)."""
     c = ml_collections.ConfigDict()
-    c.task = task                   # key of jaxformer.training.tasks.TASKS or "module:Class"
-    c.seed = 0                      # params init, dropout keys
-    c.workdir = ""                  # default: runs/<config name>; --workdir wins
+    c.task = task  # key of jaxformer.training.tasks.TASKS or "module:Class"
+    c.seed = 0  # params init, dropout keys
+    c.workdir = ""  # default: runs/<config name>; --workdir wins
     c.model = ml_collections.ConfigDict(model)  # the model config's fields, all overridable
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "default_corpus"  # default_corpus | text:GLOB | synthetic
     c.data.tokenizer_family = "bert"  # bert (WordPiece) | roberta (byte BPE) | albert (Unigram)
-    c.data.objective = "none"         # none (MLM only) | nsp (BERT) | sop (ALBERT)
-    c.data.seq_len = 128              # tokens per example
-    c.data.max_predictions = 20       # masked positions scored per example
+    c.data.objective = "none"  # none (MLM only) | nsp (BERT) | sop (ALBERT)
+    c.data.seq_len = 128  # tokens per example
+    c.data.max_predictions = 20  # masked positions scored per example
     c.data.mlm_probability = 0.15
     c.data.whole_word = False
-    c.data.masking = "dynamic"        # dynamic (RoBERTa) | static (BERT)
+    c.data.masking = "dynamic"  # dynamic (RoBERTa) | static (BERT)
     c.data.short_seq_prob = 0.1
     c.data.dupe_factor = 1
     c.data.label_smoothing = 0.0
-    c.data.eval_fraction = 0.02       # documents held out for eval
+    c.data.eval_fraction = 0.02  # documents held out for eval
     c.data.synthetic_examples = 2048  # synthetic source only
-    c.data.prefetch = 2               # batches prepared ahead on a background thread
+    c.data.prefetch = 2  # batches prepared ahead on a background thread
     c.data.seed = 0
 
-    c.batch_size = 32                 # global, over all processes and devices
-    c.grad_accum_steps = 1            # micro-batches per step (summed inside the step)
-    c.num_train_steps = 1000          # schedules decay to this
-    c.stop_after_steps = 0            # >0: halt early at this step (schedule unchanged)
-    c.max_bad_steps = 10              # consecutive non-finite steps before stopping
+    c.batch_size = 32  # global, over all processes and devices
+    c.grad_accum_steps = 1  # micro-batches per step (summed inside the step)
+    c.num_train_steps = 1000  # schedules decay to this
+    c.stop_after_steps = 0  # >0: halt early at this step (schedule unchanged)
+    c.max_bad_steps = 10  # consecutive non-finite steps before stopping
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"        # adamw | lamb | adafactor
-    c.optimizer.lr = 1e-4             # peak learning rate
+    c.optimizer.name = "adamw"  # adamw | lamb | adafactor
+    c.optimizer.lr = 1e-4  # peak learning rate
     # constant | warmup_linear | warmup_rsqrt | warmup_cosine
     c.optimizer.schedule = "warmup_linear"
     c.optimizer.warmup_steps = 100
     c.optimizer.end_lr = 0.0
-    c.optimizer.weight_decay = 0.01   # not applied to biases and LayerNorm
+    c.optimizer.weight_decay = 0.01  # not applied to biases and LayerNorm
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999
     c.optimizer.eps = 1e-6
-    c.optimizer.clip_norm = 1.0       # global-norm clipping; 0 = off
+    c.optimizer.clip_norm = 1.0  # global-norm clipping; 0 = off
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1                  # -1: all remaining devices
+    c.mesh.data = -1  # -1: all remaining devices
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500
-    c.checkpoint.keep = 3             # latest K kept (plus the best by best_metric)
+    c.checkpoint.keep = 3  # latest K kept (plus the best by best_metric)
     c.checkpoint.best_metric = "eval_loss"  # "" = keep only the latest
     c.checkpoint.best_mode = "min"
     c.checkpoint.async_save = True
 
     c.log = ml_collections.ConfigDict()
-    c.log.every_steps = 10            # metrics.jsonl / TensorBoard / progress interval
-    c.log.eval_every_steps = 500      # 0 = eval only at the end
+    c.log.every_steps = 10  # metrics.jsonl / TensorBoard / progress interval
+    c.log.eval_every_steps = 500  # 0 = eval only at the end
     c.log.eval_batches = 4
     c.log.progress = True
     c.log.tensorboard = True
-    c.log.plot = True                 # loss_curve.png at the end
+    c.log.plot = True  # loss_curve.png at the end
 
-    c.peak_tflops_per_device = 0.0    # for MFU; 0 = from the device kind (none on CPU)
-    c.demo_sentences = ()             # fill-mask sentences printed at the end
+    c.peak_tflops_per_device = 0.0  # for MFU; 0 = from the device kind (none on CPU)
+    c.demo_sentences = ()  # fill-mask sentences printed at the end
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # host:port of process 0; "" = from the cluster env
     c.distributed.num_processes = 0
     c.distributed.process_id = -1
-    c.distributed.cpu_collectives = ""      # "gloo" for multi-process CPU runs
+    c.distributed.cpu_collectives = ""  # "gloo" for multi-process CPU runs
     return c

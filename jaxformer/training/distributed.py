@@ -7,8 +7,12 @@ import os
 
 import jax
 
-_ENV_HINTS = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-              "MEGASCALE_COORDINATOR_ADDRESS")
+_ENV_HINTS = (
+    "SLURM_JOB_ID",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+)
 
 
 def initialize(cfg) -> bool:
@@ -30,7 +34,8 @@ def initialize(cfg) -> bool:
         jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
     kwargs = {}
     if explicit:
-        kwargs = dict(coordinator_address=addr, num_processes=n,
-                      process_id=pid if pid >= 0 else None)
+        kwargs = dict(
+            coordinator_address=addr, num_processes=n, process_id=pid if pid >= 0 else None
+        )
     jax.distributed.initialize(**kwargs)
     return True

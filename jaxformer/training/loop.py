@@ -54,6 +54,7 @@ class _Preemption:
         if jax.process_count() == 1:
             return self.flag
         from jax.experimental import multihost_utils  # every process must agree on the step
+
         return bool(np.max(multihost_utils.process_allgather(np.int32(self.flag))))
 
 
@@ -66,8 +67,9 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def evaluate(eval_fn, params, batches, batch_sh, global_batch: int) -> dict:
-    rows = [jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, global_batch)))
-            for b in batches]
+    rows = [
+        jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, global_batch))) for b in batches
+    ]
     return _mean(rows) if rows else {}
 
 
@@ -92,14 +94,22 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
         tx = task.wrap_optimizer(tx)
     abstract, specs = state_lib.state_specs(task, tx, mesh, seed=config.seed)
     state_sh = sh.named(mesh, specs)
-    say(f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
+    say(
+        f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s), {jax.process_count()} process(es); "
-        f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)):,} parameters")
+        f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)):,} parameters"
+    )
 
     c = config.checkpoint
-    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=c.every_steps,
-                                 keep=c.keep, best_metric=c.best_metric, best_mode=c.best_mode,
-                                 async_save=c.async_save, report=say)
+    ckpt = ckpt_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        every_steps=c.every_steps,
+        keep=c.keep,
+        best_metric=c.best_metric,
+        best_mode=c.best_mode,
+        async_save=c.async_save,
+        report=say,
+    )
     pi, pc = jax.process_index(), jax.process_count()
     data = task.train_iterator(config.batch_size, pi, pc)
     restored = ckpt.restore(abstract, state_sh)
@@ -118,17 +128,26 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
 
     first = next(data)
     train_fn, batch_sh = step_lib.compile_train_step(
-        step_lib.make_train_step(task, tx, schedule, accum), state_sh, first, mesh)
+        step_lib.make_train_step(task, tx, schedule, accum), state_sh, first, mesh
+    )
     batch = sh.to_global(first, batch_sh, config.batch_size)
     t0 = time.perf_counter()
     compiled = train_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
     say(f"compiled the train step in {compile_s:.1f} s")
 
-    eval_batches = task.eval_batches(config.batch_size, pi, pc) if config.log.eval_every_steps \
-        or config.checkpoint.best_metric else None
-    eval_fn = (step_lib.compile_eval_step(step_lib.make_eval_step(task), state_sh.params,
-                                          eval_batches[0], mesh) if eval_batches else None)
+    eval_batches = (
+        task.eval_batches(config.batch_size, pi, pc)
+        if config.log.eval_every_steps or config.checkpoint.best_metric
+        else None
+    )
+    eval_fn = (
+        step_lib.compile_eval_step(
+            step_lib.make_eval_step(task), state_sh.params, eval_batches[0], mesh
+        )
+        if eval_batches
+        else None
+    )
 
     writer = observe.MetricWriter(workdir, tensorboard=config.log.tensorboard)
     writer.write(start, {"compile_time_s": compile_s})
@@ -183,14 +202,15 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             f"loss or gradient (last loss {m['loss']}, grad norm {m['grad_norm']}); "
             f"{int(jax.device_get(state.skipped))} skipped in total. The last good state was "
             f"saved at step {int(jax.device_get(state.step))} in {ckpt.directory}. Lower the "
-            "learning rate, check the data, or raise config.max_bad_steps.")
+            "learning rate, check the data, or raise config.max_bad_steps."
+        )
 
     with _Preemption() as preemption:
         try:
             while step < stop_at:
                 state, dev_metrics = compiled(state, batch)
                 step += 1
-                if pending is not None:   # read the previous step while this one runs
+                if pending is not None:  # read the previous step while this one runs
                     m = handle(*pending)
                     if m["bad_streak"] >= config.max_bad_steps:
                         bad_stop(m, pending[0])
@@ -215,32 +235,43 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     train_s = time.perf_counter() - train_time_start
 
     evaluated_now = config.log.eval_every_steps and step % config.log.eval_every_steps == 0
-    final_eval = {} if preempted else (eval_metrics if evaluated_now and eval_metrics
-                                       else run_eval(step))
+    final_eval = (
+        {} if preempted else (eval_metrics if evaluated_now and eval_metrics else run_eval(step))
+    )
     ckpt.save(state, data.get_state(), final_eval or None, wait=True)
     ckpt.close()
     if hasattr(data, "close"):
         data.close()
 
-    summary = {"step": step, "preempted": preempted, "compile_time_s": compile_s,
-               "train_time_s": train_s, "total_time_s": time.perf_counter() - t_start,
-               "first_loss": history[0][1] if history else None,
-               "last_loss": history[-1][1] if history else None,
-               "tokens_per_s": last_metrics.get("tokens_per_s"),
-               "mfu": last_metrics.get("mfu"), **final_eval}
+    summary = {
+        "step": step,
+        "preempted": preempted,
+        "compile_time_s": compile_s,
+        "train_time_s": train_s,
+        "total_time_s": time.perf_counter() - t_start,
+        "first_loss": history[0][1] if history else None,
+        "last_loss": history[-1][1] if history else None,
+        "tokens_per_s": last_metrics.get("tokens_per_s"),
+        "mfu": last_metrics.get("mfu"),
+        **final_eval,
+    }
     if not preempted and hasattr(task, "task_metrics"):
         tm = {f"eval_task_{k}": float(v) for k, v in task.task_metrics(state.params).items()}
         if tm:
             writer.write(step, tm)
-            say("task metrics on the eval split: " + ", ".join(
-                f"{k[10:]} {v:.4g}" for k, v in tm.items()))
+            say(
+                "task metrics on the eval split: "
+                + ", ".join(f"{k[10:]} {v:.4g}" for k, v in tm.items())
+            )
             summary.update(tm)
     if eval_batches and hasattr(task, "baseline_metrics"):
         summary.update(task.baseline_metrics(eval_batches))
         if "eval_mlm_accuracy" in summary and "eval_baseline_mlm_accuracy" in summary:
-            say(f"held-out masked-token accuracy {summary['eval_mlm_accuracy']:.1%} "
+            say(
+                f"held-out masked-token accuracy {summary['eval_mlm_accuracy']:.1%} "
                 f"(most-frequent-token baseline {summary['eval_baseline_mlm_accuracy']:.1%}, "
-                f"always {summary['baseline_token']!r})")
+                f"always {summary['baseline_token']!r})"
+            )
     if lead and not preempted:
         if config.log.plot:
             png = observe.plot_losses(workdir)
@@ -256,6 +287,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     if lead:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    say(f"done: step {step}, loss {summary['first_loss']} -> {summary['last_loss']}, "
-        f"{(summary['tokens_per_s'] or 0):,.0f} tokens/s, {summary['total_time_s']:.0f} s")
+    say(
+        f"done: step {step}, loss {summary['first_loss']} -> {summary['last_loss']}, "
+        f"{(summary['tokens_per_s'] or 0):,.0f} tokens/s, {summary['total_time_s']:.0f} s"
+    )
     return summary

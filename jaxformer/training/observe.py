@@ -14,10 +14,23 @@ import jax
 
 # Peak dense bf16 FLOP/s per device, for MFU. Unknown devices (CPU) report no MFU unless
 # config.peak_tflops_per_device is set.
-PEAK_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L4": 121, "A10": 125, "V100": 125,
-               "TPU v4": 275, "TPU v5 lite": 197, "TPU v5e": 197, "TPU v5p": 459,
-               "TPU v5": 459, "TPU v6 lite": 918, "TPU v6e": 918, "TPU v3": 123,
-               "TPU v2": 45}
+PEAK_TFLOPS = {
+    "H200": 989,
+    "H100": 989,
+    "A100": 312,
+    "L4": 121,
+    "A10": 125,
+    "V100": 125,
+    "TPU v4": 275,
+    "TPU v5 lite": 197,
+    "TPU v5e": 197,
+    "TPU v5p": 459,
+    "TPU v5": 459,
+    "TPU v6 lite": 918,
+    "TPU v6e": 918,
+    "TPU v3": 123,
+    "TPU v2": 45,
+}
 
 
 def peak_flops_per_device(override_tflops: float = 0.0) -> Optional[float]:
@@ -43,6 +56,7 @@ class MetricWriter:
         self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
+
             self.tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def write(self, step: int, metrics: dict, prefix: str = ""):
@@ -83,16 +97,17 @@ class Progress:
         self.tty = sys.stdout.isatty()
         self.t0 = None
 
-    def update(self, step: int, loss: float, lr: float, tokens_per_s: float,
-               steps_per_s: float):
+    def update(self, step: int, loss: float, lr: float, tokens_per_s: float, steps_per_s: float):
         if not self.enabled:
             return
         frac = step / max(self.total, 1)
         filled = int(self.width * frac)
         eta = (self.total - step) / steps_per_s if steps_per_s > 0 else float("nan")
         bar = "#" * filled + "-" * (self.width - filled)
-        line = (f"[{bar}] {step}/{self.total} loss {loss:.4f} lr {lr:.2e} "
-                f"{tokens_per_s:,.0f} tok/s ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
+        line = (
+            f"[{bar}] {step}/{self.total} loss {loss:.4f} lr {lr:.2e} "
+            f"{tokens_per_s:,.0f} tok/s ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}"
+        )
         end = "\r" if self.tty else "\n"
         print(line, end=end, flush=True)
 
@@ -117,8 +132,10 @@ def plot_losses(workdir: str, out: str = "loss_curve.png") -> Optional[str]:
     if not train:
         return None
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = sorted(train)
     ax.plot(steps, [train[s] for s in steps], label="train loss", lw=1)

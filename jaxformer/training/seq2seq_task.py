@@ -31,7 +31,7 @@ class ArrayIterator:
             epoch, i = divmod(r, self.n)
             rows.append(np.random.default_rng([self.seed, epoch]).permutation(self.n)[i])
         per = self.b // self.pc
-        return np.asarray(rows[self.pi * per:(self.pi + 1) * per])
+        return np.asarray(rows[self.pi * per : (self.pi + 1) * per])
 
     def __iter__(self):
         return self
@@ -54,6 +54,7 @@ class Seq2SeqTask(Task):
         from jaxformer.data import translation_task as tt
         from jaxformer.models.seq2seq_configs import TransformerConfig
         from jaxformer.models.transformer import Transformer
+
         d = config.data
         if d.source == "numbers":
             corpus = tt.make_number_corpus(d.synthetic_examples, 256, seed=d.seed)
@@ -62,20 +63,25 @@ class Seq2SeqTask(Task):
         elif d.source.startswith("tfds:"):
             train_pairs = tt.tfds_translation_pairs(d.source[5:], "train")
             eval_pairs = tt.tfds_translation_pairs(d.source[5:], "validation")
-            tok = tt.train_tokenizer([s for p in train_pairs for s in p], kind="bpe",
-                                     vocab_size=config.model.vocab_size)
+            tok = tt.train_tokenizer(
+                [s for p in train_pairs for s in p], kind="bpe", vocab_size=config.model.vocab_size
+            )
         else:
-            raise ValueError(f"unknown data.source {d.source!r} for seq2seq; use 'numbers' "
-                             "or 'tfds:NAME'.")
+            raise ValueError(
+                f"unknown data.source {d.source!r} for seq2seq; use 'numbers' or 'tfds:NAME'."
+            )
         L = d.seq_len
         self.train_arrays = tt.encode_pairs(tok, train_pairs, L, L)
         self.eval_arrays = tt.encode_pairs(tok, eval_pairs, L, L)
         model = dict(config.model)
         if tok.vocab_size > model["vocab_size"]:
-            raise ValueError(f"the tokenizer has {tok.vocab_size} ids but model.vocab_size="
-                             f"{model['vocab_size']}.")
-        model.update(pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
-                     decoder_start_token_id=tok.pad_id)
+            raise ValueError(
+                f"the tokenizer has {tok.vocab_size} ids but model.vocab_size="
+                f"{model['vocab_size']}."
+            )
+        model.update(
+            pad_token_id=tok.pad_id, eos_token_id=tok.eos_id, decoder_start_token_id=tok.pad_id
+        )
         self.model_cfg = TransformerConfig.from_dict(model)
         self.model = Transformer(self.model_cfg)
         self.seq_len = L
@@ -87,23 +93,34 @@ class Seq2SeqTask(Task):
     def init_params(self, rng):
         p, d = jax.random.split(rng)
         x = self.init_inputs()
-        return self.model.init({"params": p, "dropout": d}, x["inputs"], x["attention_mask"],
-                               x["decoder_input_ids"])["params"]
+        return self.model.init(
+            {"params": p, "dropout": d}, x["inputs"], x["attention_mask"], x["decoder_input_ids"]
+        )["params"]
 
     def normalizers(self, batch):
         return {"tokens": jnp.maximum(batch["labels_mask"].astype(jnp.float32).sum(), 1.0)}
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
         from jaxformer.objectives.seq2seq import shift_right
+
         c = self.model_cfg
         labels = jnp.maximum(batch["labels"], 0)
         dec_in = shift_right(batch["labels"], c.decoder_start_token_id, c.pad_token_id)
-        out = self.model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                               dec_in, deterministic=deterministic, rngs={"dropout": rng})
+        out = self.model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            dec_in,
+            deterministic=deterministic,
+            rngs={"dropout": rng},
+        )
         loss, m = losses.weighted_cross_entropy(
-            out.logits, labels, batch["labels_mask"],
+            out.logits,
+            labels,
+            batch["labels_mask"],
             label_smoothing=self.config.data.label_smoothing,
-            normalizer=norms["tokens"])
+            normalizer=norms["tokens"],
+        )
         return loss, {"token_accuracy": m["accuracy"]}
 
     def train_iterator(self, batch_size, pi, pc):

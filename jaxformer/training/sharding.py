@@ -53,12 +53,16 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
-            raise ShardingError(f"{num_devices} devices do not divide by the fixed mesh axes "
-                                f"{dict(zip(MESH_AXES, shape))} (product {known}).")
+            raise ShardingError(
+                f"{num_devices} devices do not divide by the fixed mesh axes "
+                f"{dict(zip(MESH_AXES, shape))} (product {known})."
+            )
         shape[shape.index(-1)] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ShardingError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} "
-                            f"devices but {num_devices} are available.")
+        raise ShardingError(
+            f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} "
+            f"devices but {num_devices} are available."
+        )
     return tuple(shape)
 
 
@@ -87,8 +91,11 @@ def _axis_size(mesh: Mesh, entry) -> int:
 
 def mesh_specs(logical, rules=RULES):
     """Logical PartitionSpecs -> mesh PartitionSpecs (same tree)."""
-    return jax.tree.map(lambda s: nn.logical_to_mesh_axes(tuple(s), rules), logical,
-                        is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda s: nn.logical_to_mesh_axes(tuple(s), rules),
+        logical,
+        is_leaf=lambda x: isinstance(x, P),
+    )
 
 
 def check_divisible(abstract, specs, mesh: Mesh, what: str = "parameter", logical=None):
@@ -96,34 +103,40 @@ def check_divisible(abstract, specs, mesh: Mesh, what: str = "parameter", logica
     problems = []
     flat, _ = jax.tree_util.tree_flatten_with_path(abstract)
     flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
-    flat_logical = (jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, P))
-                    if logical is not None else [None] * len(flat))
+    flat_logical = (
+        jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, P))
+        if logical is not None
+        else [None] * len(flat)
+    )
     for (path, leaf), spec, names in zip(flat, flat_specs, flat_logical):
         for dim, (size, entry) in enumerate(zip(leaf.shape, tuple(spec))):
             n = _axis_size(mesh, entry)
             if size % n:
                 logical_name = f" (logical {names[dim]!r})" if names is not None else ""
-                problems.append(f"  {jax.tree_util.keystr(path)} shape {tuple(leaf.shape)}: dim "
-                                f"{dim} = {size}{logical_name} does not divide mesh axes "
-                                f"{entry} of size {n}")
+                problems.append(
+                    f"  {jax.tree_util.keystr(path)} shape {tuple(leaf.shape)}: dim "
+                    f"{dim} = {size}{logical_name} does not divide mesh axes "
+                    f"{entry} of size {n}"
+                )
     if problems:
         raise ShardingError(
             f"{len(problems)} {what} dimension(s) cannot be sharded on mesh "
-            f"{dict(mesh.shape)}:\n" + "\n".join(problems) +
-            "\nChange the mesh sizes (config.mesh) or the model dimensions so they divide.")
+            f"{dict(mesh.shape)}:\n"
+            + "\n".join(problems)
+            + "\nChange the mesh sizes (config.mesh) or the model dimensions so they divide."
+        )
 
 
 def fit_spec(spec: P, shape: tuple, mesh: Mesh) -> P:
     """A spec truncated to the array's rank with non-dividing entries replicated (used for
     optimizer statistics whose shapes differ from their parameter's, e.g. Adafactor's)."""
-    entries = list(tuple(spec))[:len(shape)]
+    entries = list(tuple(spec))[: len(shape)]
     entries = [e if s % _axis_size(mesh, e) == 0 else None for e, s in zip(entries, shape)]
     return P(*entries)
 
 
 def named(mesh: Mesh, specs):
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                        is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
 def batch_spec(ndim: int) -> P:
@@ -141,15 +154,19 @@ def check_batch(global_batch: int, mesh: Mesh, micro_steps: int = 1) -> None:
         raise ShardingError(
             f"batch_size={global_batch} with grad_accum_steps={micro_steps} gives micro-batches "
             f"of {global_batch / micro_steps:g}, which do not divide over data x fsdp = {n} "
-            "devices; make batch_size a multiple of grad_accum_steps * data * fsdp.")
+            "devices; make batch_size a multiple of grad_accum_steps * data * fsdp."
+        )
     if global_batch % jax.process_count():
-        raise ShardingError(f"batch_size={global_batch} does not divide over "
-                            f"{jax.process_count()} processes.")
+        raise ShardingError(
+            f"batch_size={global_batch} does not divide over {jax.process_count()} processes."
+        )
 
 
 def to_global(batch, shardings, global_batch: int):
     """Process-local numpy rows -> global jax.Arrays (each process passes its own rows)."""
+
     def put(x, s):
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(s, x, (global_batch,) + x.shape[1:])
+
     return jax.tree.map(put, batch, shardings)

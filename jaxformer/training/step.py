@@ -25,14 +25,17 @@ from jaxformer.training.state import TrainState, replicated
 def _split_micro(batch, n: int):
     """[B, ...] -> [n, B/n, ...] with micro-batch i = rows i, i+n, ...: each device keeps its
     own rows (the batch dim is sharded in contiguous blocks), so no data moves."""
+
     def split(x):
         b = x.shape[0]
         return jnp.swapaxes(x.reshape((b // n, n) + x.shape[1:]), 0, 1)
+
     return jax.tree.map(split, batch)
 
 
-def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
-                    grad_accum_steps: int = 1):
+def make_train_step(
+    task, tx: optax.GradientTransformation, schedule=None, grad_accum_steps: int = 1
+):
     """The pure `(state, batch) -> (state, metrics)` function."""
 
     def train_step(state: TrainState, batch):
@@ -52,19 +55,24 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
                 i, mb = xs
                 (l, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
                 acc_l, acc_m, acc_g = carry
-                return (acc_l + l, jax.tree.map(jnp.add, acc_m, m),
-                        jax.tree.map(jnp.add, acc_g, g)), None
+                return (
+                    acc_l + l,
+                    jax.tree.map(jnp.add, acc_m, m),
+                    jax.tree.map(jnp.add, acc_g, g),
+                ), None
 
             zeros = jax.tree.map(jnp.zeros_like, state.params)
-            _, m_shape = jax.eval_shape(loss_fn, state.params,
-                                        jax.tree.map(lambda x: x[0], micro), rng)
+            _, m_shape = jax.eval_shape(
+                loss_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng
+            )
             m0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
             (loss, metrics, grads), _ = jax.lax.scan(
-                body, (jnp.zeros((), jnp.float32), m0, zeros),
-                (jnp.arange(grad_accum_steps), micro))
+                body, (jnp.zeros((), jnp.float32), m0, zeros), (jnp.arange(grad_accum_steps), micro)
+            )
 
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
         def update(_):
             updates, new_opt = tx.update(grads, state.opt_state, state.params)
             return optax.apply_updates(state.params, updates), new_opt
@@ -72,15 +80,25 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
         # A branch, not a select: a good step updates in place and never reads the old
         # params and moments a second time; a non-finite step keeps them untouched.
         new_params, new_opt = jax.lax.cond(
-            ok, update, lambda _: (state.params, state.opt_state), None)
+            ok, update, lambda _: (state.params, state.opt_state), None
+        )
         bad = jnp.where(ok, 0, state.bad_streak + 1).astype(jnp.int32)
         new_state = state.replace(
-            step=state.step + 1, params=new_params, opt_state=new_opt, bad_streak=bad,
-            skipped=state.skipped + (~ok).astype(jnp.int32))
+            step=state.step + 1,
+            params=new_params,
+            opt_state=new_opt,
+            bad_streak=bad,
+            skipped=state.skipped + (~ok).astype(jnp.int32),
+        )
         # The parameter norm is read by the loop at log steps only: here it would be one
         # more pass over every parameter in every step.
-        metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                       nonfinite=(~ok).astype(jnp.int32), bad_streak=bad)
+        metrics = dict(
+            metrics,
+            loss=loss,
+            grad_norm=grad_norm,
+            nonfinite=(~ok).astype(jnp.int32),
+            bad_streak=bad,
+        )
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         return new_state, metrics
@@ -90,11 +108,14 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule=None,
 
 def make_eval_step(task):
     """`(params, batch) -> metrics` with dropout off."""
+
     def eval_step(params, batch):
         norms = task.normalizers(batch)
-        loss, metrics = task.loss_fn(params, batch, jax.random.PRNGKey(0), norms,
-                                     deterministic=True)
+        loss, metrics = task.loss_fn(
+            params, batch, jax.random.PRNGKey(0), norms, deterministic=True
+        )
         return dict(metrics, loss=loss)
+
     return eval_step
 
 
@@ -102,15 +123,20 @@ def compile_train_step(train_step, state_shardings, batch_example, mesh, rules=s
     """jit with explicit shardings (batch over data x fsdp, metrics replicated) and the
     state donated. Returns (jitted fn, batch shardings)."""
     batch_sh = sh.batch_shardings(mesh, batch_example)
-    fn = jax.jit(train_step, in_shardings=(state_shardings, batch_sh),
-                 out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
+    fn = jax.jit(
+        train_step,
+        in_shardings=(state_shardings, batch_sh),
+        out_shardings=(state_shardings, replicated(mesh)),
+        donate_argnums=(0,),
+    )
     return _with_context(fn, mesh, rules), batch_sh
 
 
 def compile_eval_step(eval_step, param_shardings, batch_example, mesh, rules=sh.RULES):
     batch_sh = sh.batch_shardings(mesh, batch_example)
-    fn = jax.jit(eval_step, in_shardings=(param_shardings, batch_sh),
-                 out_shardings=replicated(mesh))
+    fn = jax.jit(
+        eval_step, in_shardings=(param_shardings, batch_sh), out_shardings=replicated(mesh)
+    )
     return _with_context(fn, mesh, rules)
 
 

@@ -59,8 +59,9 @@ class Task:
         `get_state()` / `set_state()` for checkpoints."""
         raise NotImplementedError
 
-    def eval_batches(self, batch_size: int, process_index: int,
-                     process_count: int) -> Optional[Iterable[dict]]:
+    def eval_batches(
+        self, batch_size: int, process_index: int, process_count: int
+    ) -> Optional[Iterable[dict]]:
         return None
 
     # -- reporting -----------------------------------------------------------------------
@@ -122,8 +123,10 @@ class PretrainTask(Task):
         model_cfg = dict(config.model)
         head = "pretraining" if self.objective in ("nsp", "sop") else "mlm"
         if model_cfg.get("head") not in (None, head):
-            raise ValueError(f"data.objective={self.objective!r} needs model.head={head!r}, "
-                             f"got {model_cfg.get('head')!r}.")
+            raise ValueError(
+                f"data.objective={self.objective!r} needs model.head={head!r}, "
+                f"got {model_cfg.get('head')!r}."
+            )
         model_cfg["head"] = head
         self.model_cfg = EncoderConfig.from_dict(model_cfg)
         self.model = EncoderModel(self.model_cfg)
@@ -139,25 +142,35 @@ class PretrainTask(Task):
 
     def _documents(self):
         from jaxformer.data import default_corpus, read_text_files
+
         src = self.config.data.source
         if src == "default_corpus":
             return list(default_corpus())
         if src.startswith("text:"):
-            return list(read_text_files(src[len("text:"):]))
-        raise ValueError(f"unknown data.source {src!r}; use 'default_corpus', 'text:GLOB' "
-                         "or 'synthetic'.")
+            return list(read_text_files(src[len("text:") :]))
+        raise ValueError(
+            f"unknown data.source {src!r}; use 'default_corpus', 'text:GLOB' or 'synthetic'."
+        )
 
     def _pretraining_config(self):
         from jaxformer.data import MaskingConfig, PretrainingConfig
+
         d = self.config.data
         return PretrainingConfig(
-            max_seq_len=d.seq_len, objective=d.objective, short_seq_prob=d.short_seq_prob,
+            max_seq_len=d.seq_len,
+            objective=d.objective,
+            short_seq_prob=d.short_seq_prob,
             dupe_factor=d.dupe_factor,
-            masking=MaskingConfig(mlm_probability=d.mlm_probability,
-                                  max_predictions=d.max_predictions, whole_word=d.whole_word))
+            masking=MaskingConfig(
+                mlm_probability=d.mlm_probability,
+                max_predictions=d.max_predictions,
+                whole_word=d.whole_word,
+            ),
+        )
 
     def _load_data(self):
         from jaxformer.data import create_instances, load_tokenizer, train_tokenizer
+
         d, v = self.config.data, self.model_cfg.vocab_size
         if d.source == "synthetic":
             if self.objective != "none":
@@ -185,25 +198,41 @@ class PretrainTask(Task):
 
     def _dataset(self, instances, masking, seed, epochs, batch_size, pi, pc):
         from jaxformer.data import batch_dataset, pretraining_dataset, shard_for_process
-        ds = pretraining_dataset(instances, self.tokenizer, self._pretraining_config(),
-                                 masking=masking, seed=seed, num_epochs=epochs)
-        keys = ("input_ids", "attention_mask", "token_type_ids", "mlm_positions", "mlm_ids",
-                "mlm_weights") + (("pair_label",) if self.objective != "none" else ())
+
+        ds = pretraining_dataset(
+            instances,
+            self.tokenizer,
+            self._pretraining_config(),
+            masking=masking,
+            seed=seed,
+            num_epochs=epochs,
+        )
+        keys = (
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+            "mlm_positions",
+            "mlm_ids",
+            "mlm_weights",
+        ) + (("pair_label",) if self.objective != "none" else ())
         ds = ds.map(lambda x: {k: np.asarray(x[k]) for k in keys})
         return batch_dataset(shard_for_process(ds, pi, pc), batch_size // pc)
 
     def train_iterator(self, batch_size, process_index, process_count):
         from jaxformer.data import DataIterator
+
         d = self.config.data
         self.tokenizer  # noqa: B018  (builds the data)
-        ds = self._dataset(self._instances, d.masking, d.seed, None, batch_size,
-                           process_index, process_count)
+        ds = self._dataset(
+            self._instances, d.masking, d.seed, None, batch_size, process_index, process_count
+        )
         return DataIterator(ds, prefetch=d.prefetch)
 
     def eval_batches(self, batch_size, process_index, process_count):
         self.tokenizer  # noqa: B018
-        ds = self._dataset(self._eval_instances, "static", 1234, 1, batch_size,
-                           process_index, process_count)
+        ds = self._dataset(
+            self._eval_instances, "static", 1234, 1, batch_size, process_index, process_count
+        )
         return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
 
     # -- loss ----------------------------------------------------------------------------
@@ -215,11 +244,17 @@ class PretrainTask(Task):
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
         out = self.model.apply(
-            {"params": params}, batch["input_ids"], attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"], mlm_positions=batch["mlm_positions"],
-            deterministic=deterministic, rngs={"dropout": rng})
-        loss, metrics = objectives.mlm_loss(out, batch, norms["mlm"],
-                                            self.config.data.label_smoothing)
+            {"params": params},
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            mlm_positions=batch["mlm_positions"],
+            deterministic=deterministic,
+            rngs={"dropout": rng},
+        )
+        loss, metrics = objectives.mlm_loss(
+            out, batch, norms["mlm"], self.config.data.label_smoothing
+        )
         if self.objective != "none":
             pair, pair_metrics = objectives.pair_loss(out, batch, norms["pair"])
             loss = loss + pair
@@ -236,25 +271,32 @@ class PretrainTask(Task):
         if not w.any():
             return {}
         counts = np.bincount(ids[w])
-        return {"eval_baseline_mlm_accuracy": float(counts.max() / w.sum()),
-                "baseline_token": (self.tokenizer.id_to_token(int(counts.argmax()))
-                                   if hasattr(self.tokenizer, "id_to_token")
-                                   else str(int(counts.argmax())))}
+        return {
+            "eval_baseline_mlm_accuracy": float(counts.max() / w.sum()),
+            "baseline_token": (
+                self.tokenizer.id_to_token(int(counts.argmax()))
+                if hasattr(self.tokenizer, "id_to_token")
+                else str(int(counts.argmax()))
+            ),
+        }
 
     def flops_per_token(self, params) -> float:
         """Training FLOPs per token (`benchmarking.encoder_flops`): every applied layer (shared
         ALBERT layers count each time they run), attention, and the MLM head at the
         predicted positions only."""
         from jaxformer.benchmarking import encoder_flops
-        return encoder_flops(self.model_cfg, self.seq_len, "train",
-                             predictions=self.config.data.max_predictions)["total"]
+
+        return encoder_flops(
+            self.model_cfg, self.seq_len, "train", predictions=self.config.data.max_predictions
+        )["total"]
 
     def finish(self, params, workdir):
         sentences = list(self.config.get("demo_sentences", ()))
         if not sentences or self.config.data.source == "synthetic":
             return ""
-        return "fill-mask predictions:\n" + fill_mask_report(self.model, params,
-                                                             self.tokenizer, sentences)
+        return "fill-mask predictions:\n" + fill_mask_report(
+            self.model, params, self.tokenizer, sentences
+        )
 
 
 def fill_mask_report(model, params, tokenizer, sentences, top_k: int = 5) -> str:
@@ -285,6 +327,7 @@ def task_class(name: str):
     """The class for a task name: a key of TASKS or "package.module:Class"."""
     if name == "seq2seq":
         from jaxformer.training.seq2seq_task import Seq2SeqTask
+
         return Seq2SeqTask
     if name in TASKS:
         return TASKS[name]
