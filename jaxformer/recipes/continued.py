@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxformer.models import EncoderModel
 from jaxformer.recipes.finetune import load_run_params, merge_encoder
+from jaxformer.training.checks import init_path
 from jaxformer.training.tasks import PretrainTask, fill_mask_report
 
 
@@ -19,17 +20,17 @@ class ContinuedPretrainTask(PretrainTask):
 
     def __init__(self, config, workdir: str):
         super().__init__(config, workdir)
-        init_from = config.get("init_from", "")
+        kind, source = init_path(config.get("init_from", ""))
         from jaxformer.data import load_tokenizer
 
-        if init_from.startswith("hf:"):
+        if kind == "hf":
             from jaxformer.convert.huggingface import from_pretrained
 
-            model, self._source = from_pretrained(init_from[3:], head="mlm")
-            cfg, tok_dir = model.cfg, init_from[3:]
-        elif init_from.startswith("run:"):
-            cfg, self._source = load_run_params(init_from[4:])
-            tok_dir = os.path.join(init_from[4:], "tokenizer")
+            model, self._source = from_pretrained(source, head="mlm")
+            cfg, tok_dir = model.cfg, source
+        elif kind == "run":
+            cfg, self._source = load_run_params(source)
+            tok_dir = os.path.join(source, "tokenizer")
         else:
             raise ValueError("continued pretraining needs init_from='hf:DIR' or 'run:WORKDIR'.")
         overrides = {

@@ -29,6 +29,7 @@ import optax
 
 from jaxformer.models import EncoderConfig, EncoderModel
 from jaxformer.objectives import losses
+from jaxformer.training.checks import init_path
 from jaxformer.training.tasks import Task
 
 KEYWORD_COUNT_LIMIT = 400
@@ -195,9 +196,11 @@ def record_text(record: dict) -> str:
 
 # -- loading pretrained weights -------------------------------------------------------------
 def load_run_params(workdir: str):
-    """(EncoderConfig of the run, its latest params as numpy) from one of our training runs."""
+    """(EncoderConfig of the run, its latest params as numpy) from one of our training runs
+    (`workdir` may be relative to the current directory)."""
     from jaxformer.training.checkpoint import load_params
 
+    _, workdir = init_path(f"run:{workdir}")
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
     return EncoderConfig.from_dict(run["model"]), load_params(workdir)
@@ -245,17 +248,15 @@ class FineTuneTask(Task):
         ft = config.finetune
         self.seq_len = config.data.seq_len
         self._pretrained = None
-        init_from = config.get("init_from", "")
+        kind, source = init_path(config.get("init_from", ""))
         base: Optional[EncoderConfig] = None
-        if init_from.startswith("hf:"):
+        if kind == "hf":
             from jaxformer.convert.huggingface import from_pretrained
 
-            model, params = from_pretrained(init_from[3:])
+            model, params = from_pretrained(source)
             base, self._pretrained = model.cfg, params
-        elif init_from.startswith("run:"):
-            base, self._pretrained = load_run_params(init_from[4:])
-        elif init_from:
-            raise ValueError(f"init_from={init_from!r}: use '', 'hf:DIR' or 'run:WORKDIR'.")
+        elif kind == "run":
+            base, self._pretrained = load_run_params(source)
         if base is None:
             base = EncoderConfig.from_dict(dict(config.model))
         overrides = {
@@ -326,11 +327,11 @@ class FineTuneTask(Task):
         if self._tokenizer is None:
             from jaxformer.data import load_tokenizer
 
-            init_from = self.config.get("init_from", "")
-            if init_from.startswith("hf:"):
-                self._tokenizer = load_tokenizer(init_from[3:])
-            elif init_from.startswith("run:"):
-                self._tokenizer = load_tokenizer(os.path.join(init_from[4:], "tokenizer"))
+            kind, source = init_path(self.config.get("init_from", ""))
+            if kind == "hf":
+                self._tokenizer = load_tokenizer(source)
+            elif kind == "run":
+                self._tokenizer = load_tokenizer(os.path.join(source, "tokenizer"))
             else:
                 self._tokenizer = self._train_tokenizer()
         return self._tokenizer

@@ -183,7 +183,11 @@ def load_params(path: str):
     """The params (host numpy arrays) of the newest checkpoint under `path`, without knowing
     the run's optimizer: a Checkpointer step (its `state` item) or a params-only export
     (`params` item)."""
-    step_dir = latest_step_dir(path)
+    from jaxformer.training.checks import user_path
+
+    step_dir = latest_step_dir(
+        user_path(path, f"checkpoint {path!r}")
+    )  # orbax needs absolute paths
     ckptr = ocp.StandardCheckpointer()
     for item in ("params", "state"):
         d = os.path.join(step_dir, item)

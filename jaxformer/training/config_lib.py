@@ -14,6 +14,11 @@ from collections.abc import Sequence
 import ml_collections
 
 
+_REPO_CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs"
+)
+
+
 class ConfigOverrideError(ValueError):
     """An override names an unknown key or a value of the wrong type."""
 
@@ -24,8 +29,9 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     arg = None
     if not os.path.exists(path) and ":" in path:
         path, _, arg = path.partition(":")
-    if not os.path.exists(path) and os.path.exists(os.path.join("configs", f"{path}.py")):
-        path = os.path.join("configs", f"{path}.py")
+    for configs in ("configs", _REPO_CONFIGS):  # NAME: ./configs, then the repository's
+        if not os.path.exists(path) and os.path.exists(os.path.join(configs, f"{path}.py")):
+            path = os.path.join(configs, f"{path}.py")
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} not found.")
     name = "jaxformer_config_" + os.path.splitext(os.path.basename(path))[0]
@@ -105,7 +111,7 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
 
 def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
     """`--config PATH --workdir DIR --config.a.b=v ...` -> (locked config, workdir, path)."""
-    path, workdir, overrides = default_config, None, []
+    path, workdir, overrides, want_help = default_config, None, [], False
     args = list(argv)
     i = 0
     while i < len(args):
@@ -126,14 +132,18 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
                 val, i = args[i + 1], i + 1
             overrides.append((name[len("--config.") :], val))
         elif name in ("-h", "--help"):
-            raise SystemExit(USAGE)
+            want_help = True
         else:
             raise ConfigOverrideError(f"unknown argument {a!r}.\n{USAGE}")
         i += 1
+    if path == default_config and not os.path.exists(path):  # run from another directory
+        path = os.path.join(_REPO_CONFIGS, os.path.basename(path))
     config = load_config_file(path)
     config.lock()
     for key, val in overrides:
         apply_override(config, key, val)
+    if want_help:
+        raise HelpRequested(help_text(config, path))
     if workdir is None:
         file, _, arg = path.partition(".py:")  # FILE.py:ARG -> runs/FILE_ARG
         name = os.path.splitext(os.path.basename(file))[0]
@@ -144,6 +154,60 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
 
 
 USAGE = "usage: python train.py [--config configs/NAME.py] [--workdir DIR] [--config.KEY=VALUE ...]"
+
+
+class HelpRequested(Exception):
+    """`-h` / `--help`: `text` is the usage and the config's keys with their values."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+
+def _key_comments() -> dict[str, str]:
+    """key -> the comment on its line in `defaults.base_config` (the keys' documentation)."""
+    import inspect
+    import re
+
+    from jaxformer.training import defaults
+
+    out = {}
+    for line in inspect.getsource(defaults.base_config).splitlines():
+        m = re.match(r"\s*c\.([\w.]+)\s*=.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def help_text(config, path: str) -> str:
+    """Usage, then every key of `config` (loaded from `path`) with its value and comment."""
+    comments = _key_comments()
+    rows = []
+    for key in flat_keys(config):
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        value = node[leaf]
+        if isinstance(value, ml_collections.ConfigDict):
+            continue
+        text = f"  {key} = {value!r}"
+        if key in comments:
+            text = f"{text:<48}  # {comments[key]}"
+        rows.append(text)
+    return "\n".join(
+        [
+            USAGE,
+            "",
+            "Trains a model as the config file says (default configs/default.py: the main job).",
+            "  --config PATH[:ARG]   a config file with get_config() (or NAME for configs/NAME.py)",
+            "  --workdir DIR         checkpoints, metrics, exports (default runs/<config name>)",
+            "  --config.KEY=VALUE    override one key; an unknown key names the nearest ones",
+            "",
+            f"config keys of {path} (current values):",
+            *rows,
+        ]
+    )
 
 
 def to_json(config) -> str:

@@ -142,12 +142,13 @@ class PretrainTask(Task):
 
     def _documents(self):
         from jaxformer.data import default_corpus, read_text_files
+        from jaxformer.training.checks import data_path
 
         src = self.config.data.source
         if src == "default_corpus":
             return list(default_corpus())
         if src.startswith("text:"):
-            return list(read_text_files(src[len("text:") :]))
+            return list(read_text_files(data_path(src)))
         raise ValueError(
             f"unknown data.source {src!r}; use 'default_corpus', 'text:GLOB' or 'synthetic'."
         )
