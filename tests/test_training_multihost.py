@@ -61,3 +61,89 @@ def test_two_processes_agree_on_the_loss(tmp_path):
     # Only process 0 writes metrics; both wrote their checkpoint shards into one directory.
     assert (tmp_path / "run" / "metrics.jsonl").exists()
     assert (tmp_path / "run" / "checkpoints" / "4").is_dir()
+
+
+def _launch(tmp_path, name, port, *extra, delay=0.0):
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JF_STEP_DELAY=str(delay),
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(HERE, "multidevice_multihost.py"),
+                str(i),
+                str(port),
+                str(tmp_path / name),
+                str(tmp_path / f"{name}{i}.json"),
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def _finish(procs):
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o
+
+
+def _losses(workdir):
+    rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+    train = [r["step"] for r in rows if "loss" in r]
+    assert train == sorted(set(train)), train  # one row per step, none replayed twice
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_two_processes_with_different_data_positions_resume_exactly_after_sigkill(tmp_path):
+    """Each process's data position is saved and restored: process 1 has read twice as far
+    into its share as process 0 (UnevenSharesTask), so restoring process 0's position on
+    both would change process 1's batches and the loss."""
+    import time
+
+    extra = [
+        "--config.task=multidevice_multihost:UnevenSharesTask",
+        "--config.num_train_steps=12",
+        "--config.checkpoint.every_steps=4",
+    ]
+    full = _launch(tmp_path, "full", _free_port(), *extra)
+    killed = _launch(tmp_path, "kill", _free_port(), *extra, delay=0.5)
+    ckpt4 = tmp_path / "kill" / "checkpoints" / "4"
+    t0 = time.time()
+    while not (ckpt4.is_dir() and max(_steps_logged(tmp_path / "kill"), default=0) >= 6):
+        assert all(p.poll() is None for p in killed), [p.stdout.read() for p in killed]
+        assert time.time() - t0 < 500, "timed out"
+        time.sleep(0.05)
+    for p in killed:
+        p.kill()
+    for p in killed:
+        p.wait()
+    assert max(_steps_logged(tmp_path / "kill")) < 12
+    _finish(full)
+    meta = json.load(open(tmp_path / "full" / "checkpoints" / "12" / "meta" / "metadata"))
+    positions = meta["data_per_process"]
+    assert len(positions) == 2 and positions[0] != positions[1], positions
+
+    _finish(_launch(tmp_path, "kill", _free_port(), *extra))
+    ref, got = _losses(tmp_path / "full"), _losses(tmp_path / "kill")
+    assert sorted(ref) == sorted(got) == list(range(1, 13))
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 13)], [ref[s] for s in range(1, 13)], rtol=1e-6
+    )
+
+
+def _steps_logged(workdir):
+    try:
+        return [json.loads(l)["step"] for l in open(workdir / "metrics.jsonl") if '"loss"' in l]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []

@@ -1,20 +1,24 @@
 """Checkpoints through orbax's CheckpointManager.
 
 A checkpoint holds the whole TrainState (params, optimizer state, step, PRNG key, the
-non-finite counters) and, as JSON, the data iterator's position plus a fingerprint of the
-parameters. Saves are asynchronous and atomic (orbax writes into a temporary directory and
-renames it when complete, so a crash mid-save leaves the previous checkpoint intact). Kept:
-the latest `keep` and the best one by an eval metric. Restore places arrays with the shardings
-of the *current* mesh, so a checkpoint saved on 8 devices restores on 1. A checkpoint that
-fails to load or whose fingerprint does not match is reported, moved aside
-(`corrupt-STEP`), and the previous one is used.
+non-finite counters) and, as JSON, every process's data iterator position
+(`data_per_process`, gathered from all processes; each restores its own) plus a fingerprint
+of the parameters. Saves are asynchronous and atomic (orbax writes into a temporary directory
+and renames it when complete, so a crash mid-save leaves the previous checkpoint intact).
+Kept: the latest `keep` and the best one by an eval metric. Restore places arrays with the
+shardings of the *current* mesh, so a checkpoint saved on 8 devices restores on 1. A
+checkpoint that fails to load or whose fingerprint does not match is reported in one line,
+moved aside (`corrupt-STEP`), and the previous one is used.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import sys
+import traceback
 from typing import Any, Optional
 from collections.abc import Callable
 
@@ -92,7 +96,13 @@ class Checkpointer:
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return False
-        meta = {"data": data_state, "fingerprint": fingerprint(state.params), "step": step}
+        per_process = gather_json(data_state)  # every process calls save: a collective
+        meta = {
+            "data": per_process[0],  # what checkpoints before per-process positions held
+            "data_per_process": per_process,
+            "fingerprint": fingerprint(state.params),
+            "step": step,
+        }
         best = None
         if metrics and self.best_metric in metrics:
             best = {self.best_metric: float(metrics[self.best_metric])}
@@ -123,7 +133,10 @@ class Checkpointer:
             abstract_state,
             shardings,
         )
-        for step in reversed(self.steps()):
+        steps = self.steps()
+        if steps:
+            _quiet_closed_loop_callbacks()
+        for i, step in enumerate(reversed(steps)):
             try:
                 restored = self.manager.restore(
                     step,
@@ -135,15 +148,38 @@ class Checkpointer:
                 got = fingerprint(state.params)
                 if not np.allclose(got, meta["fingerprint"], rtol=1e-4, atol=1e-6):
                     raise CorruptCheckpointError("parameter fingerprint mismatch")
-                return state, meta.get("data"), step
+                return state, self._data_state(meta, step), step
             except Exception as e:
+                why = " ".join(str(e).split())
+                why = why if len(why) <= 240 else why[:240] + "..."
                 self.report(
-                    f"checkpoint at step {step} in {self.directory} is corrupt or "
-                    f"unreadable ({type(e).__name__}: {str(e)[:300]}); moving it "
-                    "aside and falling back to the previous one."
+                    f"checkpoint at step {step} ({os.path.join(self.directory, str(step))}) is "
+                    f"corrupt or unreadable ({type(e).__name__}: {why}); moved aside to "
+                    f"corrupt-{step}, "
+                    + (
+                        "falling back to the previous one."
+                        if i + 1 < len(steps)
+                        else "and there is no earlier one: starting from scratch."
+                    )
                 )
                 self._quarantine(step)
         return None
+
+    def _data_state(self, meta: dict, step: int) -> Optional[dict]:
+        """This process's data position in a checkpoint's metadata."""
+        per_process = meta.get("data_per_process")
+        if per_process is None:  # saved before positions were per process: process 0's
+            return meta.get("data")
+        pi, pc = jax.process_index(), jax.process_count()
+        if len(per_process) != pc:
+            if pi == 0:
+                self.report(
+                    f"warning: the checkpoint at step {step} was saved by {len(per_process)} "
+                    f"process(es) and this run has {pc}: every process resumes from process "
+                    "0's data position, so the data order is not exactly the saved run's."
+                )
+            return per_process[0]
+        return per_process[pi]
 
     def _quarantine(self, step: int):
         """Moves a bad checkpoint out of the manager's sight so its step can be saved again."""
@@ -165,6 +201,47 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+_quiet_hook_installed = False
+
+
+def _quiet_closed_loop_callbacks():
+    """A failed restore ends orbax's asyncio loop while tensorstore still has reads of the
+    other arrays in flight; each read that completes later calls `loop.call_soon_threadsafe`
+    on the closed loop, and Python prints that `RuntimeError: Event loop is closed` as an
+    unraisable exception: one traceback per array, ~140 for a small model. Nobody waits for
+    those reads, so exactly these are dropped; every other unraisable exception is passed on
+    to the previous hook. Installed once per process."""
+    global _quiet_hook_installed
+    if _quiet_hook_installed:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        e, tb = unraisable.exc_value, unraisable.exc_traceback
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            frames = [f.f_code.co_name for f, _ in traceback.walk_tb(tb)]
+            if "call_soon_threadsafe" in frames:
+                return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _quiet_hook_installed = True
+
+
+def gather_json(obj) -> list:
+    """`obj` (JSON-able) of every process, in process order; a list of one on one process."""
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.int32(raw.size))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[: raw.size] = raw
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(r[: int(n)]).decode()) for r, n in zip(rows, np.ravel(sizes))]
 
 
 def latest_step_dir(path: str) -> str:

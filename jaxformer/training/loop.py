@@ -29,26 +29,51 @@ class NonFiniteError(RuntimeError):
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop polls (saving from inside a signal handler is not
-    safe: the step may be mid-dispatch)."""
+    """Turns SIGTERM and the first Ctrl-C (SIGINT) into a flag the loop polls: it saves a
+    checkpoint after the current step and exits cleanly (saving from inside a signal handler
+    is not safe: the step may be mid-dispatch). A second Ctrl-C aborts at once; the last
+    finished checkpoint stays (orbax renames a save into place only when it is complete).
+    Re-entrant: the loop enters it again inside `train`."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.flag = False
-        self._old = None
+        self.name = ""
+        self._old = {}
+        self._depth = 0
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, the flag stays False
-            self._old = None
+        self._depth += 1
+        if self._depth == 1:
+            for sig in self.SIGNALS:
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except ValueError:  # not the main thread: no handler, the flag stays False
+                    pass
         return self
 
     def _handle(self, signum, frame):
-        self.flag = True
+        # os.write, not print: the handler may run while the main thread is inside a print.
+        if signum == signal.SIGINT and self.flag:
+            os.write(2, b"\ntrain.py: second Ctrl-C: aborting without saving.\n")
+            os._exit(130)
+        if not self.flag:
+            self.flag = True
+            self.name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
+            if signum == signal.SIGINT:
+                os.write(
+                    2,
+                    b"\ntrain.py: Ctrl-C: saving a checkpoint after this step, then exiting "
+                    b"(press Ctrl-C again to abort without saving).\n",
+                )
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        self._depth -= 1
+        if self._depth == 0:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+            self._old = {}
         return False
 
     def requested(self) -> bool:
@@ -67,16 +92,73 @@ def _mean(rows: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def evaluate(eval_fn, params, batches, batch_sh, global_batch: int) -> dict:
-    rows = [
-        jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, global_batch))) for b in batches
+def _rows(batch) -> int:
+    return int(np.shape(jax.tree.leaves(batch)[0])[0])
+
+
+def evaluate(eval_fn, params, batches, batch_sh) -> dict:
+    """Metrics over `batches` (this process's rows of each), each batch weighted by its rows:
+    a smaller last batch counts for what it holds."""
+    rows, weights = [], []
+    for b in batches:
+        n = _rows(b) * jax.process_count()
+        rows.append(jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, n))))
+        weights.append(n)
+    if not rows:
+        return {}
+    return {k: float(np.average([r[k] for r in rows], weights=weights)) for k in rows[0]}
+
+
+def fit_eval_batches(batches, global_batch: int, batch_shards: int, say=print) -> list:
+    """The eval batches the sharded eval step can take, and never a silent loss of the eval:
+    full batches pass; a short one (the held-out rows ran out) is cut to the rows every
+    process has, in a multiple of this process's share of the `batch_shards` (data x fsdp
+    devices), so it still evaluates; when nothing is left a warning says why. Every process
+    must call this (it agrees on sizes)."""
+    if batches is None:
+        say("note: this task has no held-out set: no evaluation.")
+        return []
+    batches = list(batches)
+    pc = jax.process_count()
+    per_process = max(1, batch_shards // pc)
+    counts = np.array([_rows(b) for b in batches], np.int32)
+    if pc > 1:  # the processes may hold different numbers of rows and batches
+        from jax.experimental import multihost_utils
+
+        n = int(np.max(multihost_utils.process_allgather(np.int32(len(counts)))))
+        padded = np.zeros(n, np.int32)
+        padded[: len(counts)] = counts
+        counts = np.min(multihost_utils.process_allgather(padded), axis=0)
+    usable = counts - counts % per_process
+    out = [
+        jax.tree.map(lambda x, k=int(k): np.asarray(x)[:k], b)
+        for b, k in zip(batches, usable)
+        if k > 0
     ]
-    return _mean(rows) if rows else {}
+    held_out = int(counts.sum()) * pc
+    if not out:
+        say(
+            f"warning: no evaluation: the held-out set gives {held_out} example(s), fewer than "
+            f"the {per_process * pc} device(s) an eval batch is split over. Hold out more "
+            "(e.g. raise data.eval_fraction) or add data."
+        )
+    elif usable.sum() * pc < global_batch:
+        say(
+            f"note: the held-out set gives {int(usable.sum()) * pc} example(s), less than one "
+            f"eval batch of {global_batch}: evaluating on them as one smaller batch."
+        )
+    return out
 
 
 def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     """Trains as `config` says, in `workdir`. Returns a summary dict (also written to
-    workdir/summary.json). Resumes from workdir/checkpoints when there is one."""
+    workdir/summary.json). Resumes from workdir/checkpoints when there is one. SIGTERM or
+    Ctrl-C saves a checkpoint and returns (summary["preempted"])."""
+    with _Preemption() as preemption:  # from the start: a Ctrl-C while compiling still saves
+        return _train(config, workdir, log, preemption)
+
+
+def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemption) -> dict:
     t_start = time.perf_counter()
     check_config(config)  # names, counts and paths, before anything is written
     workdir = os.path.abspath(workdir)
@@ -139,11 +221,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     compile_s = time.perf_counter() - t0
     say(f"compiled the train step in {compile_s:.1f} s")
 
-    eval_batches = (
-        task.eval_batches(config.batch_size, pi, pc)
-        if config.log.eval_every_steps or config.checkpoint.best_metric
-        else None
-    )
+    eval_batches = None
+    if config.log.eval_every_steps or config.checkpoint.best_metric:
+        held_out = task.eval_batches(config.batch_size, pi, pc)
+        shards = sh._axis_size(mesh, sh.BATCH_AXES)
+        eval_batches = fit_eval_batches(held_out, config.batch_size, shards, say)
     eval_fn = (
         step_lib.compile_eval_step(
             step_lib.make_eval_step(task), state_sh.params, eval_batches[0], mesh
@@ -152,8 +234,10 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
         else None
     )
 
-    writer = observe.MetricWriter(workdir, tensorboard=config.log.tensorboard)
-    writer.write(start, {"compile_time_s": compile_s})
+    # A resumed run replays the steps after its checkpoint: their old rows go.
+    writer = observe.MetricWriter(
+        workdir, tensorboard=config.log.tensorboard, resume_step=start if restored else None
+    )
     stop_at = min(total, config.stop_after_steps or total)
     progress = observe.Progress(total, start, enabled=config.log.progress)
     tokens_per_step = config.batch_size * task.tokens_per_example()
@@ -181,6 +265,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             row["param_norm"] = float(_param_norm(state.params))
             sps = steps_in_window / dt if dt > 0 else 0.0
             row["steps_per_s"], row["tokens_per_s"] = sps, sps * tokens_per_step
+            if not last_metrics:  # the first row of this process's run
+                row["compile_time_s"] = compile_s
             if peak and flops_per_token:
                 row["mfu"] = flops_per_token * row["tokens_per_s"] / (peak * jax.device_count())
             writer.write(done_step, row)
@@ -193,7 +279,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     def run_eval(at_step) -> dict:
         if not eval_fn:
             return {}
-        e = evaluate(eval_fn, state.params, eval_batches, batch_sh, config.batch_size)
+        e = evaluate(eval_fn, state.params, eval_batches, batch_sh)
         e = {f"eval_{k}": v for k, v in e.items()}
         writer.write(at_step, e)
         return e
@@ -208,7 +294,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             "learning rate, check the data, or raise config.max_bad_steps."
         )
 
-    with _Preemption() as preemption:
+    with preemption:
         try:
             while step < stop_at:
                 state, dev_metrics = compiled(state, batch)
@@ -225,7 +311,6 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
                     ckpt.save(state, data.get_state(), eval_metrics or None)
                 if preemption.requested():
                     preempted = True
-                    say(f"\nSIGTERM at step {step}: saving a checkpoint and exiting.")
                     break
                 if step < stop_at:
                     batch = sh.to_global(next(data), batch_sh, config.batch_size)
@@ -243,6 +328,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     )
     ckpt.save(state, data.get_state(), final_eval or None, wait=True)
     ckpt.close()
+    if preempted:
+        say(
+            f"\n{preemption.name or 'a stop signal'} at step {step}: checkpoint saved in "
+            f"{os.path.join(ckpt.directory, str(step))}; run the same command to resume."
+        )
     if hasattr(data, "close"):
         data.close()
 

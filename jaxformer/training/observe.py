@@ -45,19 +45,27 @@ def peak_flops_per_device(override_tflops: float = 0.0) -> Optional[float]:
 
 class MetricWriter:
     """Appends {"step": ..., **metrics} to workdir/metrics.jsonl and TensorBoard events
-    (workdir/tb); only process 0 writes."""
+    (workdir/tb); only process 0 writes.
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    `resume_step`: the step a resumed run restarts from. Rows of later steps were written by
+    the interrupted run and are about to be replayed, so they are dropped (and TensorBoard
+    purges its events after that step): no step gets two rows of the same kind."""
+
+    def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None):
         self.active = jax.process_index() == 0
         self.tb = None
         if not self.active:
             return
         os.makedirs(workdir, exist_ok=True)
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(path):
+            _drop_rows_after(path, resume_step)
+        self.jsonl = open(path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge)
 
     def write(self, step: int, metrics: dict, prefix: str = ""):
         if not self.active:
@@ -80,6 +88,29 @@ class MetricWriter:
             self.jsonl.close()
             if self.tb is not None:
                 self.tb.close()
+
+
+def _drop_rows_after(path: str, step: int) -> int:
+    """Rewrites metrics.jsonl without the rows of steps after `step` (and any torn last line
+    of a killed run); atomic, so a crash here loses nothing. Returns how many were dropped."""
+    keep, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if row.get("step", 0) > step:
+                dropped += 1
+            else:
+                keep.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return dropped
 
 
 def _fmt_time(s: float) -> str:
@@ -126,7 +157,7 @@ def plot_losses(workdir: str, out: str = "loss_curve.png") -> Optional[str]:
         for line in f:
             row = json.loads(line)
             if "loss" in row:
-                train[row["step"]] = row["loss"]  # a resumed run re-logs steps: last one wins
+                train[row["step"]] = row["loss"]
             if "eval_loss" in row:
                 evals[row["step"]] = row["eval_loss"]
     if not train:

@@ -197,7 +197,7 @@ class PretrainTask(Task):
         self._instances, self.data_stats = create_instances(train_docs, tok, pcfg, seed=d.seed)
         self._eval_instances, _ = create_instances(eval_docs, tok, pcfg, seed=d.seed + 1)
 
-    def _dataset(self, instances, masking, seed, epochs, batch_size, pi, pc):
+    def _dataset(self, instances, masking, seed, epochs, batch_size, pi, pc, drop_remainder=True):
         from jaxformer.data import batch_dataset, pretraining_dataset, shard_for_process
 
         ds = pretraining_dataset(
@@ -217,7 +217,9 @@ class PretrainTask(Task):
             "mlm_weights",
         ) + (("pair_label",) if self.objective != "none" else ())
         ds = ds.map(lambda x: {k: np.asarray(x[k]) for k in keys})
-        return batch_dataset(shard_for_process(ds, pi, pc), batch_size // pc)
+        return batch_dataset(
+            shard_for_process(ds, pi, pc), batch_size // pc, drop_remainder=drop_remainder
+        )
 
     def train_iterator(self, batch_size, process_index, process_count):
         from jaxformer.data import DataIterator
@@ -231,8 +233,16 @@ class PretrainTask(Task):
 
     def eval_batches(self, batch_size, process_index, process_count):
         self.tokenizer  # noqa: B018
+        # The last batch may be short; the loop evaluates it (`loop.fit_eval_batches`).
         ds = self._dataset(
-            self._eval_instances, "static", 1234, 1, batch_size, process_index, process_count
+            self._eval_instances,
+            "static",
+            1234,
+            1,
+            batch_size,
+            process_index,
+            process_count,
+            drop_remainder=False,
         )
         return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
 
