@@ -59,7 +59,9 @@ class Checkpointer:
         async_save: bool = True,
         report: Callable[[str], None] = print,
     ):
-        self.directory = os.path.abspath(directory)
+        from jaxformer.training.checks import absolute
+
+        self.directory = absolute(directory)  # orbax needs absolute paths
         self.every_steps, self.keep = every_steps, keep
         self.best_metric, self.best_mode = best_metric, best_mode
         self.async_save, self.report = async_save, report

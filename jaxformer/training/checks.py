@@ -8,7 +8,16 @@ from __future__ import annotations
 import glob
 import os
 
-__all__ = ["ConfigError", "PathError", "check_config", "data_path", "user_glob", "user_path"]
+__all__ = [
+    "ConfigError",
+    "PathError",
+    "absolute",
+    "check_config",
+    "data_path",
+    "init_path",
+    "user_glob",
+    "user_path",
+]
 
 
 class ConfigError(ValueError):
@@ -19,20 +28,29 @@ class PathError(ConfigError, FileNotFoundError):
     """A path the user gave does not exist."""
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (relative to the current directory, `~` expanded); a URL
+    such as gs://bucket/run stays as it is."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def user_path(path: str, what: str, *, must_exist: bool = True) -> str:
-    """`path` made absolute (relative to the current directory, `~` expanded): orbax and the
-    pipelines need absolute paths, users type relative ones. `what` names the setting in the
-    error (e.g. "init_from='run:runs/x'")."""
-    full = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if must_exist and not os.path.exists(full):
+    """`path` made absolute (`absolute`): orbax and the pipelines need absolute paths, users
+    type relative ones. `what` names the setting in the error (e.g. "init_from='run:runs/x'").
+    URLs are not checked here (their filesystem reports a missing path itself)."""
+    full = absolute(path)
+    if must_exist and "://" not in full and not os.path.exists(full):
         raise PathError(f"{what}: {full} does not exist.")
     return full
 
 
 def user_glob(pattern: str, what: str) -> str:
     """The absolute form of a file pattern; an error naming it when it matches nothing."""
-    full = os.path.abspath(os.path.expanduser(pattern))
-    if not (glob.glob(full) if glob.has_magic(full) else os.path.exists(full)):
+    full = absolute(pattern)
+    if "://" not in full and not (
+        glob.glob(full) if glob.has_magic(full) else os.path.exists(full)
+    ):
         raise PathError(f"{what}: no file matches {full}.")
     return full
 
@@ -59,7 +77,7 @@ def init_path(init_from: str) -> tuple[str, str]:
         raise ConfigError(f"init_from={init_from!r}: use '', 'hf:DIR' or 'run:WORKDIR'.")
     path = user_path(rest, f"init_from={init_from!r}")
     what = "a training workdir" if kind == "run" else "a HuggingFace model directory"
-    if not os.path.isfile(os.path.join(path, "config.json")):
+    if "://" not in path and not os.path.isfile(os.path.join(path, "config.json")):
         raise PathError(f"init_from={init_from!r}: {path} is not {what} (it has no config.json).")
     return kind, path
 

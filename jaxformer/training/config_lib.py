@@ -171,11 +171,15 @@ def _key_comments() -> dict[str, str]:
 
     from jaxformer.training import defaults
 
-    out = {}
+    out, above = {}, []
     for line in inspect.getsource(defaults.base_config).splitlines():
-        m = re.match(r"\s*c\.([\w.]+)\s*=.*?#\s*(.+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
+        if line.strip().startswith("#"):  # a comment block above a key documents it
+            above.append(line.strip()[1:].strip())
+            continue
+        m = re.match(r"\s*c\.([\w.]+)\s*=[^#]*(?:#\s*(.+))?$", line)
+        if m and (m.group(2) or above):
+            out[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+        above = []
     return out
 
 

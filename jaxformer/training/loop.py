@@ -18,7 +18,7 @@ from jaxformer.training import observe
 from jaxformer.training import sharding as sh
 from jaxformer.training import state as state_lib
 from jaxformer.training import step as step_lib
-from jaxformer.training.checks import check_config
+from jaxformer.training.checks import absolute, check_config
 from jaxformer.training.config_lib import to_json
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.tasks import get_task
@@ -161,7 +161,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
 def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemption) -> dict:
     t_start = time.perf_counter()
     check_config(config)  # names, counts and paths, before anything is written
-    workdir = os.path.abspath(workdir)
+    workdir = absolute(workdir)
     lead = jax.process_index() == 0
     say = log if lead else (lambda _: None)
     os.makedirs(workdir, exist_ok=True)
