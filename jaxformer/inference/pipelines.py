@@ -97,9 +97,16 @@ def _to_device(params):
 
 def load_model(path: str) -> LoadedModel:
     """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA, or Marian) or
-    a jaxformer checkpoint directory (see `_load_jaxformer`), keeping the checkpoint's head."""
+    a jaxformer training workdir or checkpoint directory (see `_load_jaxformer`), keeping
+    the checkpoint's head. `path` may be relative to the current directory."""
+    given = os.fspath(path)
+    path = os.path.abspath(os.path.expanduser(given))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model directory {given!r} does not exist (looked for {path}).")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path!r} does not exist.")
+        raise FileNotFoundError(
+            f"--model {given!r} is a file; give the directory that holds the model."
+        )
     hf = _read_json(os.path.join(path, "config.json"))
     if "model_type" in hf:
         return _load_hf(path, hf)
@@ -183,11 +190,38 @@ def _restore_params(path: str):
 def _load_jaxformer(path: str) -> LoadedModel:
     """A jaxformer checkpoint: resolved config JSON (the `model` section is an EncoderConfig
     or a TransformerConfig; `labels` optional) + orbax steps + tokenizer (`tokenizer/` next
-    to the config, or tokenizer.json in it)."""
+    to the config, or tokenizer.json in it). A training workdir: pretraining, fine-tuning
+    and continued pretraining runs write the model they train to `model_config.json` (head,
+    classes); an older fine-tuning workdir without it loads from its `hf_export/`."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
+    written = _read_json(os.path.join(root, "model_config.json"))
+    export = os.path.join(root, "hf_export")
+    if not written and "finetune" in config and os.path.isfile(os.path.join(export, "config.json")):
+        return _load_hf(export, _read_json(os.path.join(export, "config.json")))
+    if not written and "finetune" in config:
+        raise PipelineError(
+            f"{root!r} is a fine-tuning run from before runs recorded their model "
+            "(model_config.json) and has no hf_export/; load it with "
+            "jaxformer.recipes.finetune.FineTuneTask and export it with save_pretrained."
+        )
     params = _restore_params(path)
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
+    if written:
+        cfg = EncoderConfig.from_dict(written)
+        from jaxformer.convert.hf_config import label_names
+
+        regression = cfg.head == "sequence_classification" and cfg.num_labels == 1
+        return LoadedModel(
+            "encoder",
+            EncoderModel(cfg),
+            _to_device(params),
+            _first_tokenizer(tok_dirs),
+            cfg,
+            label_names(cfg),
+            path,
+            {"problem_type": "regression" if regression else None},
+        )
     if "family" in model_cfg:
         model_cfg = dict(model_cfg)
         if model_cfg.get("head") is None and config.get("task") in ("pretrain", "mlm"):

@@ -277,6 +277,20 @@ def file_records(data, head: str, regression: bool, label_names=None):
 
 
 # -- loading pretrained weights -------------------------------------------------------------
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+def save_model_config(workdir: str, cfg: EncoderConfig) -> None:
+    """Writes the model the task trains (head, classes, the encoder it started from) to
+    `workdir/model_config.json`, which the pipelines read to load the run's checkpoints;
+    `config.json`'s `model` section is only the config file's starting point."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, MODEL_CONFIG_FILE), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, default=str)
+
+
 def load_run_params(workdir: str):
     """(EncoderConfig of the run, its latest params as numpy) from one of our training runs."""
     from jaxformer.training.checkpoint import load_params
@@ -396,6 +410,7 @@ class FineTuneTask(Task):
         if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
             self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
         self.model = EncoderModel(self.model_cfg)
+        save_model_config(workdir, self.model_cfg)
         self.freeze_encoder = bool(ft.freeze_encoder)
         self._tokenizer = None
 
@@ -429,6 +444,11 @@ class FineTuneTask(Task):
                 self._tokenizer = load_tokenizer(os.path.join(init_from[4:], "tokenizer"))
             else:
                 self._tokenizer = self._train_tokenizer()
+            # A copy in the workdir, so that its checkpoints load without the source run.
+            path = os.path.join(self.workdir, "tokenizer")
+            if init_from and hasattr(self._tokenizer, "save") and jax.process_index() == 0:
+                if not os.path.exists(os.path.join(path, "tokenizer.json")):
+                    self._tokenizer.save(path)
         return self._tokenizer
 
     def _train_tokenizer(self):
@@ -667,6 +687,12 @@ class FineTuneTask(Task):
 
         out = os.path.join(workdir, "hf_export")
         save_pretrained(self.model, params, out)
+        if self.model_cfg.head == "sequence_classification" and self.model_cfg.num_labels == 1:
+            # Scores, not sigmoid probabilities, in transformers and our pipelines.
+            with open(os.path.join(out, "config.json")) as f:
+                hf = json.load(f)
+            with open(os.path.join(out, "config.json"), "w") as f:
+                json.dump({**hf, "problem_type": "regression"}, f, indent=2, sort_keys=True)
         if hasattr(self.tokenizer, "save"):
             self.tokenizer.save(out)
         return f"fine-tuned model exported to {out} (loads in transformers and jaxformer)."
