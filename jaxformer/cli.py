@@ -224,12 +224,13 @@ def _run(args) -> tuple[object, str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `jaxformer` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    from jaxformer.convert.huggingface import ModelFileError
     from jaxformer.inference.pipelines import PipelineError
     from jaxformer.models.configs import ConfigError
 
     try:
         result, table = _run(args)
-    except (PipelineError, ConfigError, FileNotFoundError) as e:
+    except (PipelineError, ConfigError, ModelFileError, FileNotFoundError) as e:
         print(f"jaxformer {args.task}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=float) if args.json else table)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 import warnings
@@ -78,10 +77,12 @@ class LoadedModel:
 
 
 def _read_json(path: str) -> dict:
+    """The object in an optional JSON file ({} when absent; ModelFileError when damaged)."""
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    from jaxformer.convert.huggingface import read_json_file
+
+    return read_json_file(path)
 
 
 def _labels_from(d: dict, n: int) -> list[str]:
@@ -106,6 +107,18 @@ def load_model(path: str) -> LoadedModel:
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"--model {given!r} is a file; give the directory that holds the model."
+        )
+    from jaxformer.convert import huggingface as H
+
+    weights = [
+        f
+        for f in (H.SAFETENSORS, H.SAFETENSORS_INDEX, H.TORCH_BIN)
+        if os.path.isfile(os.path.join(path, f))
+    ]
+    if weights and not os.path.isfile(os.path.join(path, "config.json")):
+        raise H.ModelFileError(
+            f"config.json is missing in {path} (it holds {weights[0]}); re-download or "
+            "re-export the model."
         )
     hf = _read_json(os.path.join(path, "config.json"))
     if "model_type" in hf:
@@ -140,11 +153,18 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
             f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
             f"{list(ENCODER_FAMILIES)} encoders and Marian translation models."
         )
-    from jaxformer.convert.huggingface import from_pretrained
+    from jaxformer.convert.hf_params import MissingWeightError
+    from jaxformer.convert.huggingface import ModelFileError, from_pretrained
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unused-weight notes (e.g. a dropped pooler)
-        model, params = from_pretrained(path)
+        try:
+            model, params = from_pretrained(path)
+        except MissingWeightError as e:
+            raise ModelFileError(
+                f"the weights in {path} do not match its config.json ({str(e).rstrip('.')}); "
+                "re-download or re-export the model."
+            ) from None
     st = _read_json(os.path.join(path, "sentence_bert_config.json"))
     if st.get("max_seq_length"):
         meta["max_seq_length"] = int(st["max_seq_length"])
