@@ -88,13 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _inputs(args, whole: bool = False) -> list[str]:
-    if args.texts:
-        return list(args.texts)
-    data = sys.stdin.read()
-    if whole:
-        return [data]
-    return [line for line in data.splitlines() if line.strip()]
+def _inputs(args) -> list[str]:
+    """The texts of the arguments, else the non-blank lines of stdin; none is an error."""
+    from jaxformer.inference.pipelines import PipelineError
+
+    texts = list(args.texts) or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise PipelineError(
+            f"{args.task}: no input texts; give them as arguments or one per line on stdin."
+        )
+    return texts
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:

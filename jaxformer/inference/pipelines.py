@@ -8,6 +8,10 @@ weights): fill-mask top-k probabilities and strings, text-classification softmax
 question-answering span scoring (windows with `doc_stride` overlap, `max_answer_len`,
 no-answer), token-classification aggregation strategies.
 
+Small inputs: an empty list of inputs gives an empty result ([] or, for `Embed`, a
+`[0, hidden]` array; `similar` with no candidates gives []); an empty or blank text, question,
+context, query or document is a `PipelineError` naming what is empty.
+
     from jaxformer.inference.pipelines import pipeline
     fill = pipeline("fill-mask", "path/to/model")
     fill("Paris is the [MASK] of France.", top_k=3)
@@ -443,6 +447,8 @@ class FillMask(_EncoderPipeline):
         texts, single = _as_list(texts)
         if top_k < 1:
             raise PipelineError("fill-mask: top_k must be >= 1.")
+        if not texts:
+            return []
         mask_tok = self.tokenizer.specials.mask
         for t in texts:
             self._check_text(t)
@@ -547,6 +553,8 @@ class Classify(_EncoderPipeline):
             else:
                 self._check_text(x)
             inputs.append(x)
+        if not inputs:
+            return []
         logits = np.asarray(self.forward(self._rows(self._encode(inputs))), np.float32)
         fn = self._function(function)
         if fn == "softmax":
@@ -625,6 +633,8 @@ class Answer(_EncoderPipeline):
             raise PipelineError(f"answer: {len(questions)} questions but {len(contexts)} contexts.")
         if top_k < 1 or max_answer_len < 1:
             raise PipelineError("answer: top_k and max_answer_len must be >= 1.")
+        if not questions:
+            return []
         max_seq_len = min(max_seq_len or 384, self.max_length)
         doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
         windows, owner = [], []
@@ -736,6 +746,8 @@ class Tag(_EncoderPipeline):
         texts, single = _as_list(texts)
         for t in texts:
             self._check_text(t)
+        if not texts:
+            return []
         encs = self._encode(texts)
         logits = self.forward(self._rows(encs))
         out = []
@@ -892,11 +904,11 @@ class Embed(_EncoderPipeline):
 
     def __call__(self, texts, pooling: Optional[str] = None, normalize: bool = True):
         texts, single = _as_list(texts)
+        fn = self._fn(pooling or self.pooling)
         if not texts:
-            raise PipelineError("embed: no texts.")
+            return np.zeros((0, self.cfg.hidden_size), np.float32)
         for t in texts:
             self._check_text(t)
-        fn = self._fn(pooling or self.pooling)
         vecs = np.stack(fn(self._rows(self._encode(texts)))).astype(np.float32)
         if normalize:
             vecs /= np.maximum(np.linalg.norm(vecs, axis=-1, keepdims=True), 1e-12)
@@ -909,10 +921,14 @@ class Embed(_EncoderPipeline):
         top_k: Optional[int] = None,
         pooling: Optional[str] = None,
     ) -> list[dict]:
-        """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`."""
+        """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`
+        ([] when there are no texts)."""
+        if isinstance(texts, str):
+            texts = [texts]
         texts = list(texts)
+        self._check_text(query, "query")
         if not texts:
-            raise PipelineError("similar: no texts to rank.")
+            return []
         vecs = self(list([query]) + texts, pooling=pooling)
         scores = vecs[1:] @ vecs[0]
         order = np.argsort(-scores, kind="stable")[:top_k]
@@ -925,7 +941,8 @@ class Embed(_EncoderPipeline):
         Returns `{"summary", "sentences", "indices", "scores"}` (scores: cosine to the
         centroid of each kept sentence).
         """
-        self._check_text(text)
+        if not isinstance(text, str) or not text.strip():
+            raise PipelineError("summarize: the text is empty.")
         if n_sentences < 1:
             raise PipelineError("summarize: n_sentences must be >= 1.")
         sents = split_sentences(text)
@@ -973,6 +990,8 @@ class Translate:
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise PipelineError("translate: empty text.")
+        if not texts:
+            return []
         rows = [
             ids[: self.max_length - 1] + [self.source.sep_id]
             for ids in self.source.tokenize_ids(texts)
