@@ -88,13 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _inputs(args, whole: bool = False) -> list[str]:
-    if args.texts:
-        return list(args.texts)
-    data = sys.stdin.read()
-    if whole:
-        return [data]
-    return [line for line in data.splitlines() if line.strip()]
+def _inputs(args) -> list[str]:
+    """The texts of the arguments, else the non-blank lines of stdin; none is an error."""
+    from jaxformer.inference.pipelines import PipelineError
+
+    texts = list(args.texts) or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise PipelineError(
+            f"{args.task}: no input texts; give them as arguments or one per line on stdin."
+        )
+    return texts
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -224,12 +227,13 @@ def _run(args) -> tuple[object, str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `jaxformer` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    from jaxformer.convert.huggingface import ModelFileError
     from jaxformer.inference.pipelines import PipelineError
     from jaxformer.models.configs import ConfigError
 
     try:
         result, table = _run(args)
-    except (PipelineError, ConfigError, FileNotFoundError) as e:
+    except (PipelineError, ConfigError, ModelFileError, FileNotFoundError) as e:
         print(f"jaxformer {args.task}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=float) if args.json else table)

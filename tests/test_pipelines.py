@@ -475,7 +475,7 @@ def test_empty_text_is_rejected_by_every_pipeline(pipes, minilm_embed):
         lambda: pipes["qa"]("", "paris is big."),
         lambda: pipes["qa"]("where?", ""),
         lambda: minilm_embed(""),
-        lambda: minilm_embed.similar("q", []),
+        lambda: minilm_embed.similar("", ["a text"]),
         lambda: minilm_embed.summarize(""),
     ]
     for case in cases:

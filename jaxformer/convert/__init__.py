@@ -10,10 +10,16 @@ from jaxformer.convert.hf_params import (
     hf_state_dict_from_params,
     params_from_hf_state_dict,
 )
-from jaxformer.convert.huggingface import from_pretrained, load_hf_state_dict, save_pretrained
+from jaxformer.convert.huggingface import (
+    ModelFileError,
+    from_pretrained,
+    load_hf_state_dict,
+    save_pretrained,
+)
 
 __all__ = [
     "MissingWeightError",
+    "ModelFileError",
     "encoder_config_from_hf",
     "from_pretrained",
     "hf_config_from_encoder_config",

@@ -28,30 +28,78 @@ SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = (
 )
 
 
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated or corrupt; the message (one line) names the
+    file, its directory and what is wrong."""
+
+
+def _damaged(file: str, what: str) -> ModelFileError:
+    name, folder = os.path.basename(file), os.path.dirname(file) or "."
+    return ModelFileError(f"{name} in {folder} {what}; re-download or re-export it.")
+
+
+def read_json_file(file: str) -> dict[str, Any]:
+    """The JSON object in `file` (a config); ModelFileError naming the file when it is
+    missing, empty, not UTF-8, not valid JSON or not an object."""
+    if not os.path.isfile(file):
+        raise ModelFileError(
+            f"{os.path.basename(file)} is missing in {os.path.dirname(file) or '.'}."
+        )
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise _damaged(file, f"is not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise _damaged(file, "is empty")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _damaged(
+            file, f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise _damaged(file, f"holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def read_hf_config(path: str) -> dict[str, Any]:
     file = os.path.join(path, "config.json")
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{path!r} has no config.json; not a HuggingFace model directory.")
-    with open(file) as f:
-        return json.load(f)
+    return read_json_file(file)
 
 
 def load_hf_state_dict(path: str) -> dict[str, Any]:
     """The weights of a HF directory: model.safetensors (or its sharded index), else
-    pytorch_model.bin through `torch.load(weights_only=True)`."""
+    pytorch_model.bin through `torch.load(weights_only=True)`. A truncated or corrupt file,
+    or a shard the index names but the directory lacks, is a ModelFileError naming it."""
     if os.path.isfile(os.path.join(path, SAFETENSORS)):
         return _load_safetensors(os.path.join(path, SAFETENSORS))
-    if os.path.isfile(os.path.join(path, SAFETENSORS_INDEX)):
-        with open(os.path.join(path, SAFETENSORS_INDEX)) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+    index = os.path.join(path, SAFETENSORS_INDEX)
+    if os.path.isfile(index):
+        weight_map = read_json_file(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise _damaged(index, "has no 'weight_map' of tensor names to shard files")
         sd = {}
-        for shard in shards:
-            sd.update(_load_safetensors(os.path.join(path, shard)))
+        for shard in sorted(set(map(str, weight_map.values()))):
+            file = os.path.join(path, shard)
+            if not os.path.isfile(file):
+                raise ModelFileError(
+                    f"{shard} (a shard named in {SAFETENSORS_INDEX}) is missing in {path}; "
+                    "re-download it."
+                )
+            sd.update(_load_safetensors(file))
         return sd
     if os.path.isfile(os.path.join(path, TORCH_BIN)):
         import torch  # only .bin checkpoints need torch
 
-        return torch.load(os.path.join(path, TORCH_BIN), map_location="cpu", weights_only=True)
+        file = os.path.join(path, TORCH_BIN)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # zip, pickle and torch errors alike mean a damaged file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise _damaged(file, f"is truncated or corrupt ({reason[:120]})") from None
     raise FileNotFoundError(
         f"{path!r} has none of {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN}."
     )
@@ -59,9 +107,13 @@ def load_hf_state_dict(path: str) -> dict[str, Any]:
 
 def _load_safetensors(file: str) -> dict[str, np.ndarray]:
     # safetensors.numpy cannot hold bf16; the flax loader can (via ml_dtypes), then numpy.
+    from safetensors import SafetensorError
     from safetensors.flax import load_file
 
-    return {k: np.asarray(v) for k, v in load_file(file).items()}
+    try:
+        return {k: np.asarray(v) for k, v in load_file(file).items()}
+    except (SafetensorError, OSError) as e:
+        raise _damaged(file, f"is truncated or corrupt ({str(e).splitlines()[0]})") from None
 
 
 def from_pretrained(

@@ -263,33 +263,30 @@ def _walk(tree, path):
 
 # -- files --------------------------------------------------------------------------------------
 def _read_state(path: str) -> dict:
-    st = os.path.join(path, "model.safetensors")
-    if os.path.exists(st):
-        from safetensors.numpy import load_file
+    """The directory's weights as numpy (`huggingface.load_hf_state_dict`: safetensors,
+    sharded or not, or pytorch_model.bin; damaged files are a ModelFileError)."""
+    from jaxformer.convert.hf_params import _to_numpy
+    from jaxformer.convert.huggingface import load_hf_state_dict
 
-        return load_file(st)
-    pt = os.path.join(path, "pytorch_model.bin")
-    if os.path.exists(pt):
-        import torch  # only for legacy checkpoints
-
-        return {
-            k: v.float().numpy()
-            for k, v in torch.load(pt, map_location="cpu", weights_only=True).items()
-        }
-    raise FileNotFoundError(f"{path!r} has neither model.safetensors nor pytorch_model.bin.")
+    return {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
 
 
 def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
     """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.exists(cfg_file):
-        raise FileNotFoundError(f"{path!r} has no config.json; is it a HuggingFace model dir?")
-    with open(cfg_file) as f:
-        hf = json.load(f)
+    from jaxformer.convert.huggingface import ModelFileError, read_hf_config
+
+    hf = read_hf_config(path)
     if hf.get("model_type") != "marian":
         raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not 'marian'.")
     cfg = config_from_marian(hf, **overrides)
-    return Transformer(cfg), params_from_marian_state_dict(_read_state(path), cfg)
+    state = _read_state(path)
+    try:
+        return Transformer(cfg), params_from_marian_state_dict(state, cfg)
+    except KeyError as e:
+        raise ModelFileError(
+            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
+            "re-download or re-export them."
+        ) from None
 
 
 def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:

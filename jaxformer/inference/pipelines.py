@@ -8,6 +8,10 @@ weights): fill-mask top-k probabilities and strings, text-classification softmax
 question-answering span scoring (windows with `doc_stride` overlap, `max_answer_len`,
 no-answer), token-classification aggregation strategies.
 
+Small inputs: an empty list of inputs gives an empty result ([] or, for `Embed`, a
+`[0, hidden]` array; `similar` with no candidates gives []); an empty or blank text, question,
+context, query or document is a `PipelineError` naming what is empty.
+
     from jaxformer.inference.pipelines import pipeline
     fill = pipeline("fill-mask", "path/to/model")
     fill("Paris is the [MASK] of France.", top_k=3)
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 import warnings
@@ -78,10 +81,12 @@ class LoadedModel:
 
 
 def _read_json(path: str) -> dict:
+    """The object in an optional JSON file ({} when absent; ModelFileError when damaged)."""
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    from jaxformer.convert.huggingface import read_json_file
+
+    return read_json_file(path)
 
 
 def _labels_from(d: dict, n: int) -> list[str]:
@@ -97,9 +102,28 @@ def _to_device(params):
 
 def load_model(path: str) -> LoadedModel:
     """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA, or Marian) or
-    a jaxformer checkpoint directory (see `_load_jaxformer`), keeping the checkpoint's head."""
+    a jaxformer training workdir or checkpoint directory (see `_load_jaxformer`), keeping
+    the checkpoint's head. `path` may be relative to the current directory."""
+    given = os.fspath(path)
+    path = os.path.abspath(os.path.expanduser(given))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model directory {given!r} does not exist (looked for {path}).")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path!r} does not exist.")
+        raise FileNotFoundError(
+            f"--model {given!r} is a file; give the directory that holds the model."
+        )
+    from jaxformer.convert import huggingface as H
+
+    weights = [
+        f
+        for f in (H.SAFETENSORS, H.SAFETENSORS_INDEX, H.TORCH_BIN)
+        if os.path.isfile(os.path.join(path, f))
+    ]
+    if weights and not os.path.isfile(os.path.join(path, "config.json")):
+        raise H.ModelFileError(
+            f"config.json is missing in {path} (it holds {weights[0]}); re-download or "
+            "re-export the model."
+        )
     hf = _read_json(os.path.join(path, "config.json"))
     if "model_type" in hf:
         return _load_hf(path, hf)
@@ -133,11 +157,18 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
             f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
             f"{list(ENCODER_FAMILIES)} encoders and Marian translation models."
         )
-    from jaxformer.convert.huggingface import from_pretrained
+    from jaxformer.convert.hf_params import MissingWeightError
+    from jaxformer.convert.huggingface import ModelFileError, from_pretrained
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unused-weight notes (e.g. a dropped pooler)
-        model, params = from_pretrained(path)
+        try:
+            model, params = from_pretrained(path)
+        except MissingWeightError as e:
+            raise ModelFileError(
+                f"the weights in {path} do not match its config.json ({str(e).rstrip('.')}); "
+                "re-download or re-export the model."
+            ) from None
     st = _read_json(os.path.join(path, "sentence_bert_config.json"))
     if st.get("max_seq_length"):
         meta["max_seq_length"] = int(st["max_seq_length"])
@@ -183,11 +214,38 @@ def _restore_params(path: str):
 def _load_jaxformer(path: str) -> LoadedModel:
     """A jaxformer checkpoint: resolved config JSON (the `model` section is an EncoderConfig
     or a TransformerConfig; `labels` optional) + orbax steps + tokenizer (`tokenizer/` next
-    to the config, or tokenizer.json in it)."""
+    to the config, or tokenizer.json in it). A training workdir: pretraining, fine-tuning
+    and continued pretraining runs write the model they train to `model_config.json` (head,
+    classes); an older fine-tuning workdir without it loads from its `hf_export/`."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
+    written = _read_json(os.path.join(root, "model_config.json"))
+    export = os.path.join(root, "hf_export")
+    if not written and "finetune" in config and os.path.isfile(os.path.join(export, "config.json")):
+        return _load_hf(export, _read_json(os.path.join(export, "config.json")))
+    if not written and "finetune" in config:
+        raise PipelineError(
+            f"{root!r} is a fine-tuning run from before runs recorded their model "
+            "(model_config.json) and has no hf_export/; load it with "
+            "jaxformer.recipes.finetune.FineTuneTask and export it with save_pretrained."
+        )
     params = _restore_params(path)
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
+    if written:
+        cfg = EncoderConfig.from_dict(written)
+        from jaxformer.convert.hf_config import label_names
+
+        regression = cfg.head == "sequence_classification" and cfg.num_labels == 1
+        return LoadedModel(
+            "encoder",
+            EncoderModel(cfg),
+            _to_device(params),
+            _first_tokenizer(tok_dirs),
+            cfg,
+            label_names(cfg),
+            path,
+            {"problem_type": "regression" if regression else None},
+        )
     if "family" in model_cfg:
         model_cfg = dict(model_cfg)
         if model_cfg.get("head") is None and config.get("task") in ("pretrain", "mlm"):
@@ -389,6 +447,8 @@ class FillMask(_EncoderPipeline):
         texts, single = _as_list(texts)
         if top_k < 1:
             raise PipelineError("fill-mask: top_k must be >= 1.")
+        if not texts:
+            return []
         mask_tok = self.tokenizer.specials.mask
         for t in texts:
             self._check_text(t)
@@ -493,6 +553,8 @@ class Classify(_EncoderPipeline):
             else:
                 self._check_text(x)
             inputs.append(x)
+        if not inputs:
+            return []
         logits = np.asarray(self.forward(self._rows(self._encode(inputs))), np.float32)
         fn = self._function(function)
         if fn == "softmax":
@@ -571,6 +633,8 @@ class Answer(_EncoderPipeline):
             raise PipelineError(f"answer: {len(questions)} questions but {len(contexts)} contexts.")
         if top_k < 1 or max_answer_len < 1:
             raise PipelineError("answer: top_k and max_answer_len must be >= 1.")
+        if not questions:
+            return []
         max_seq_len = min(max_seq_len or 384, self.max_length)
         doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
         windows, owner = [], []
@@ -682,6 +746,8 @@ class Tag(_EncoderPipeline):
         texts, single = _as_list(texts)
         for t in texts:
             self._check_text(t)
+        if not texts:
+            return []
         encs = self._encode(texts)
         logits = self.forward(self._rows(encs))
         out = []
@@ -838,11 +904,11 @@ class Embed(_EncoderPipeline):
 
     def __call__(self, texts, pooling: Optional[str] = None, normalize: bool = True):
         texts, single = _as_list(texts)
+        fn = self._fn(pooling or self.pooling)
         if not texts:
-            raise PipelineError("embed: no texts.")
+            return np.zeros((0, self.cfg.hidden_size), np.float32)
         for t in texts:
             self._check_text(t)
-        fn = self._fn(pooling or self.pooling)
         vecs = np.stack(fn(self._rows(self._encode(texts)))).astype(np.float32)
         if normalize:
             vecs /= np.maximum(np.linalg.norm(vecs, axis=-1, keepdims=True), 1e-12)
@@ -855,10 +921,14 @@ class Embed(_EncoderPipeline):
         top_k: Optional[int] = None,
         pooling: Optional[str] = None,
     ) -> list[dict]:
-        """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`."""
+        """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`
+        ([] when there are no texts)."""
+        if isinstance(texts, str):
+            texts = [texts]
         texts = list(texts)
+        self._check_text(query, "query")
         if not texts:
-            raise PipelineError("similar: no texts to rank.")
+            return []
         vecs = self(list([query]) + texts, pooling=pooling)
         scores = vecs[1:] @ vecs[0]
         order = np.argsort(-scores, kind="stable")[:top_k]
@@ -871,7 +941,8 @@ class Embed(_EncoderPipeline):
         Returns `{"summary", "sentences", "indices", "scores"}` (scores: cosine to the
         centroid of each kept sentence).
         """
-        self._check_text(text)
+        if not isinstance(text, str) or not text.strip():
+            raise PipelineError("summarize: the text is empty.")
         if n_sentences < 1:
             raise PipelineError("summarize: n_sentences must be >= 1.")
         sents = split_sentences(text)
@@ -919,6 +990,8 @@ class Translate:
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise PipelineError("translate: empty text.")
+        if not texts:
+            return []
         rows = [
             ids[: self.max_length - 1] + [self.source.sep_id]
             for ids in self.source.tokenize_ids(texts)

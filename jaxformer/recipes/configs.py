@@ -172,7 +172,14 @@ def finetune(
     c.finetune = ml_collections.ConfigDict(
         {"head": head, "num_labels": num_labels, "freeze_encoder": freeze_encoder}
     )
+    # Class names in order, e.g. "neg,pos" ("" = from the data); own files: one per class.
+    c.finetune.label_names = ""
     c.data.source, c.data.seq_len, c.data.eval_fraction = source, 64, 0.1
+    # Own files (csv:PATH, tsv:PATH, jsonl:PATH): the eval file ("" = hold out eval_fraction)
+    # and the columns / keys that hold each field (pair "" = single texts).
+    c.data.eval_source = ""
+    c.data.text_field, c.data.pair_field, c.data.label_field = "text", "", "label"
+    c.data.tokens_field, c.data.tags_field = "tokens", "tags"
     # tfds sources: the prepared data's directory, splits, and a cap per split (0 = all).
     c.data.data_dir, c.data.train_split, c.data.eval_split = "", "train", ""
     c.data.max_examples = 0

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxformer.models import EncoderModel
-from jaxformer.recipes.finetune import load_run_params, merge_encoder
+from jaxformer.recipes.finetune import load_run_params, merge_encoder, save_model_config
 from jaxformer.training.checks import init_path
 from jaxformer.training.tasks import PretrainTask, fill_mask_report
 
@@ -40,6 +40,7 @@ class ContinuedPretrainTask(PretrainTask):
         }
         self.model_cfg = cfg.replace(head="mlm", **overrides)
         self.model = EncoderModel(self.model_cfg)
+        save_model_config(workdir, self.model_cfg)
         # PretrainTask builds its data with the tokenizer saved in the workdir (training one
         # only when there is none): put the source's there. Every process writes the same
         # files, so none can find the directory empty and train a different vocabulary.

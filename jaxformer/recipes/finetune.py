@@ -3,16 +3,22 @@ network trainable or the encoder frozen (only the head trains).
 
 Config (besides the base keys): `init_from` ("" = random, "hf:DIR", "run:WORKDIR" = the
 params of one of our training runs), `finetune.head` (sequence_classification |
-token_classification | question_answering), `finetune.num_labels`, `finetune.freeze_encoder`,
-`data.source`: "keyword" (the generated rule task below), "jsonl:PATH" (records with
-`text`, optional `pair`, `label`; or `words` + `tags` for tokens; or SQuAD-style
-`question`, `context`, `answers`), or a tensorflow-datasets dataset prepared in
-`data.data_dir`: "tfds:glue/<task>", "tfds:squad[/v1.1|/v2.0]", "tfds:conll2003"
-(`data.train_split`, `data.eval_split`; `data.max_examples` caps each split, 0 = all).
+token_classification | question_answering), `finetune.num_labels` (1 = regression),
+`finetune.label_names` (class names in order, "neg,pos" or a tuple; "" = read from the data),
+`finetune.freeze_encoder`. `data.source` is "keyword" (the generated rule task below), your
+own file "csv:PATH", "tsv:PATH" or "jsonl:PATH" (`jaxformer.data.labelled`: columns / keys
+named by `data.text_field`, `data.pair_field` ("" = single texts), `data.label_field`, or
+`data.tokens_field` + `data.tags_field` for token classification; SQuAD-style `question`,
+`context`, `answers` JSONL for question answering) with the eval examples in
+`data.eval_source` (same formats; "" = hold out `data.eval_fraction` of the training file),
+or a tensorflow-datasets dataset prepared in `data.data_dir`: "tfds:glue/<task>",
+"tfds:squad[/v1.1|/v2.0]", "tfds:conll2003" (`data.train_split`, `data.eval_split`).
+`data.max_examples` caps each split, 0 = all. For file sources the number of classes is the
+number of label names.
 At the end of a run the task's own metric is computed on the eval split
 (`FineTuneTask.task_metrics`): GLUE accuracy / F1 / MCC / Pearson-Spearman, SQuAD exact
-match and F1, CoNLL entity F1.
-"""
+match and F1, entity F1 for BIO tags (CoNLL or your own), else accuracy or mean squared
+error."""
 
 from __future__ import annotations
 
@@ -110,7 +116,7 @@ def tfds_task(name: str) -> tuple[str, int]:
         return "token_classification", len(CONLL2003_TAGS)
     raise ValueError(
         f"tfds dataset {name!r} has no fine-tuning preprocessor; supported: "
-        "glue/<task>, squad[/v1.1|/v2.0], conll2003 (or use jsonl:PATH)."
+        "glue/<task>, squad[/v1.1|/v2.0], conll2003 (or use csv:, tsv: or jsonl:PATH)."
     )
 
 
@@ -194,7 +200,98 @@ def record_text(record: dict) -> str:
     return " ".join(t for t in (record.get("text"), record.get("pair")) if t)
 
 
+def config_label_names(value) -> Optional[tuple]:
+    """`finetune.label_names` as a tuple: "neg,pos" (the command-line form) or a sequence;
+    None when unset ("" or None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        names = tuple(n.strip() for n in value.split(",")) if value.strip() else ()
+    else:
+        names = tuple(str(n) for n in value)
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"finetune.label_names={value!r}: give distinct non-empty names, e.g. neg,pos."
+        )
+    return names or None
+
+
+def file_records(data, head: str, regression: bool, label_names=None):
+    """(train records, eval records, label names) of a "csv:" / "tsv:" / "jsonl:" source
+    (`data` is the config's `data` group; see the module docstring). The eval file's labels
+    must be among the names; without an eval file `data.eval_fraction` of the training
+    examples, shuffled by `data.seed`, is held out."""
+    from jaxformer.data import labelled
+
+    fields = labelled.Fields(
+        **{f: str(data.get(f"{f}_field", d)) for f, d in vars(labelled.Fields()).items()}
+    )
+    sources = [str(data.source)] + ([str(data.eval_source)] if data.get("eval_source") else [])
+    parsed = []
+    for src in sources:
+        p = labelled.parse_file_source(src)
+        if p is None:
+            raise ValueError(
+                f"data.eval_source={src!r}: use csv:PATH, tsv:PATH or jsonl:PATH (or '' to "
+                "hold out data.eval_fraction of the training file)."
+            )
+        parsed.append(p)
+    limit = int(data.get("max_examples", 0) or 0)
+    names, given, out = label_names, label_names is not None, []
+    for fmt, path in parsed:
+        rows = labelled.read_rows(path, fmt)[: limit or None]
+        origin = "finetune.label_names" if given else f"read from {parsed[0][1]}"
+        if head == "question_answering":
+            recs = [r for _, r in rows]
+        elif head == "token_classification":
+            if fmt != "jsonl":
+                raise ValueError(
+                    f"token classification reads JSONL ({fields.tokens!r} and {fields.tags!r} "
+                    f"lists per line), not {fmt}: {path}."
+                )
+            recs, names = labelled.token_records(
+                rows, path, fields, label_names=names, origin=origin, class_ids=given
+            )
+        else:
+            recs, names = labelled.classification_records(
+                rows,
+                path,
+                fields,
+                label_names=names,
+                regression=regression,
+                origin=origin,
+                class_ids=given,
+            )
+        out.append(recs)
+    if len(out) == 1:
+        examples = out[0]
+        order = np.random.default_rng(int(data.seed)).permutation(len(examples))
+        examples = [examples[i] for i in order]
+        n_eval = max(1, int(len(examples) * float(data.eval_fraction)))
+        if n_eval >= len(examples):
+            raise ValueError(
+                f"{parsed[0][1]}: {len(examples)} examples leave none for training after "
+                f"holding out data.eval_fraction={data.eval_fraction}; give data.eval_source."
+            )
+        out = [examples[:-n_eval], examples[-n_eval:]]
+    return out[0], out[1], names
+
+
 # -- loading pretrained weights -------------------------------------------------------------
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+def save_model_config(workdir: str, cfg: EncoderConfig) -> None:
+    """Writes the model the task trains (head, classes, the encoder it started from) to
+    `workdir/model_config.json`, which the pipelines read to load the run's checkpoints;
+    `config.json`'s `model` section is only the config file's starting point."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, MODEL_CONFIG_FILE), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, default=str)
+
+
 def load_run_params(workdir: str):
     """(EncoderConfig of the run, its latest params as numpy) from one of our training runs
     (`workdir` may be relative to the current directory)."""
@@ -248,6 +345,7 @@ class FineTuneTask(Task):
         ft = config.finetune
         self.seq_len = config.data.seq_len
         self._pretrained = None
+        self._data = None
         kind, source = init_path(config.get("init_from", ""))
         base: Optional[EncoderConfig] = None
         if kind == "hf":
@@ -273,7 +371,16 @@ class FineTuneTask(Task):
         }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
-        if src.startswith("tfds:"):
+        names = config_label_names(ft.get("label_names", None))
+        num_labels = ft.num_labels
+        if src.split(":")[0] in ("csv", "tsv", "jsonl"):
+            # Own files: the classes are the label names (given, or read from the data).
+            regression = ft.head == "sequence_classification" and ft.num_labels == 1
+            train, evals, names = file_records(config.data, ft.head, regression, names)
+            self._data = (train, evals)
+            if names is not None:
+                num_labels = len(names)
+        elif src.startswith("tfds:"):
             head, k = tfds_task(src[5:])
             if (ft.head, ft.num_labels) != (head, k):
                 raise ValueError(
@@ -283,14 +390,18 @@ class FineTuneTask(Task):
                 )
             auto = tfds_label_names(src[5:])
         # Class names travel with the model (HF id2label): given, or known for the source.
-        names = ft.get("label_names", None)
         if ft.head == "question_answering":
             names = auto = None
-        if names is None and auto is not None and len(auto) == ft.num_labels:
+        if names is None and auto is not None and len(auto) == num_labels:
             names = auto
+        if names is not None and len(names) != num_labels:
+            raise ValueError(
+                f"finetune.label_names has {len(names)} names but finetune.num_labels is "
+                f"{num_labels}; give one name per class."
+            )
         self.model_cfg = base.replace(
             head=ft.head,
-            num_labels=ft.num_labels,
+            num_labels=num_labels,
             label_names=tuple(names) if names else None,
             **overrides,
         )
@@ -300,9 +411,9 @@ class FineTuneTask(Task):
         if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
             self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
         self.model = EncoderModel(self.model_cfg)
+        save_model_config(workdir, self.model_cfg)
         self.freeze_encoder = bool(ft.freeze_encoder)
         self._tokenizer = None
-        self._data = None
 
     # -- params / optimizer hooks used by the loop ------------------------------------------
     def pretrained_params(self, fresh):
@@ -334,6 +445,11 @@ class FineTuneTask(Task):
                 self._tokenizer = load_tokenizer(os.path.join(source, "tokenizer"))
             else:
                 self._tokenizer = self._train_tokenizer()
+            # A copy in the workdir, so that its checkpoints load without the source run.
+            path = os.path.join(self.workdir, "tokenizer")
+            if kind and hasattr(self._tokenizer, "save") and jax.process_index() == 0:
+                if not os.path.exists(os.path.join(path, "tokenizer.json")):
+                    self._tokenizer.save(path)
         return self._tokenizer
 
     def _train_tokenizer(self):
@@ -361,10 +477,6 @@ class FineTuneTask(Task):
                 from jaxformer.data import default_corpus
 
                 examples, self.keywords = keyword_task(default_corpus(), seed=self.config.data.seed)
-            elif src.startswith("jsonl:"):
-                from jaxformer.data import read_jsonl
-
-                examples = list(read_jsonl(src[6:]))
             elif src.startswith("tfds:"):
                 d = self.config.data
                 name = src[5:]
@@ -380,7 +492,7 @@ class FineTuneTask(Task):
             else:
                 raise ValueError(
                     f"unknown data.source {src!r} for fine-tuning; use 'keyword', "
-                    "'jsonl:PATH' or 'tfds:NAME'."
+                    "'csv:PATH', 'tsv:PATH', 'jsonl:PATH' or 'tfds:NAME'."
                 )
             n_eval = max(1, int(len(examples) * self.config.data.eval_fraction))
             self._data = (examples[:-n_eval], examples[-n_eval:])
@@ -520,9 +632,12 @@ class FineTuneTask(Task):
             pred = outs["logits"].argmax(-1)
             labels = np.stack([f["labels"] for f in feats])
             out = {"token_accuracy": float((pred == labels)[labels >= 0].mean())}
-            if src.startswith("tfds:conll2003") or self.model_cfg.num_labels == len(CONLL2003_TAGS):
-                p_tags = [ner_tags_from_predictions(p, y) for p, y in zip(pred, labels)]
-                g_tags = [ner_tags_from_predictions(y, y) for y in labels]
+            names = self.model_cfg.label_names
+            if names is None and self.model_cfg.num_labels == len(CONLL2003_TAGS):
+                names = CONLL2003_TAGS
+            if names is not None and any(n.startswith(("B-", "I-")) for n in names):
+                p_tags = [ner_tags_from_predictions(p, y, names) for p, y in zip(pred, labels)]
+                g_tags = [ner_tags_from_predictions(y, y, names) for y in labels]
                 ent = M.entity_f1(p_tags, g_tags)
                 out.update(
                     entity_precision=ent["precision"],
@@ -573,6 +688,12 @@ class FineTuneTask(Task):
 
         out = os.path.join(workdir, "hf_export")
         save_pretrained(self.model, params, out)
+        if self.model_cfg.head == "sequence_classification" and self.model_cfg.num_labels == 1:
+            # Scores, not sigmoid probabilities, in transformers and our pipelines.
+            with open(os.path.join(out, "config.json")) as f:
+                hf = json.load(f)
+            with open(os.path.join(out, "config.json"), "w") as f:
+                json.dump({**hf, "problem_type": "regression"}, f, indent=2, sort_keys=True)
         if hasattr(self.tokenizer, "save"):
             self.tokenizer.save(out)
         return f"fine-tuned model exported to {out} (loads in transformers and jaxformer)."

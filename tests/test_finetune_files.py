@@ -1,0 +1,257 @@
+"""Fine-tuning on your own files: CSV / TSV / JSONL readers, label names, one-line errors
+naming file and line, and (slow) the docs' worked example fine-tuned and evaluated from the
+command line with relative paths."""
+
+import json
+import os
+
+import pytest
+
+from jaxformer.data import labelled as L
+from jaxformer.recipes import configs as recipes
+from jaxformer.recipes.finetune import FineTuneTask, config_label_names, file_records
+from jaxformer.training import config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples", "own_data")
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_csv_pairs_with_label_names_read_from_the_data(tmp_path):
+    f = write(tmp_path / "a.csv", 'q,a,y\nhi,"there, you",pos\nho,hum,neg\n\nha,he,pos\n')
+    rows = L.read_rows(f, "csv")
+    assert [n for n, _ in rows] == [2, 3, 5]  # file lines, for error messages
+    recs, names = L.classification_records(rows, f, L.Fields(text="q", pair="a", label="y"))
+    assert names == ("neg", "pos")  # sorted distinct labels
+    assert recs == [
+        {"text": "hi", "pair": "there, you", "label": 1},
+        {"text": "ho", "pair": "hum", "label": 0},
+        {"text": "ha", "pair": "he", "label": 1},
+    ]
+    # Stated order wins: pos is class 0.
+    recs, names = L.classification_records(
+        rows, f, L.Fields(text="q", pair="a", label="y"), label_names=("pos", "neg")
+    )
+    assert names == ("pos", "neg") and [r["label"] for r in recs] == [0, 1, 0]
+
+
+def test_tsv_integer_labels_sort_numerically_and_jsonl_ids(tmp_path):
+    f = write(tmp_path / "a.tsv", "text\tlabel\nx, y\t10\nz\t2\nw\t2\n")
+    recs, names = L.classification_records(L.read_rows(f, "tsv"), f)
+    assert names == ("2", "10") and [r["label"] for r in recs] == [1, 0, 0]
+    assert recs[0]["text"] == "x, y" and recs[0]["pair"] is None
+    j = write(tmp_path / "a.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": "neg"}\n')
+    recs, _ = L.classification_records(L.read_rows(j, "jsonl"), j, label_names=("neg", "pos"))
+    assert [r["label"] for r in recs] == [1, 0]  # JSON 1 is a class id into given names
+
+
+def test_regression_labels(tmp_path):
+    f = write(tmp_path / "r.csv", "text,label\na,0.5\nb,-2\n")
+    recs, names = L.classification_records(L.read_rows(f, "csv"), f, regression=True)
+    assert names is None and [r["label"] for r in recs] == [0.5, -2.0]
+    bad = write(tmp_path / "bad.csv", "text,label\na,0.5\nb,high\n")
+    with pytest.raises(L.DataFileError, match=r"bad\.csv:3: regression label 'high'"):
+        L.classification_records(L.read_rows(bad, "csv"), bad, regression=True)
+
+
+def test_token_records(tmp_path):
+    f = write(
+        tmp_path / "t.jsonl",
+        json.dumps({"tokens": ["Ann", "met", "Bo"], "tags": ["B-PER", "O", "B-PER"]})
+        + "\n"
+        + json.dumps({"tokens": ["in", "Rome"], "tags": ["O", "B-LOC"]})
+        + "\n",
+    )
+    recs, names = L.token_records(L.read_rows(f, "jsonl"), f)
+    assert names == ("B-LOC", "B-PER", "O")
+    assert recs == [
+        {"words": ["Ann", "met", "Bo"], "tags": [1, 2, 1]},
+        {"words": ["in", "Rome"], "tags": [2, 0]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, text, fmt, kwargs, message",
+    [
+        ("e.csv", "", "csv", {}, r"e\.csv: the file is empty"),
+        ("h.csv", "text,label\n", "csv", {}, r"h\.csv: a header \(text, label\) but no rows"),
+        ("m.csv", "text,lab\na,pos\n", "csv", {}, r"m\.csv:2: no label field 'label'.*label_field"),
+        ("x.csv", "text,label\na,b,c\n", "csv", {}, r"x\.csv:2: 3 cells, but the header has 2"),
+        ("z.csv", "text,label\n ,pos\n", "csv", {}, r"z\.csv:2: field 'text' is empty"),
+        (
+            "u.csv",
+            "text,label\na,maybe\n",
+            "csv",
+            {"label_names": ("neg", "pos")},
+            r"u\.csv:2: unknown label 'maybe'.*neg, pos",
+        ),
+        (
+            "j.jsonl",
+            '{"text": "a", "label": 1}\n{"text": "b"\n',
+            "jsonl",
+            {},
+            r"j\.jsonl:2: not valid JSON",
+        ),
+        ("l.jsonl", '["a", 1]\n', "jsonl", {}, r"l\.jsonl:1: a JSONL line must be an object"),
+    ],
+)
+def test_bad_rows_are_one_line_errors_naming_file_and_line(
+    tmp_path, name, text, fmt, kwargs, message
+):
+    f = write(tmp_path / name, text)
+    with pytest.raises(L.DataFileError, match=message) as e:
+        L.classification_records(L.read_rows(f, fmt), f, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_and_tag_mismatch(tmp_path):
+    with pytest.raises(L.DataFileError, match=r"data file 'nope\.csv' does not exist"):
+        L.read_rows("nope.csv", "csv")
+    f = write(tmp_path / "t.jsonl", '{"tokens": ["a", "b"], "tags": ["O"]}\n')
+    with pytest.raises(L.DataFileError, match=r"t\.jsonl:1: 2 tokens but 1 tags"):
+        L.token_records(L.read_rows(f, "jsonl"), f)
+
+
+def config_for(source, **overrides):
+    c = recipes.finetune(source=source)
+    c.lock()
+    for k, v in overrides.items():
+        config_lib.apply_override(c, k, v)
+    return c
+
+
+def test_label_names_from_the_command_line_and_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "train.csv", "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(10))
+    )
+    write(tmp_path / "dev.csv", "text,label\nu,a\nv,c\n")
+    c, _, _ = config_lib.parse_args(
+        [
+            "--config",
+            os.path.join(ROOT, "configs", "finetune_tiny.py"),
+            "--config.data.source=csv:train.csv",
+            "--config.finetune.label_names=b,a",
+        ]
+    )
+    assert config_label_names(c.finetune.label_names) == ("b", "a")
+    train, evals, names = file_records(c.data, "sequence_classification", False, ("b", "a"))
+    assert names == ("b", "a") and len(train) == 9 and len(evals) == 1  # eval_fraction 0.1
+    assert sorted(r["label"] for r in train + evals) == [0] * 5 + [1] * 5
+    # An eval file's labels must be the training file's: "c" is not.
+    c = config_for("csv:train.csv", **{"data.eval_source": "csv:dev.csv"})
+    with pytest.raises(
+        L.DataFileError, match=r"dev\.csv:3: unknown label 'c'.*read from train\.csv.*a, b"
+    ):
+        file_records(c.data, "sequence_classification", False)
+    with pytest.raises(ValueError, match="distinct non-empty"):
+        config_label_names("a,,b")
+
+
+def test_the_task_takes_its_classes_from_the_file(tmp_path):
+    f = write(
+        tmp_path / "t.csv", "text,label\n" + "".join(f"t{i},{'xyz'[i % 3]}\n" for i in range(30))
+    )
+    task = FineTuneTask(config_for(f"csv:{f}"), str(tmp_path / "w"))
+    assert task.model_cfg.num_labels == 3 and task.model_cfg.label_names == ("x", "y", "z")
+    with pytest.raises(ValueError, match="2 names but finetune.num_labels is 3"):
+        FineTuneTask(
+            config_for("keyword", **{"finetune.num_labels": "3", "finetune.label_names": "a,b"}),
+            str(tmp_path),
+        )
+    r = write(tmp_path / "r.csv", "text,label\na,1.5\nb,2\nc,0\n")
+    reg = FineTuneTask(config_for(f"csv:{r}", **{"finetune.num_labels": "1"}), str(tmp_path / "r"))
+    assert reg.model_cfg.num_labels == 1 and reg.model_cfg.label_names is None
+    assert sorted(r["label"] for r in reg._records()[0] + reg._records()[1]) == [0.0, 1.5, 2.0]
+
+
+# ---- the worked example of docs/finetuning.md, run as written --------------------------------
+QUIET = [
+    "--config.log.progress=false",
+    "--config.log.plot=false",
+    "--config.log.tensorboard=false",
+    "--config.num_train_steps=120",
+    "--config.log.eval_every_steps=120",
+    "--config.checkpoint.every_steps=120",
+    "--config.batch_size=16",
+]
+
+
+def train(args, workdir, capsys):
+    from jaxformer.training import cli
+
+    assert (
+        cli.main(["--config", "configs/finetune_tiny.py", "--workdir", workdir, *args, *QUIET]) == 0
+    )
+    capsys.readouterr()
+    with open(os.path.join(workdir, "summary.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, capsys):
+    from jaxformer.inference import pipelines as P
+
+    monkeypatch.chdir(ROOT)  # the docs' relative paths, from the repository root
+    cls_dir = str(tmp_path / "reviews")
+    s = train(
+        [
+            "--config.data.source=csv:examples/own_data/reviews_train.csv",
+            "--config.data.eval_source=csv:examples/own_data/reviews_eval.csv",
+            "--config.data.text_field=review",
+            "--config.data.pair_field=product",
+        ],
+        cls_dir,
+        capsys,
+    )
+    # 3 balanced classes: chance is about 1/3; the wording decides the label.
+    assert s["eval_task_accuracy"] >= 0.9, s
+    assert s["last_loss"] < 0.5 * s["first_loss"], s
+    with open(os.path.join(cls_dir, "hf_export", "config.json")) as f:
+        assert json.load(f)["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    clf = P.Classify(os.path.join(cls_dir, "hf_export"))
+    got = clf([("the kettle is awful and arrived on time", "kettle"), ("a superb lamp", "lamp")])
+    assert [g["label"] for g in got] == ["negative", "positive"]
+
+    ner_dir = str(tmp_path / "people")
+    s = train(
+        [
+            "--config.data.source=jsonl:examples/own_data/people_train.jsonl",
+            "--config.data.eval_source=jsonl:examples/own_data/people_eval.jsonl",
+            "--config.finetune.head=token_classification",
+            "--config.data.seq_len=32",
+        ],
+        ner_dir,
+        capsys,
+    )
+    assert s["eval_task_entity_f1"] >= 0.9, s
+    tag = P.Tag(os.path.join(ner_dir, "hf_export"))
+    ents = tag("yesterday grace novak visited oslo with friends .")
+    assert [(e["entity_group"], e["word"]) for e in ents] == [
+        ("PER", "grace novak"),
+        ("LOC", "oslo"),
+    ]
+
+
+def test_a_bad_row_stops_train_py_with_one_line(tmp_path, capsys):
+    from jaxformer.training import cli
+
+    f = write(tmp_path / "bad.csv", "text,label\na,pos\nb\n")
+    rc = cli.main(
+        [
+            "--config",
+            os.path.join(ROOT, "configs", "finetune_tiny.py"),
+            "--workdir",
+            str(tmp_path / "w"),
+            f"--config.data.source=csv:{f}",
+            *QUIET,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "bad.csv:3: 1 cells, but the header has 2" in err, (
+        err
+    )
