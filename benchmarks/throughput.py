@@ -1056,7 +1056,12 @@ def parse_args(argv=None):
         help="comma list: torch, torch-1t (one intra-op thread), torch-compile",
     )
     p.add_argument("--dtype", default="float32", help="float32 | bf16 (compute; f32 masters)")
-    p.add_argument("--attention", default="xla", choices=("xla", "cudnn", "einsum"))
+    p.add_argument(
+        "--attention",
+        default="auto",
+        choices=("auto", "xla", "cudnn", "einsum", "splash", "pallas"),
+        help="attention kernel (jaxformer.layers.kernels; auto: cudnn on GPU, xla on CPU)",
+    )
     p.add_argument("--remat", default="none", choices=("none", "full", "dots", "dots_no_batch"))
     p.add_argument("--scan", action="store_true", help="scan over layers")
     p.add_argument(
