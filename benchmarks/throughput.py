@@ -748,11 +748,12 @@ COMPARE = {
 
 
 def compare_sides(args):
-    """`--compare remat=none,full`: one side of ours per value, everything else equal."""
+    """`--compare remat=none,full`: one side of ours per value, everything else equal; the
+    `--peers` run once, beside them, with the first value."""
     key, _, values = args.compare.partition("=")
     if key not in COMPARE:
         raise SystemExit(f"--compare: unknown key {key!r}; use one of {list(COMPARE)}.")
-    sides, first = [], None
+    sides, first, peers = [], None, []
     for v in values.split(","):
         a = argparse.Namespace(
             **{
@@ -763,12 +764,15 @@ def compare_sides(args):
                 "equal_work": False,
             }
         )
+        if first is None:
+            a.peers = args.peers
         kind, cfg, ss, tokens, flops = build_sides(a)
         ss[0].name = f"jaxformer ({key}={v})"
         sides.append(ss[0])
+        peers = peers if first else ss[1:]
         first = first or (kind, cfg, tokens, flops)
     kind, cfg, tokens, flops = first
-    return kind, cfg, sides, tokens, flops
+    return kind, cfg, sides + peers, tokens, flops
 
 
 def run_decode(args) -> dict:
@@ -1056,7 +1060,12 @@ def parse_args(argv=None):
         help="comma list: torch, torch-1t (one intra-op thread), torch-compile",
     )
     p.add_argument("--dtype", default="float32", help="float32 | bf16 (compute; f32 masters)")
-    p.add_argument("--attention", default="xla", choices=("xla", "cudnn", "einsum"))
+    p.add_argument(
+        "--attention",
+        default="auto",
+        choices=("auto", "xla", "cudnn", "einsum", "splash", "pallas"),
+        help="attention kernel (jaxformer.layers.kernels; auto: cudnn on GPU, xla on CPU)",
+    )
     p.add_argument("--remat", default="none", choices=("none", "full", "dots", "dots_no_batch"))
     p.add_argument("--scan", action="store_true", help="scan over layers")
     p.add_argument(

@@ -1,59 +1,59 @@
 """The data layer: tokenizers, sources, pretraining examples, masking, packing, fine-tuning
-preprocessors, metrics and feeding. See docs/data.md."""
+preprocessors, metrics and feeding. See docs/data.md.
 
-from jaxformer.data.corpus import default_corpus
-from jaxformer.data.feeding import DataIterator, batch_dataset, make_global_batch, shard_for_process
-from jaxformer.data.masking import Masker, MaskingConfig, dense_labels, mask_tokens
-from jaxformer.data.packing import Packer, padding_fraction
-from jaxformer.data.pretraining import (
-    PretrainingConfig,
-    create_instances,
-    mask_instance,
-    pad_example,
-    pretraining_dataset,
-)
-from jaxformer.data.sources import (
-    Documents,
-    read_jsonl,
-    read_text_files,
-    split_sentences,
-    tfds_source,
-    tfds_texts,
-)
-from jaxformer.data.tokenizers import (
-    FAMILIES,
-    MissingSpecialTokenError,
-    Tokenizer,
-    load_tokenizer,
-    train_tokenizer,
-)
+Names are imported on first use (PEP 562), so `jaxformer.data.packing` or `masking` work in
+an environment without grain or tensorflow-datasets; only the modules that need them
+(feeding, pretraining datasets, tfds sources) import them.
+"""
 
-__all__ = [
-    "DataIterator",
-    "Documents",
-    "FAMILIES",
-    "Masker",
-    "MaskingConfig",
-    "MissingSpecialTokenError",
-    "Packer",
-    "PretrainingConfig",
-    "Tokenizer",
-    "batch_dataset",
-    "create_instances",
-    "default_corpus",
-    "dense_labels",
-    "load_tokenizer",
-    "make_global_batch",
-    "mask_instance",
-    "mask_tokens",
-    "pad_example",
-    "padding_fraction",
-    "pretraining_dataset",
-    "read_jsonl",
-    "read_text_files",
-    "shard_for_process",
-    "split_sentences",
-    "tfds_source",
-    "tfds_texts",
-    "train_tokenizer",
-]
+import importlib
+
+_EXPORTS = {
+    "jaxformer.data.corpus": ("default_corpus",),
+    "jaxformer.data.feeding": (
+        "DataIterator",
+        "batch_dataset",
+        "make_global_batch",
+        "shard_for_process",
+    ),
+    "jaxformer.data.masking": ("Masker", "MaskingConfig", "dense_labels", "mask_tokens"),
+    "jaxformer.data.packing": ("Packer", "padding_fraction"),
+    "jaxformer.data.pretraining": (
+        "PretrainingConfig",
+        "create_instances",
+        "mask_instance",
+        "pad_example",
+        "pretraining_dataset",
+    ),
+    "jaxformer.data.sources": (
+        "Documents",
+        "read_jsonl",
+        "read_text_files",
+        "split_sentences",
+        "tfds_source",
+        "tfds_texts",
+    ),
+    "jaxformer.data.tokenizers": (
+        "FAMILIES",
+        "MissingSpecialTokenError",
+        "Tokenizer",
+        "load_tokenizer",
+        "train_tokenizer",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxformer.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -7,65 +7,13 @@ from typing import Any, Optional
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.dropout import dropout
+from jaxformer.layers.kernels import attend
 
 Array = jnp.ndarray
-
-
-def attend(
-    q: Array,
-    k: Array,
-    v: Array,
-    mask: Optional[Array] = None,
-    *,
-    kernel: str = "xla",
-    dropout_rate: float = 0.0,
-    dropout_rng=None,
-    deterministic: bool = True,
-) -> Array:
-    """Scaled dot-product attention.
-
-    q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, heads, head_dim];
-    mask: bool, broadcastable to [batch, heads, q_len, kv_len], True = attend.
-    Returns [batch, q_len, heads, head_dim]. Rows whose keys are all masked return zeros.
-    Dropout on the probabilities needs the explicit path (the fused kernels have none).
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    use_dropout = dropout_rate > 0.0 and not deterministic
-    if kernel == "einsum" or use_dropout:
-        # Softmax in float32 whatever the compute dtype: bf16 logits lose the small
-        # probabilities that matter for long rows.
-        logits = (
-            jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
-        )  # [b, n, q, k]
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        if use_dropout:
-            probs = dropout(probs, dropout_rate, dropout_rng)
-        out = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)  # [b, q, n, d]
-    elif kernel == "xla":
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
-    elif kernel == "cudnn":
-        # cuDNN takes arbitrary masks only as an additive bias.
-        bias = None
-        if mask is not None:
-            mask = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
-            bias = jnp.where(mask, 0.0, jnp.finfo(q.dtype).min).astype(q.dtype)
-        out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, implementation="cudnn")
-    else:
-        raise ValueError(f"unknown attention kernel {kernel!r}; use 'xla', 'cudnn' or 'einsum'.")
-    if mask is not None:
-        # Fully masked rows (e.g. padding rows of a packed batch) must give zeros, not the
-        # uniform average a softmax over equal -inf logits produces.
-        any_key = jnp.any(mask, axis=-1)  # [b|1, n|1, q]
-        out = out * jnp.swapaxes(any_key, 1, 2)[..., None].astype(out.dtype)
-    return out
 
 
 def dense_init(stddev: float, axes: tuple) -> Callable:
@@ -127,7 +75,7 @@ class MultiHeadAttention(nn.Module):
     head_dim: int
     out_features: Optional[int] = None
     dropout_rate: float = 0.0
-    kernel: str = "xla"
+    kernel: str = "auto"  # see jaxformer.layers.kernels
     decode: bool = False
     use_bias: bool = True
     init_std: float = 0.02

@@ -6,6 +6,8 @@ import dataclasses
 import difflib
 from typing import Any, Optional
 
+from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
+
 FAMILIES = ("bert", "roberta", "albert", "electra")
 SHARING = ("none", "all", "attention", "ffn")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_tanh", "relu", "tanh")
@@ -18,7 +20,6 @@ HEADS = (
     "token_classification",
     "question_answering",
 )
-KERNELS = ("xla", "cudnn", "einsum")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots", "dots_no_batch")
 
@@ -103,7 +104,9 @@ class EncoderConfig(_ConfigMixin):
     # Numerics and performance
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter (master weight) dtype
-    attention_kernel: str = "xla"  # xla (jax.nn.dot_product_attention) | cudnn | einsum
+    attention_kernel: str = (
+        "auto"  # jaxformer.layers.kernels: auto | xla | einsum | cudnn | splash | pallas
+    )
     remat_policy: str = "none"  # activation checkpointing per block
     scan_layers: bool = False  # lax.scan over identical blocks (sharing=none only)
     # With `mlm_positions`, run the last layer only at [CLS] and those rows: its other outputs

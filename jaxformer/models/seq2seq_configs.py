@@ -47,7 +47,7 @@ class TransformerConfig(_ConfigMixin):
     # Numerics and performance
     dtype: str = "float32"
     param_dtype: str = "float32"
-    attention_kernel: str = "xla"
+    attention_kernel: str = "auto"  # jaxformer.layers.kernels.KERNELS
     # Activation checkpointing per encoder/decoder layer in training (none | full | dots |
     # dots_no_batch); decoding with the cache never rematerialises.
     remat_policy: str = "none"

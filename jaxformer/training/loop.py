@@ -197,6 +197,11 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     )
     pi, pc = jax.process_index(), jax.process_count()
     data = task.train_iterator(config.batch_size, pi, pc)
+    if config.get("aot_only", False):  # compile for the mesh, report memory, run no step
+        from jaxformer.training import memory
+
+        args = (task, tx, schedule, abstract, state_sh, next(data), mesh, say)
+        return memory.run_aot(config, workdir, *args)
     restored = ckpt.restore(abstract, state_sh)
     if restored is not None:
         state, data_state, start = restored
