@@ -190,7 +190,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     def run_eval(at_step) -> dict:
         if not eval_fn:
             return {}
-        e = evaluate(eval_fn, state.params, eval_batches, batch_sh, config.batch_size)
+        # Eval batches may carry keys train batches lack (host masks under device masking).
+        eval_sh = sh.batch_shardings(mesh, eval_batches[0])
+        e = evaluate(eval_fn, state.params, eval_batches, eval_sh, config.batch_size)
         e = {f"eval_{k}": v for k, v in e.items()}
         writer.write(at_step, e)
         return e
