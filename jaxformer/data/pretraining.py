@@ -17,7 +17,9 @@ ends), so an in-order pair always exists and NSP is 50/50; documents with one se
 
 Masking is static (masks drawn once, `dupe_factor` differently-segmented and -masked copies,
 the same every epoch: BERT) or dynamic (a fresh mask each time an example is read, seeded by
-grain from (seed, epoch, index): RoBERTa). Both are reproducible from the seed.
+grain from (seed, epoch, index): RoBERTa). Both are reproducible from the seed. With "device"
+the rows stay unmasked (no mlm_* keys; `word_starts` added for whole-word masking) and the
+train step draws the masks (`jaxformer.objectives.masking`).
 """
 
 from __future__ import annotations
@@ -246,12 +248,14 @@ def pretraining_dataset(
     """A grain MapDataset of fixed-shape numpy examples, shuffled per epoch.
 
     masking="static": masks drawn once (seeded) and repeated every epoch; "dynamic": drawn
-    afresh each read. num_epochs=None repeats forever. With pack=True, rows hold several
-    instances (see `packing.pack_examples`); the packing plan is fixed, masks follow `masking`.
+    afresh each read; "device": none drawn, rows of ids only (plus `word_starts` [L] bool when
+    config.masking.whole_word) for the train step to mask. num_epochs=None repeats forever.
+    With pack=True, rows hold several instances (see `packing.pack_examples`); the packing
+    plan is fixed, masks follow `masking`.
     """
-    if masking not in ("static", "dynamic"):
-        raise ValueError(f"masking must be 'static' or 'dynamic', got {masking!r}")
-    masker = Masker(tokenizer, config.masking)
+    if masking not in ("static", "dynamic", "device"):
+        raise ValueError(f"masking must be 'static', 'dynamic' or 'device', got {masking!r}")
+    masker = None if masking == "device" else Masker(tokenizer, config.masking)
     instances = list(instances)
     if masking == "static":
         instances = [
@@ -266,7 +270,9 @@ def pretraining_dataset(
             max_segments=max_segments,
             max_predictions=packed_max_predictions or packing.default_packed_predictions(config),
         )
-        if masker is None:  # static: the masks, hence the counts, are known
+        if masking == "device":  # the step draws at most the row's slots
+            bound = None
+        elif masker is None:  # static: the masks, hence the counts, are known
             bound = [int(x["mlm_weights"].sum()) for x in instances]
         else:
             bound = [
@@ -284,4 +290,6 @@ def pretraining_dataset(
             ds = ds.map(lambda x: pad_example(x, config.max_seq_len, tokenizer.pad_id))
         else:
             ds = ds.random_map(_MaskAndPad(masker, config.max_seq_len, tokenizer.pad_id))
+    if masking == "device" and config.masking.whole_word:
+        ds = ds.map(lambda x: dict(x, word_starts=tokenizer.word_starts(x["input_ids"])))
     return ds.repeat(num_epochs)

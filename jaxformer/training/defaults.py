@@ -25,7 +25,8 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.data.max_predictions = 20  # masked positions scored per example
     c.data.mlm_probability = 0.15
     c.data.whole_word = False
-    c.data.masking = "dynamic"  # dynamic (RoBERTa) | static (BERT)
+    # dynamic (RoBERTa: host, each read) | static (BERT: host, once) | device (in the step)
+    c.data.masking = "dynamic"
     c.data.short_seq_prob = 0.1
     c.data.dupe_factor = 1
     c.data.label_smoothing = 0.0

@@ -238,6 +238,8 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
         if eval_batches
         else None
     )
+    # Eval batches may carry keys train batches lack (host masks under device masking).
+    eval_sh = sh.batch_shardings(mesh, eval_batches[0]) if eval_batches else None
 
     # A resumed run replays the steps after its checkpoint: their old rows go.
     writer = observe.MetricWriter(
@@ -284,7 +286,7 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     def run_eval(at_step) -> dict:
         if not eval_fn:
             return {}
-        e = evaluate(eval_fn, state.params, eval_batches, batch_sh)
+        e = evaluate(eval_fn, state.params, eval_batches, eval_sh)
         e = {f"eval_{k}": v for k, v in e.items()}
         writer.write(at_step, e)
         return e

@@ -2,6 +2,9 @@
 
 `train_step(state, batch) -> (state, metrics)`:
   * the dropout key is `fold_in(state.rng, state.step)`, so a resumed run draws the same keys;
+  * `task.device_batch(batch, key)` first completes the whole global batch on the device
+    (e.g. draws MLM masks), with a key of its own stream (`DEVICE_BATCH_STREAM`): the same
+    for any `grad_accum_steps`, and the same after a resume;
   * the batch is split into `grad_accum_steps` micro-batches summed by `lax.scan` inside the
     compiled step; each micro-batch loss is normalised by the whole batch's totals
     (`task.normalizers`), so accumulation equals one step on the full batch;
@@ -22,6 +25,11 @@ from jaxformer.training import sharding as sh
 from jaxformer.training.state import TrainState, replicated
 
 
+# Folded into the step key for `task.device_batch`: a stream apart from the dropout keys
+# (those are the step key itself and its folds by micro-batch index 0, 1, ...).
+DEVICE_BATCH_STREAM = 0x6D61736B
+
+
 def _split_micro(batch, n: int):
     """[B, ...] -> [n, B/n, ...] with micro-batch i = rows i, i+n, ...: each device keeps its
     own rows (the batch dim is sharded in contiguous blocks), so no data moves."""
@@ -40,6 +48,7 @@ def make_train_step(
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
+        batch = task.device_batch(batch, jax.random.fold_in(rng, DEVICE_BATCH_STREAM))
         norms = task.normalizers(batch)
 
         def loss_fn(params, micro, key):
@@ -107,9 +116,12 @@ def make_train_step(
 
 
 def make_eval_step(task):
-    """`(params, batch) -> metrics` with dropout off."""
+    """`(params, batch) -> metrics` with dropout off. Eval batches come complete from the
+    host (masked once, the same every eval), so `device_batch` passes them through; a fixed
+    key keeps any it does complete the same every eval."""
 
     def eval_step(params, batch):
+        batch = task.device_batch(batch, jax.random.PRNGKey(DEVICE_BATCH_STREAM))
         norms = task.normalizers(batch)
         loss, metrics = task.loss_fn(
             params, batch, jax.random.PRNGKey(0), norms, deterministic=True

@@ -5,6 +5,7 @@ steps, checkpoints, logging). `config.task` names a task in `TASKS` or any impor
 `"package.module:Class"`, so a recipe adds a task without touching this file.
 
 Interface (see `Task`): `init_params(rng)` (boxed, with logical axis names),
+`device_batch(batch, rng)` (the batch completed inside the step, e.g. MLM masks),
 `normalizers(batch)`, `loss_fn(params, batch, rng, norms, deterministic)`,
 `train_iterator(...)` (with `get_state()` / `set_state()`), `eval_batches(...)`,
 `flops_per_token()`, and `finish(params, workdir)` for an end-of-run demo.
@@ -45,6 +46,13 @@ class Task:
         return self.model.init({"params": p, "dropout": d}, **self.init_inputs())["params"]
 
     # -- loss ----------------------------------------------------------------------------
+    def device_batch(self, batch, rng):
+        """The batch the loss reads, built inside the compiled step from the whole global
+        batch (before `normalizers` and the micro-batch split) with a key of its own per
+        step (e.g. MLM masks drawn on the device). Must be jittable with static shapes, and
+        must return complete batches (eval batches) unchanged."""
+        return batch
+
     def normalizers(self, batch) -> dict:
         """Whole-batch denominators, computed before the batch is split into micro-batches."""
         return {}
@@ -91,6 +99,19 @@ class _IdTokenizer:
         return np.ones(np.shape(ids), bool)
 
 
+MASKING = ("static", "dynamic", "device")
+
+
+def check_masking(config) -> None:
+    """A clear error for an unknown `data.masking`."""
+    m = config.data.masking
+    if m not in MASKING:
+        raise ValueError(
+            f"unknown data.masking {m!r}; use 'static' (BERT: drawn once on the host), "
+            "'dynamic' (RoBERTa: drawn on the host each read) or 'device' (drawn in the step)."
+        )
+
+
 def synthetic_instances(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[dict]:
     """Learnable token sequences: [CLS] a, a+d, a+2d, ... (mod the non-special vocab) [SEP];
     a masked token is predictable from its neighbours."""
@@ -112,12 +133,15 @@ class PretrainTask(Task):
     `model.vocab_size` is trained once and saved in the workdir), "text:GLOB" (local files),
     or "synthetic" (generated sequences, no tokenizer: for tests). Examples come from
     `jaxformer.data.pretraining` with dynamic or static masking and are fed by
-    `jaxformer.data.feeding.DataIterator`.
+    `jaxformer.data.feeding.DataIterator`. With `data.masking="device"` the host ships
+    unmasked ids (and `word_starts` for whole-word masking) and `device_batch` draws the
+    masks in the step (`jaxformer.objectives.masking`); eval batches stay masked on the host.
     """
 
     def __init__(self, config, workdir: str):
         super().__init__(config, workdir)
         d = config.data
+        check_masking(config)
         self.seq_len = d.seq_len
         self.objective = d.objective
         model_cfg = dict(config.model)
@@ -208,14 +232,12 @@ class PretrainTask(Task):
             seed=seed,
             num_epochs=epochs,
         )
-        keys = (
-            "input_ids",
-            "attention_mask",
-            "token_type_ids",
-            "mlm_positions",
-            "mlm_ids",
-            "mlm_weights",
-        ) + (("pair_label",) if self.objective != "none" else ())
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        if masking == "device":
+            keys += ("word_starts",) if self.config.data.whole_word else ()
+        else:
+            keys += ("mlm_positions", "mlm_ids", "mlm_weights")
+        keys += ("pair_label",) if self.objective != "none" else ()
         ds = ds.map(lambda x: {k: np.asarray(x[k]) for k in keys})
         return batch_dataset(
             shard_for_process(ds, pi, pc), batch_size // pc, drop_remainder=drop_remainder
@@ -247,6 +269,42 @@ class PretrainTask(Task):
         return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
 
     # -- loss ----------------------------------------------------------------------------
+    def device_batch(self, batch, rng):
+        """With data.masking="device", draws the MLM masks of a batch of unmasked ids (keys
+        as `_dataset` ships them); a batch that carries `mlm_positions` passes unchanged."""
+        if self.config.data.masking != "device" or "mlm_positions" in batch:
+            return batch
+        from jaxformer.data import packing
+        from jaxformer.objectives.masking import device_mask
+
+        d, tok, pcfg = self.config.data, self.tokenizer, self._pretraining_config()
+        if d.whole_word and "word_starts" not in batch:
+            raise ValueError(
+                "data.whole_word=True with data.masking='device' needs word_starts in the "
+                "batch; the data source does not provide them."
+            )
+        batch = dict(batch)
+        starts = batch.pop("word_starts", None)
+        slots = (
+            packing.default_packed_predictions(pcfg)
+            if "segment_ids" in batch
+            else d.max_predictions
+        )
+        batch.update(
+            device_mask(
+                rng,
+                batch["input_ids"],
+                special_ids=tok.special_ids,
+                mask_id=tok.mask_id,
+                vocab_size=tok.vocab_size,
+                config=pcfg.masking,
+                attention_mask=batch.get("attention_mask"),
+                word_starts=starts if d.whole_word else None,
+                max_predictions=slots,
+            )
+        )
+        return batch
+
     def normalizers(self, batch):
         norms = {"mlm": jnp.maximum(batch["mlm_weights"].astype(jnp.float32).sum(), 1.0)}
         if self.objective != "none":
