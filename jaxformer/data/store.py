@@ -47,6 +47,8 @@ __all__ = [
     "Store",
     "PairStore",
     "open_store",
+    "store_for_source",
+    "tokenizer_sha",
 ]
 
 FORMAT_VERSION = 1
@@ -345,9 +347,10 @@ def _shard_ok(out: str, k: int, record: dict) -> bool:
 _WORKER_TOKENIZER = None
 
 
-def _init_worker(tok_dir: str) -> None:
+def _init_worker(tok_dir: str, one_thread: bool = True) -> None:
     global _WORKER_TOKENIZER
-    os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already
+    if one_thread:
+        os.environ["RAYON_NUM_THREADS"] = "1"  # one process per core already
     from jaxformer.data.tokenizers import load_tokenizer
 
     _WORKER_TOKENIZER = load_tokenizer(tok_dir)
@@ -426,7 +429,8 @@ def _sample(units, opts, sample_bytes: int) -> list[str]:
     return out
 
 
-def _tokenizer_sha(tok_dir: str) -> str:
+def tokenizer_sha(tok_dir: str) -> str:
+    """SHA-256 of a tokenizer directory's tokenizer.json (the store's tokenizer fingerprint)."""
     with open(os.path.join(tok_dir, "tokenizer.json"), "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -441,7 +445,7 @@ def _store_tokenizer(out, units, opts, tokenizer, family, vocab_size, sample_byt
         shutil.rmtree(tmp, ignore_errors=True)
         tok.save(tmp)
         if os.path.exists(tok_dir):
-            if _tokenizer_sha(tmp) == _tokenizer_sha(tok_dir):
+            if tokenizer_sha(tmp) == tokenizer_sha(tok_dir):
                 shutil.rmtree(tmp)
                 return tok_dir
             if resume:
@@ -533,7 +537,7 @@ def prepare(
     tok = load_tokenizer(tok_dir)
     signature = {
         "format_version": FORMAT_VERSION,
-        "tokenizer_sha256": _tokenizer_sha(tok_dir),
+        "tokenizer_sha256": tokenizer_sha(tok_dir),
         **{k: v for k, v in dataclasses.asdict(opts).items() if k != "data_dir"},
     }
     jobs = [(k, u, opts, output, signature, resume) for k, u in enumerate(units)]
@@ -580,7 +584,7 @@ def _run_jobs(jobs, workers, tok_dir, progress) -> list[dict]:
             bar.update(record["unit"]["end"] - record["unit"]["start"])
 
     if workers == 1:
-        _init_worker(tok_dir)
+        _init_worker(tok_dir, one_thread=False)
         for job in jobs:
             done(_do_unit(job))
     else:
@@ -745,6 +749,73 @@ class PairStore(_Shards):
 def open_store(path: str, *, verify: bool = True) -> Store:
     """`Store(path)`: a pretraining store, checked (see `Store`)."""
     return Store(path, verify=verify)
+
+
+# ---- data.source -> store --------------------------------------------------------------
+def _cache_dir(cache_dir: str | None) -> str:
+    return cache_dir or os.environ.get(
+        "JAXFORMER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxformer")
+    )
+
+
+def store_for_source(
+    source: str,
+    *,
+    family: str,
+    vocab_size: int,
+    tokenizer: str | None = None,
+    cache_dir: str | None = None,
+) -> str:
+    """The store directory for a `data.source`: "store:DIR" is DIR; "default_corpus" and
+    "text:GLOB" are prepared once (with `tokenizer`, else one of `family` / `vocab_size`
+    trained on them) into `$JAXFORMER_CACHE/stores/`, keyed by the inputs (paths, sizes,
+    modification times) and options, and reused after that."""
+    if source.startswith("store:"):
+        return source[len("store:") :]
+    cache = os.path.join(_cache_dir(cache_dir), "stores")
+    if source == "default_corpus":
+        from jaxformer.data.corpus import default_corpus
+
+        version = ".".join(str(v) for v in sys.version_info[:3])
+        name, inputs = "default_corpus", [os.path.join(cache, f"default_corpus-py{version}.txt")]
+        if not os.path.exists(inputs[0]):
+            os.makedirs(cache, exist_ok=True)
+            tmp = f"{inputs[0]}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("\n\n".join(default_corpus()) + "\n")
+            os.replace(tmp, inputs[0])
+        key = [version]
+    elif source.startswith("text:"):
+        name, inputs = "text", _expand([source[len("text:") :]])
+        key = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in inputs]
+    else:
+        raise ValueError(
+            f"unknown data.source {source!r}; use 'store:DIR' (see `jaxformer prepare`), "
+            "'default_corpus', 'text:GLOB' or 'synthetic'"
+        )
+    tok_sha = tokenizer_sha(tokenizer) if tokenizer else None
+    digest = hashlib.sha256(
+        json.dumps([FORMAT_VERSION, key, family, vocab_size, tok_sha]).encode()
+    ).hexdigest()[:16]
+    out = os.path.join(cache, f"{name}-{digest}")
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        return out
+    tmp = f"{out}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    logging.info("preparing %s into the store %s (once)", source, out)
+    prepare(
+        inputs,
+        tmp,
+        tokenizer=tokenizer,
+        tokenizer_family=family,
+        vocab_size=vocab_size,
+        progress=False,
+    )
+    try:
+        os.rename(tmp, out)  # atomic; another process may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 # ---- the `jaxformer prepare` command ----------------------------------------------------

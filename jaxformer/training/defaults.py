@@ -15,14 +15,14 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(model)  # the model config's fields, all overridable
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "default_corpus"  # default_corpus | text:GLOB | synthetic
+    c.data.source = "default_corpus"  # store:DIR | default_corpus | text:GLOB | synthetic
     c.data.tokenizer_family = "bert"  # bert (WordPiece) | roberta (byte BPE) | albert (Unigram)
     c.data.objective = "none"  # none (MLM only) | nsp (BERT) | sop (ALBERT)
     c.data.seq_len = 128  # tokens per example
     c.data.max_predictions = 20  # masked positions scored per example
     c.data.mlm_probability = 0.15
     c.data.whole_word = False
-    c.data.masking = "dynamic"  # dynamic (RoBERTa) | static (BERT)
+    c.data.masking = "dynamic"  # dynamic (RoBERTa) | static (BERT) | device (in the step)
     c.data.short_seq_prob = 0.1
     c.data.dupe_factor = 1
     c.data.label_smoothing = 0.0
