@@ -187,6 +187,13 @@ class StoreExamples:
         if masking != "device":
             m = dataclasses.replace(config.masking, max_predictions=self.max_predictions)
             self.masker = Masker(tokenizer, m)
+        # The tokenizer's layout of specials around A (and B), read once from build_inputs.
+        ids, types = tokenizer.build_inputs([-1], [-2] if self.pair else None)
+        ids, types = np.asarray(ids, np.int32), np.asarray(types, np.int32)
+        cut = [int(np.flatnonzero(ids == m)[0]) for m in ((-1, -2) if self.pair else (-1,))]
+        self._pieces = np.split(ids, cut)
+        self._piece_types = np.split(types, cut)
+        self._body_types = [int(types[c]) for c in cut]
 
     def __len__(self) -> int:
         """Examples (rows) per epoch."""
@@ -216,7 +223,17 @@ class StoreExamples:
     def _span(self, k: int, s0: int, s1: int):
         off = self.store.sentences[k]
         a, b = int(off[s0]), int(off[s1])
-        return np.asarray(self.store.tokens[k][a:b], np.int32), np.asarray(off[s0:s1] - a)
+        return self.store.tokens[k][a:b].astype(np.int32), off[s0:s1] - a
+
+    def _inputs(self, *bodies):
+        """(ids, types) of A (and B) with the tokenizer's specials (`build_inputs` layout)."""
+        p, t = self._pieces, self._piece_types
+        ids = [p[0]]
+        types = [t[0]]
+        for k, body in enumerate(bodies):
+            ids += [body, p[k + 1][1:]]
+            types += [np.full(len(body), self._body_types[k], np.int32), t[k + 1][1:]]
+        return np.concatenate(ids), np.concatenate(types)
 
     def _target(self, r: _Rand, room: int) -> int:
         t = self.max_tokens
@@ -255,14 +272,13 @@ class StoreExamples:
         if self.cfg.objective == "sop" and r.random() < 0.5:
             a, b, sa, sb, label = b, a, sb, sa, 1
         a, sa, b, sb = self._truncate(a, sa, b, sb, r, room)
-        ids, types = self.tok.build_inputs(a, b)
+        ids, types = self._inputs(a, b)
         starts = None
         if self.masking == "device":
             starts = np.zeros(len(ids), bool)
             starts[1 + sa] = True
             starts[len(ids) - 1 - len(b) + sb] = True
-        seg = _Segment(np.asarray(ids, np.int32), np.asarray(types, np.int32), starts, label)
-        return seg, end
+        return _Segment(ids, types, starts, label), end
 
     def _random_continuation(self, k: int, s: int, b_target: int, r: _Rand):
         """B for a "not next" pair: sentences from a random point of another document."""
@@ -316,7 +332,7 @@ class StoreExamples:
                 break
             end -= 1
         if end <= s:  # one sentence longer than the row: cut it
-            ids = np.asarray(self.store.tokens[k][off[s] : off[s] + target], np.int32)
+            ids = self.store.tokens[k][off[s] : off[s] + target].astype(np.int32)
             starts, end = np.array([0]), s + 1
         else:
             ids, starts = self._span(k, s, end)
@@ -324,12 +340,12 @@ class StoreExamples:
             ids = np.insert(ids, at, self.tok.sep_id)
             starts = starts + np.searchsorted(at, starts, "right")  # shifted by the seps
             starts = np.union1d(starts, at + np.arange(len(at)))
-        ids, types = self.tok.build_inputs(ids)
+        ids, types = self._inputs(ids)
         marks = None
         if self.masking == "device":
             marks = np.zeros(len(ids), bool)
             marks[1 + starts] = True
-        return _Segment(np.asarray(ids, np.int32), np.asarray(types, np.int32), marks, None), end
+        return _Segment(ids, types, marks, None), end
 
     # ---- rows -------------------------------------------------------------------------
     def segments(self, index: int) -> list[_Segment]:

@@ -682,7 +682,9 @@ class _Shards:
                 if verify and _file_sum(f) != want:
                     raise StoreError(f"store shard {f} fails its CRC-32 check (corrupted); {fix}")
                 try:
-                    arrays[name] = np.load(f, mmap_mode="r")
+                    # A plain ndarray view of the map: np.memmap's subclass hooks cost
+                    # more than the reads themselves on small slices.
+                    arrays[name] = np.load(f, mmap_mode="r").view(np.ndarray)
                 except ValueError as e:
                     raise StoreError(f"store shard {f} cannot be read ({e}); {fix}") from e
             self.arrays.append(arrays)
