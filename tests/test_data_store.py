@@ -453,3 +453,21 @@ def test_task_reads_the_store_and_checks_it(built, tmp_path):
     assert os.path.exists(tmp_path / "w1" / "tokenizer" / "tokenizer.json")
     with pytest.raises(ValueError, match=rf"{tok.vocab_size} ids but model.vocab_size=100"):
         _task(store.path, tmp_path / "w2", vocab_size=100)._load_data()
+
+
+def test_prepare_command(built, tmp_path, capsys):
+    from jaxformer.cli import main
+
+    d, store, _ = built
+    tok = os.path.join(store.path, "tokenizer")
+    out = str(tmp_path / "s")
+    args = ["prepare", "--input", str(d / "a.txt"), "--output", out, "--no-progress"]
+    assert main(args + ["--tokenizer", tok, "--workers", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["documents"] == Store(out).num_documents > 0
+    assert main(args + ["--tokenizer", tok]) == 2
+    assert "already holds a prepared store: pass --resume" in capsys.readouterr().err
+    assert main(["prepare", "--input", str(d / "a.txt"), "--output", str(tmp_path / "t")]) == 2
+    assert "give --tokenizer DIR, or --tokenizer-family and --vocab-size" in capsys.readouterr().err
+    assert main(args[:-1] + ["--format", "csv", "--tokenizer", tok, "--resume"]) == 2
+    assert "--format must be text, jsonl or tfds:NAME" in capsys.readouterr().err
