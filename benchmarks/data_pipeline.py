@@ -1,77 +1,177 @@
-"""Input-pipeline throughput: pretraining examples with dynamic masking and packing.
+"""Input-pipeline figures: store preparation, the lazy store reader, and train.py on a store.
 
-  python benchmarks/data_pipeline.py [--seq 128] [--batch 32] [--batches 200]
+  python benchmarks/data_pipeline.py prepare --mb 20 300 [--workdir /tmp/jf-bench]
+  python benchmarks/data_pipeline.py read    --store DIR [--seq 128 --batch 32 --batches 100]
+  python benchmarks/data_pipeline.py train   --store DIR [--steps 3]
 
-Builds the default corpus (cached), trains a WordPiece tokenizer, creates instances, then
-times `DataIterator` over batches (dynamic masking, with and without packing, with the
-background prefetch thread). Prints examples/s (packed rows count their segments) and
-real tokens/s, plus the padding fraction with and without packing.
+prepare: generates a corpus of N MB (deterministic: sentences of the embedded corpus
+recombined into new documents with a seeded generator), runs `jaxformer prepare` on it
+(training a 30k WordPiece tokenizer on the bounded sample) and prints MB/s and the peak RSS
+of the whole process tree (sampled every 0.2 s from /proc with psutil).
+read: tokens/s of `store_batches` (packed, device masking: the host ships ids only), one
+process, with and without host masking for comparison.
+train: wall time to step N and peak RSS of the process tree of
+`train.py --config configs/bert_tiny_pretrain.py --config.data.source=store:DIR`.
 """
 
 import argparse
+import os
+import random
+import subprocess
+import sys
+import threading
 import time
 
-from jaxformer.data import (
-    DataIterator,
-    PretrainingConfig,
-    batch_dataset,
-    create_instances,
-    default_corpus,
-    padding_fraction,
-    pretraining_dataset,
-    train_tokenizer,
-)
-from jaxformer.data.packing import Packer, default_packed_predictions
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def generate_corpus(path: str, size_bytes: int, seed: int = 0) -> None:
+    """BERT-format text (one sentence per line, blank line between documents) of at least
+    `size_bytes`: each document 3-40 sentences drawn at random from the embedded corpus."""
+    from jaxformer.data import default_corpus, split_sentences
+
+    sentences = [s for d in default_corpus() for s in split_sentences(d) if len(s) > 20]
+    rng = random.Random(seed)
+    written = 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < size_bytes:
+            doc = "\n".join(rng.choice(sentences) for _ in range(rng.randint(3, 40))) + "\n\n"
+            f.write(doc)
+            written += len(doc.encode("utf-8"))
+
+
+class PeakRSS:
+    """Peak resident memory of a process and all its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            try:
+                for p in [self.proc] + self.proc.children(recursive=True):
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                break
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _run_tree(cmd, env=None) -> tuple[float, int, str]:
+    t = time.perf_counter()
+    p = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    rss = PeakRSS(p.pid)
+    out, _ = p.communicate()
+    peak = rss.stop()
+    if p.returncode:
+        raise SystemExit(f"{cmd} failed:\n{out[-3000:]}")
+    return time.perf_counter() - t, peak, out
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def cmd_prepare(args):
+    os.makedirs(args.workdir, exist_ok=True)
+    for mb in args.mb:
+        corpus = os.path.join(args.workdir, f"corpus-{mb}mb.txt")
+        if not os.path.exists(corpus):
+            generate_corpus(corpus, mb << 20)
+        store = os.path.join(args.workdir, f"store-{mb}mb")
+        subprocess.run(["rm", "-rf", store], check=True)
+        cmd = [sys.executable, "-m", "jaxformer.cli", "prepare", "--input", corpus]
+        cmd += ["--output", store, "--tokenizer-family", "bert", "--vocab-size", "30522"]
+        cmd += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
+        dt, peak, out = _run_tree(cmd, _env())
+        size = os.path.getsize(corpus) / 2**20
+        print(
+            f"prepare {size:7.1f} MB: {dt:7.1f} s, {size / dt:6.2f} MB/s, peak RSS "
+            f"{peak / 2**30:.2f} GiB (process tree); {out.strip().splitlines()[-1]}",
+            flush=True,
+        )
+
+
+def cmd_read(args):
+    from jaxformer.data import DataIterator, MaskingConfig, PretrainingConfig
+    from jaxformer.data.lazy import StoreExamples, store_batches
+    from jaxformer.data.store import Store
+
+    store = Store(args.store, verify=False)
+    tok = store.tokenizer()
+    cfg = PretrainingConfig(max_seq_len=args.seq, objective=args.objective, masking=MaskingConfig())
+    for masking, pack in (("device", True), ("device", False), ("dynamic", True)):
+        ex = StoreExamples(store, tok, cfg, masking=masking, pack=pack)
+        it = DataIterator(store_batches(ex, args.batch), prefetch=4)
+        next(it)
+        tokens, t = 0, time.perf_counter()
+        for _ in range(args.batches):
+            tokens += int(next(it)["attention_mask"].sum())
+        dt = time.perf_counter() - t
+        it.close()
+        print(
+            f"read {args.objective} masking={masking:7s} packed={pack!s:5s}: "
+            f"{tokens / dt:10.0f} tokens/s ({args.batches} batches of {args.batch} x {args.seq})",
+            flush=True,
+        )
+
+
+def cmd_train(args):
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="jf-bench-train-")
+    cmd = [sys.executable, "train.py", "--config", "configs/bert_tiny_pretrain.py"]
+    cmd += [f"--config.data.source=store:{args.store}", f"--config.stop_after_steps={args.steps}"]
+    cmd += ["--config.model.vocab_size=30522", "--config.log.progress=False"]
+    cmd += ["--config.log.eval_every_steps=0", "--config.checkpoint.best_metric="]
+    cmd += ["--config.log.plot=False", "--workdir", work]
+    env = dict(_env(), JAX_PLATFORMS="cpu")
+    dt, peak, _ = _run_tree(cmd, env)
+    print(
+        f"train.py to step {args.steps} on {args.store}: {dt:.1f} s, peak RSS "
+        f"{peak / 2**30:.2f} GiB (process tree)",
+        flush=True,
+    )
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--batches", type=int, default=200)
-    ap.add_argument("--objective", default="nsp")
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--mb", type=int, nargs="+", default=[20, 300])
+    p.add_argument("--workdir", default="/tmp/jf-bench")
+    p.add_argument("--workers", type=int, default=None)
+    r = sub.add_parser("read")
+    r.add_argument("--store", required=True)
+    r.add_argument("--seq", type=int, default=128)
+    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--batches", type=int, default=100)
+    r.add_argument("--objective", default="nsp")
+    t = sub.add_parser("train")
+    t.add_argument("--store", required=True)
+    t.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    docs = default_corpus()
-    tok = train_tokenizer(docs, "bert", vocab_size=8000)
-    t1 = time.perf_counter()
-    cfg = PretrainingConfig(max_seq_len=args.seq, objective=args.objective)
-    insts, stats = create_instances(docs, tok, cfg, seed=0)
-    t2 = time.perf_counter()
-    print(
-        f"corpus+tokenizer {t1 - t0:.1f}s; {len(insts)} instances from {len(docs)} documents "
-        f"in {t2 - t1:.1f}s ({len(insts) / (t2 - t1):.0f} instances/s); skipped: "
-        f"{ {k: v for k, v in stats.items() if k != 'instances'} }"
-    )
-    lengths = [len(x["input_ids"]) for x in insts]
-    for pack in (False, True):
-        t = time.perf_counter()
-        ds = pretraining_dataset(
-            insts, tok, cfg, masking="dynamic", seed=0, num_epochs=None, pack=pack
-        )
-        plan_s = time.perf_counter() - t
-        it = DataIterator(batch_dataset(ds, args.batch), prefetch=4)
-        next(it)  # warm the thread
-        examples = tokens = 0
-        t = time.perf_counter()
-        for _ in range(args.batches):
-            b = next(it)
-            tokens += int(b["attention_mask"].sum())
-            examples += int(b["segment_ids"].max(1).sum()) if pack else len(b["input_ids"])
-        dt = time.perf_counter() - t
-        it.close()
-        name = "packed  " if pack else "unpacked"
-        print(
-            f"{name}: {examples / dt:8.0f} examples/s  {tokens / dt:10.0f} tokens/s  "
-            f"({args.batches} batches of {args.batch} x {args.seq}; setup {plan_s:.2f}s)"
-        )
-    packer = Packer(args.seq, tok.pad_id, max_predictions=default_packed_predictions(cfg))
-    bound = [packer.prediction_bound(n, cfg.masking) for n in lengths]
-    n_rows = len(packer.plan(lengths, bound))
-    print(
-        f"padding fraction: unpacked {padding_fraction(lengths, args.seq):.3f}, packed "
-        f"{padding_fraction(lengths, args.seq, n_rows):.3f} ({len(lengths)} -> {n_rows} rows)"
-    )
+    np.set_printoptions(precision=3)
+    {"prepare": cmd_prepare, "read": cmd_read, "train": cmd_train}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `jaxformer` command line: one sub-command per inference pipeline.
+"""The `jaxformer` command line: one sub-command per inference pipeline, and `prepare`.
 
     jaxformer fill-mask --model DIR "Paris is the [MASK] of France."
     jaxformer classify  --model DIR "great film" --pair "loved it"
@@ -8,6 +8,8 @@
     jaxformer similar   --model DIR --query "cats" "dogs purr" "stocks fell"
     jaxformer summarize --model DIR --sentences 3 < article.txt
     jaxformer translate --model DIR --beam 4 "Guten Morgen."
+    jaxformer prepare   --input "corpus/*.txt" --output store --tokenizer-family bert \
+                        --vocab-size 30522          (a pretraining store: docs/data.md)
 
 Texts come from the arguments, else one per line of stdin (summarize and answer's context
 read all of stdin as one text). Output is a table, or JSON with --json. Bad input exits
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         if task == "translate":
             s.add_argument("--beam", type=int, default=4)
             s.add_argument("--max-length", type=int, default=64)
+    from jaxformer.data.store import add_prepare_parser
+
+    add_prepare_parser(sub)
     return p
 
 
@@ -227,6 +232,10 @@ def _run(args) -> tuple[object, str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `jaxformer` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.task == "prepare":
+        from jaxformer.data.store import prepare_main
+
+        return prepare_main(args)
     from jaxformer.convert.huggingface import ModelFileError
     from jaxformer.inference.pipelines import PipelineError
     from jaxformer.models.configs import ConfigError

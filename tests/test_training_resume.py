@@ -1,7 +1,8 @@
 """Exact resume: runs stopped at step 20 (normal stop, SIGTERM, Ctrl-C, SIGKILL after the
 step-20 checkpoint) and restarted reach step 40 with the same per-step losses as an
 uninterrupted run and one metrics row per step; a second Ctrl-C aborts; a corrupted checkpoint
-is one line naming it (no traceback) and the previous good one is used."""
+is one line naming it (no traceback) and the previous good one is used. Both on synthetic
+data and on a prepared store (`store:DIR`, lazy examples, dynamic masking)."""
 
 import json
 import os
@@ -18,6 +19,21 @@ ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(HERE, "training_tiny_config.py")
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["synthetic", "store"])
+def source_args(request, tmp_path_factory):
+    """Extra train.py arguments selecting the data source."""
+    if request.param == "synthetic":
+        return []
+    from jaxformer.data import corpus
+    from jaxformer.data.store import prepare
+
+    d = tmp_path_factory.mktemp("resume-store")
+    docs = corpus.stdlib_docstring_documents(150_000)
+    (d / "c.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    prepare(str(d / "c.txt"), str(d / "s"), vocab_size=600, progress=False)
+    return [f"--config.data.source=store:{d / 's'}", "--config.model.vocab_size=600"]
 
 
 def _cmd(workdir, *extra):
@@ -108,14 +124,18 @@ def _logged_step(workdir):
         return 0
 
 
-def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
+def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path, source_args):
     full, stop, term, kill, intr = (tmp_path / n for n in ("full", "stop", "term", "kill", "int"))
+
+    def run(workdir, *extra, delay=0.0):
+        return _start(workdir, *source_args, *extra, delay=delay)
+
     # Phase 1, concurrently: the reference run, a run halted at 20, and three slowed runs.
-    p_full = _start(full)
-    p_stop = _start(stop, "--config.stop_after_steps=20")
-    p_term = _start(term, delay=0.25)
-    p_kill = _start(kill, delay=0.25)
-    p_int = _start(intr, delay=0.25)
+    p_full = run(full)
+    p_stop = run(stop, "--config.stop_after_steps=20")
+    p_term = run(term, delay=0.25)
+    p_kill = run(kill, delay=0.25)
+    p_int = run(intr, delay=0.25)
 
     _wait_for(lambda: _logged_step(term) >= 12, p_term)
     p_term.send_signal(signal.SIGTERM)
@@ -146,7 +166,7 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
     assert _steps(stop)[-1] == 20 and max(_losses(stop)) == 20
 
     # Phase 2: restart all four to step 40.
-    outs = [_finish(p) for p in [_start(stop), _start(term), _start(kill), _start(intr)]]
+    outs = [_finish(p) for p in [run(stop), run(term), run(kill), run(intr)]]
     assert "resumed from step 20" in outs[0]
     assert f"resumed from step {term_step}" in outs[1]
     assert "resumed from step 20" in outs[2] or "resumed from step 30" in outs[2]
@@ -176,7 +196,7 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path):
             if name.startswith("manifest") and os.path.getsize(path) > 0:
                 with open(path, "r+b") as f:
                     f.write(b"\x00garbage" * 8)
-    out = _finish(_start(full))
+    out = _finish(run(full))
     bad = [l for l in out.splitlines() if "corrupt" in l]
     where = os.path.join(full, "checkpoints", "40")
     assert len(bad) == 1 and f"checkpoint at step 40 ({where}) is corrupt" in bad[0], out

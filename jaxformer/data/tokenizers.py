@@ -280,8 +280,50 @@ def train_tokenizer(
             vocab_size=vocab_size, special_tokens=specials.as_list(), unk_token=specials.unk
         )
     hf = _build_pipeline(family, model, lowercase, strip_accents)
+    if family == "bert":
+        texts = list(texts)  # read twice: once for the alphabet, once to train
+        # HF numbers the `##` continuation characters in the order it meets them while
+        # walking a hash map of words, which changes from process to process; merge ties
+        # are then broken by those ids, so vocabularies differ run to run. Listing every
+        # `##c` up front (as specials, unmarked after training) fixes their ids.
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials.as_list() + _continuations(hf, texts),
+            continuing_subword_prefix="##",
+        )
     hf.train_from_iterator(texts, trainer=trainer)
-    return Tokenizer(hf, family)
+    return Tokenizer(_canonical(hf, family), family)
+
+
+def _continuations(hf: HFTokenizer, texts: Sequence[str]) -> list[str]:
+    """`##c` for every non-space character of the normalized texts, sorted."""
+    chars = set()
+    for t in texts:
+        chars.update(hf.normalizer.normalize_str(t) if hf.normalizer else t)
+    return ["##" + c for c in sorted(chars) if not c.isspace()]
+
+
+def _canonical(hf: HFTokenizer, family: str) -> HFTokenizer:
+    """The trained tokenizer in a form that is the same in every process: the `##c` helpers
+    are plain vocabulary, and Unigram scores (summed in a thread-dependent order, so they
+    differ in the last bits) are rounded to 1e-9 and the pieces sorted by (-score, piece).
+    The characters Unigram appends last, with made-up falling scores in hash-set order, get
+    those scores in character order instead."""
+    j = json.loads(hf.to_str())
+    keep = set(FAMILIES[family].as_list())
+    j["added_tokens"] = [t for t in j["added_tokens"] if t["content"] in keep]
+    if family == "albert":
+        vocab = [[p, round(s, 9)] for p, s in j["model"]["vocab"]]
+        n = len(keep)  # the specials stay first, at the ids they were given
+        tail = len(vocab)
+        while tail > n and len(vocab[tail - 1][0]) == 1:
+            tail -= 1
+        chars = sorted(p for p, _ in vocab[tail:])
+        scores = sorted((s for _, s in vocab[tail:]), reverse=True)
+        body = sorted(vocab[n:tail], key=lambda v: (-v[1], v[0]))
+        j["model"]["vocab"] = vocab[:n] + body + [[c, s] for c, s in zip(chars, scores)]
+    return HFTokenizer.from_str(json.dumps(j, ensure_ascii=False))
 
 
 # ---- loading ----------------------------------------------------------------------------

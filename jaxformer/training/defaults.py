@@ -15,9 +15,10 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(model)  # the model config's fields, all overridable
 
     c.data = ml_collections.ConfigDict()
-    # default_corpus | synthetic | text:GLOB: your own UTF-8 files (relative to the current
-    # directory), documents separated by blank lines, one sentence per line; the last
-    # eval_fraction of the documents are held out (docs/training.md)
+    # store:DIR (made by `jaxformer prepare`) | default_corpus | synthetic | text:GLOB: your
+    # own UTF-8 files (relative to the current directory), documents separated by blank lines,
+    # one sentence per line; default_corpus and text: are prepared into a cached store on
+    # first use. Held-out documents: eval_fraction of the store (docs/data.md)
     c.data.source = "default_corpus"
     c.data.tokenizer_family = "bert"  # bert (WordPiece) | roberta (byte BPE) | albert (Unigram)
     c.data.objective = "none"  # none (MLM only) | nsp (BERT) | sop (ALBERT)

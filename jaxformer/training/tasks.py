@@ -129,10 +129,11 @@ def synthetic_instances(n: int, seq_len: int, vocab_size: int, seed: int = 0) ->
 class PretrainTask(Task):
     """BERT-family pretraining: MLM, plus NSP/SOP when `data.objective` is nsp/sop.
 
-    Data: `data.source` = "default_corpus" (the embedded corpus; a tokenizer of
-    `model.vocab_size` is trained once and saved in the workdir), "text:GLOB" (local files),
-    or "synthetic" (generated sequences, no tokenizer: for tests). Examples come from
-    `jaxformer.data.pretraining` with dynamic or static masking and are fed by
+    Data: `data.source` = "store:DIR" (a store from `jaxformer prepare`), "default_corpus"
+    (the embedded corpus) or "text:GLOB" (local files; both prepared into a cached store on
+    first use, with a tokenizer of `model.vocab_size` trained on them), or "synthetic"
+    (generated sequences, no tokenizer: for tests). Examples are built lazily from the store
+    (`jaxformer.data.lazy`) with static, dynamic or device masking and fed by
     `jaxformer.data.feeding.DataIterator`. With `data.masking="device"` the host ships
     unmasked ids (and `word_starts` for whole-word masking) and `device_batch` draws the
     masks in the step (`jaxformer.objectives.masking`); eval batches stay masked on the host.
@@ -164,19 +165,6 @@ class PretrainTask(Task):
             self._load_data()
         return self._tokenizer
 
-    def _documents(self):
-        from jaxformer.data import default_corpus, read_text_files
-        from jaxformer.training.checks import data_path
-
-        src = self.config.data.source
-        if src == "default_corpus":
-            return list(default_corpus())
-        if src.startswith("text:"):
-            return list(read_text_files(data_path(src)))
-        raise ValueError(
-            f"unknown data.source {src!r}; use 'default_corpus', 'text:GLOB' or 'synthetic'."
-        )
-
     def _pretraining_config(self):
         from jaxformer.data import MaskingConfig, PretrainingConfig
 
@@ -194,7 +182,11 @@ class PretrainTask(Task):
         )
 
     def _load_data(self):
-        from jaxformer.data import create_instances, load_tokenizer, train_tokenizer
+        """Opens the store (preparing `default_corpus` / `text:GLOB` into one on first use)
+        and holds the last `eval_fraction` of its documents out for eval. The tokenizer is
+        the store's; a tokenizer already in the workdir (a resumed or continued run) must be
+        the one the store was prepared with."""
+        from jaxformer.data.store import Store, store_for_source, tokenizer_sha
 
         d, v = self.config.data, self.model_cfg.vocab_size
         if d.source == "synthetic":
@@ -204,69 +196,114 @@ class PretrainTask(Task):
             self._instances = synthetic_instances(d.synthetic_examples, d.seq_len, v, seed=1)
             self._eval_instances = synthetic_instances(64, d.seq_len, v, seed=2)
             return
-        docs = self._documents()
-        n_eval = max(1, int(len(docs) * d.eval_fraction))
-        train_docs, eval_docs = docs[:-n_eval], docs[-n_eval:]
         tok_dir = os.path.join(self.workdir, "tokenizer")
-        if os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
-            tok = load_tokenizer(tok_dir)
-        else:
-            tok = train_tokenizer(train_docs, d.tokenizer_family, vocab_size=v)
-            if jax.process_index() == 0:
-                tok.save(tok_dir)
+        given = tok_dir if os.path.exists(os.path.join(tok_dir, "tokenizer.json")) else None
+        path = store_for_source(d.source, family=d.tokenizer_family, vocab_size=v, tokenizer=given)
+        store = Store(path)
+        store_tok = os.path.join(path, "tokenizer")
+        if given is not None and tokenizer_sha(given) != tokenizer_sha(store_tok):
+            raise ValueError(
+                f"the store {path} was prepared with another tokenizer than the workdir's "
+                f"{given}: prepare the store with --tokenizer {given}, or use a new workdir."
+            )
+        tok = store.tokenizer()
         if tok.vocab_size > v:
-            raise ValueError(f"the tokenizer has {tok.vocab_size} ids but model.vocab_size={v}.")
-        self._tokenizer = tok
-        pcfg = self._pretraining_config()
-        self._instances, self.data_stats = create_instances(train_docs, tok, pcfg, seed=d.seed)
-        self._eval_instances, _ = create_instances(eval_docs, tok, pcfg, seed=d.seed + 1)
+            raise ValueError(
+                f"the store {path} has a tokenizer of {tok.vocab_size} ids but "
+                f"model.vocab_size={v}: set --config.model.vocab_size={tok.vocab_size} or "
+                "prepare the store with a smaller --vocab-size."
+            )
+        if given is None and jax.process_index() == 0:
+            tok.save(tok_dir)  # what fine-tuning and the exports read
+        n = store.num_documents
+        n_eval = max(2, int(n * d.eval_fraction))  # NSP draws from another held-out document
+        if n - n_eval < 2:
+            raise ValueError(
+                f"the store {path} holds {n} documents: too few to hold {n_eval} out for eval "
+                "and train on at least 2."
+            )
+        self._store, self._tokenizer = store, tok
+        self._train_docs, self._eval_docs = (0, n - n_eval), (n - n_eval, n)
 
-    def _dataset(self, instances, masking, seed, epochs, batch_size, pi, pc, drop_remainder=True):
-        from jaxformer.data import batch_dataset, pretraining_dataset, shard_for_process
+    def _examples(self, documents, masking, seed):
+        from jaxformer.data.lazy import StoreExamples
 
-        ds = pretraining_dataset(
-            instances,
+        return StoreExamples(
+            self._store,
             self.tokenizer,
             self._pretraining_config(),
-            masking=masking,
+            documents=documents,
             seed=seed,
-            num_epochs=epochs,
+            masking=masking,
         )
-        keys = ("input_ids", "attention_mask", "token_type_ids")
-        if masking == "device":
-            keys += ("word_starts",) if self.config.data.whole_word else ()
+
+    def _synthetic(self, instances, masking, seed, epochs, batch_size, pi, pc):
+        import grain
+
+        from jaxformer.data import batch_dataset, pad_example, pretraining_dataset
+        from jaxformer.data import shard_for_process
+
+        if masking == "device":  # unmasked rows: the train step masks
+            ds = grain.MapDataset.source(instances).seed(seed).shuffle()
+            ds = ds.map(lambda x: pad_example(x, self.seq_len, self.tokenizer.pad_id))
+            ds = ds.repeat(epochs)
         else:
-            keys += ("mlm_positions", "mlm_ids", "mlm_weights")
-        keys += ("pair_label",) if self.objective != "none" else ()
-        ds = ds.map(lambda x: {k: np.asarray(x[k]) for k in keys})
-        return batch_dataset(
-            shard_for_process(ds, pi, pc), batch_size // pc, drop_remainder=drop_remainder
-        )
+            ds = pretraining_dataset(
+                instances,
+                self.tokenizer,
+                self._pretraining_config(),
+                masking=masking,
+                seed=seed,
+                num_epochs=epochs,
+            )
+        return batch_dataset(shard_for_process(ds, pi, pc), batch_size // pc)
 
     def train_iterator(self, batch_size, process_index, process_count):
+        """Batches of this process's examples, forever. masking "device": no mlm_* keys (and
+        `word_starts` with data.whole_word); "static"/"dynamic": masked on the host."""
         from jaxformer.data import DataIterator
+        from jaxformer.data.lazy import store_batches
 
         d = self.config.data
-        self.tokenizer  # noqa: B018  (builds the data)
-        ds = self._dataset(
-            self._instances, d.masking, d.seed, None, batch_size, process_index, process_count
-        )
+        self.tokenizer  # noqa: B018  (opens the data)
+        if d.source == "synthetic":
+            ds = self._synthetic(
+                self._instances, d.masking, d.seed, None, batch_size, process_index, process_count
+            )
+        else:
+            ds = store_batches(
+                self._examples(self._train_docs, d.masking, d.seed),
+                batch_size // process_count,
+                seed=d.seed,
+                process_index=process_index,
+                process_count=process_count,
+            )
         return DataIterator(ds, prefetch=d.prefetch)
 
     def eval_batches(self, batch_size, process_index, process_count):
+        """Up to `log.eval_batches` statically masked batches of the held-out documents; a
+        held-out set smaller than one batch is repeated to fill it, with a warning."""
+        from jaxformer.data.lazy import held_out_warning, store_batches
+
         self.tokenizer  # noqa: B018
-        # The last batch may be short; the loop evaluates it (`loop.fit_eval_batches`).
-        ds = self._dataset(
-            self._eval_instances,
-            "static",
-            1234,
-            1,
-            batch_size,
-            process_index,
-            process_count,
-            drop_remainder=False,
+        if self.config.data.source == "synthetic":
+            ds = self._synthetic(
+                self._eval_instances, "static", 1234, 1, batch_size, process_index, process_count
+            )
+            return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
+        examples = self._examples(self._eval_docs, "static", 1234)
+        self.eval_warning = held_out_warning(len(examples), batch_size)
+        if self.eval_warning:
+            print(f"warning: {self.eval_warning}", flush=True)
+        ds = store_batches(
+            examples,
+            batch_size // process_count,
+            process_index=process_index,
+            process_count=process_count,
+            shuffle=False,
         )
-        return [ds[i] for i in range(min(len(ds), self.config.log.eval_batches))]
+        n = min(self.config.log.eval_batches, -(-len(examples) // batch_size))
+        return [ds[i] for i in range(n)]
 
     # -- loss ----------------------------------------------------------------------------
     def device_batch(self, batch, rng):
