@@ -13,6 +13,7 @@ from jax import lax
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.dropout import dropout
+from jaxformer.layers.rotary import apply_rotary
 
 Array = jnp.ndarray
 
@@ -27,16 +28,27 @@ def attend(
     dropout_rate: float = 0.0,
     dropout_rng=None,
     deterministic: bool = True,
+    local_window: Optional[int] = None,
 ) -> Array:
     """Scaled dot-product attention.
 
     q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, heads, head_dim];
     mask: bool, broadcastable to [batch, heads, q_len, kv_len], True = attend.
+    local_window: w limits query i to keys j with |i - j| <= w (self-attention, a
+    bidirectional band); the xla kernel takes it as `local_window_size`, the others as mask.
     Returns [batch, q_len, heads, head_dim]. Rows whose keys are all masked return zeros.
     Dropout on the probabilities needs the explicit path (the fused kernels have none).
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     use_dropout = dropout_rate > 0.0 and not deterministic
+    window_size = None
+    if local_window is not None:
+        band = masks_lib.sliding_window_mask(q.shape[1], k.shape[1], local_window)
+        if kernel == "xla" and not use_dropout:
+            window_size = (local_window, local_window)
+            any_key_mask = masks_lib.combine(mask, band)  # for the zeroing of empty rows below
+        else:  # cuDNN in jax rejects a window open to the right: it goes in the mask (bias)
+            mask = masks_lib.combine(mask, band)
     if kernel == "einsum" or use_dropout:
         # Softmax in float32 whatever the compute dtype: bf16 logits lose the small
         # probabilities that matter for long rows.
@@ -50,7 +62,9 @@ def attend(
             probs = dropout(probs, dropout_rate, dropout_rng)
         out = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)  # [b, q, n, d]
     elif kernel == "xla":
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
+        out = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, scale=scale, local_window_size=window_size, implementation="xla"
+        )
     elif kernel == "cudnn":
         # cuDNN takes arbitrary masks only as an additive bias.
         bias = None
@@ -60,6 +74,8 @@ def attend(
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, implementation="cudnn")
     else:
         raise ValueError(f"unknown attention kernel {kernel!r}; use 'xla', 'cudnn' or 'einsum'.")
+    if window_size is not None:
+        mask = any_key_mask
     if mask is not None:
         # Fully masked rows (e.g. padding rows of a packed batch) must give zeros, not the
         # uniform average a softmax over equal -inf logits produces.
@@ -131,6 +147,8 @@ class MultiHeadAttention(nn.Module):
     decode: bool = False
     use_bias: bool = True
     init_std: float = 0.02
+    out_init_std: Optional[float] = None  # the output projection's; None: init_std
+    local_window: Optional[int] = None  # self-attention band |i - j| <= local_window
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -142,7 +160,10 @@ class MultiHeadAttention(nn.Module):
         mask: Optional[Array] = None,
         deterministic: bool = True,
         use_cached_kv: bool = False,
+        rope: Optional[tuple[Array, Array]] = None,
     ) -> Array:
+        """rope: optional (cos, sin) [b, t, head_dim] tables from `rotary.rotary_tables`;
+        queries and keys are rotated by them (self-attention)."""
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
         proj = lambda name: Projection(  # [b, t, embed] -> [b, t, heads, kv]
@@ -172,6 +193,9 @@ class MultiHeadAttention(nn.Module):
                 self.put_variable("cache", "cross_key", k)
                 self.put_variable("cache", "cross_value", v)
 
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+
         if self.decode and is_self:
             k, v, mask = self._update_cache(k, v, mask)
 
@@ -186,6 +210,7 @@ class MultiHeadAttention(nn.Module):
             if deterministic or self.dropout_rate == 0.0
             else self.make_rng("dropout"),
             deterministic=deterministic,
+            local_window=self.local_window,
         )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         return Projection(
@@ -193,7 +218,7 @@ class MultiHeadAttention(nn.Module):
             ("heads", "kv", "embed"),
             2,
             self.use_bias,
-            self.init_std,
+            self.init_std if self.out_init_std is None else self.out_init_std,
             self.dtype,
             self.param_dtype,
             name="out",
