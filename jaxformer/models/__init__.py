@@ -1,4 +1,7 @@
-"""Models: the BERT-family encoder with its heads, and the encoder-decoder Transformer."""
+"""Models: the BERT-family encoder with its heads, ModernBERT, and the encoder-decoder
+Transformer."""
+
+from typing import Any
 
 from jaxformer.models.bert import Encoder, EncoderModel, layer_plan
 from jaxformer.models.configs import (
@@ -11,9 +14,15 @@ from jaxformer.models.configs import (
     roberta_config,
 )
 from jaxformer.models.heads import Pooler, l2_normalize, pool
+from jaxformer.models.modernbert import ModernBertModel
+from jaxformer.models.modernbert_configs import ModernBertConfig, modernbert_config
 from jaxformer.models.outputs import EncoderOutput, Seq2SeqOutput
 
 __all__ = [
+    "build_encoder",
+    "ModernBertConfig",
+    "ModernBertModel",
+    "modernbert_config",
     "Encoder",
     "EncoderModel",
     "layer_plan",
@@ -30,3 +39,13 @@ __all__ = [
     "EncoderOutput",
     "Seq2SeqOutput",
 ]
+
+
+def build_encoder(fields: dict[str, Any]):
+    """(config, model) for a config dict: `family="modernbert"` builds a `ModernBertModel`,
+    any other family an `EncoderModel`."""
+    if fields.get("family") == "modernbert":
+        cfg = ModernBertConfig.from_dict(fields)
+        return cfg, ModernBertModel(cfg)
+    cfg = EncoderConfig.from_dict(fields)
+    return cfg, EncoderModel(cfg)

@@ -37,6 +37,7 @@ class ModernBertConfig(_ConfigMixin):
     released ModernBERT-base.
     """
 
+    family: str = "modernbert"  # fixed: tells model builders this config from the others
     vocab_size: int = 50368
     hidden_size: int = 768  # H
     num_layers: int = 22
@@ -76,6 +77,7 @@ class ModernBertConfig(_ConfigMixin):
     remat_policy: str = "none"
 
     def __post_init__(self):
+        check_choice("family", self.family, ("modernbert",))
         check_choice("head", self.head, MODERNBERT_HEADS)
         check_choice("classifier_pooling", self.classifier_pooling, POOLING)
         check_choice("attention_kernel", self.attention_kernel, KERNELS)
@@ -135,10 +137,6 @@ class ModernBertConfig(_ConfigMixin):
                     f"label_names has {len(self.label_names)} names but "
                     f"num_labels={self.num_labels}; give one name per label."
                 )
-
-    @property
-    def family(self) -> str:
-        return "modernbert"
 
     @property
     def head_dim(self) -> int:
