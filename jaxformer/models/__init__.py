@@ -20,6 +20,8 @@ from jaxformer.models.outputs import EncoderOutput, Seq2SeqOutput
 
 __all__ = [
     "build_encoder",
+    "encoder_config_from_dict",
+    "encoder_model",
     "ModernBertConfig",
     "ModernBertModel",
     "modernbert_config",
@@ -41,11 +43,20 @@ __all__ = [
 ]
 
 
+def encoder_config_from_dict(fields: dict[str, Any]):
+    """A `ModernBertConfig` for `family="modernbert"`, else an `EncoderConfig`."""
+    if fields.get("family") == "modernbert":
+        return ModernBertConfig.from_dict(fields)
+    return EncoderConfig.from_dict(fields)
+
+
+def encoder_model(cfg):
+    """The model class for an encoder config: `ModernBertModel` or `EncoderModel`."""
+    return ModernBertModel(cfg) if isinstance(cfg, ModernBertConfig) else EncoderModel(cfg)
+
+
 def build_encoder(fields: dict[str, Any]):
     """(config, model) for a config dict: `family="modernbert"` builds a `ModernBertModel`,
     any other family an `EncoderModel`."""
-    if fields.get("family") == "modernbert":
-        cfg = ModernBertConfig.from_dict(fields)
-        return cfg, ModernBertModel(cfg)
-    cfg = EncoderConfig.from_dict(fields)
-    return cfg, EncoderModel(cfg)
+    cfg = encoder_config_from_dict(fields)
+    return cfg, encoder_model(cfg)

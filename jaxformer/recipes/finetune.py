@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.models import EncoderConfig, encoder_config_from_dict, encoder_model
 from jaxformer.objectives import losses
 from jaxformer.training.tasks import Task
 
@@ -200,7 +200,7 @@ def load_run_params(workdir: str):
 
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
-    return EncoderConfig.from_dict(run["model"]), load_params(workdir)
+    return encoder_config_from_dict(run["model"]), load_params(workdir)
 
 
 def merge_encoder(fresh, pretrained):
@@ -257,7 +257,7 @@ class FineTuneTask(Task):
         elif init_from:
             raise ValueError(f"init_from={init_from!r}: use '', 'hf:DIR' or 'run:WORKDIR'.")
         if base is None:
-            base = EncoderConfig.from_dict(dict(config.model))
+            base = encoder_config_from_dict(dict(config.model))
         overrides = {
             k: v
             for k, v in dict(config.model).items()
@@ -269,6 +269,7 @@ class FineTuneTask(Task):
                 "dtype",
                 "remat_policy",
             )
+            and k in base.field_names()  # ModernBERT has no hidden_dropout
         }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
@@ -293,12 +294,13 @@ class FineTuneTask(Task):
             label_names=tuple(names) if names else None,
             **overrides,
         )
-        if ft.head in ("token_classification", "question_answering"):
-            # These heads read every token, not the pooler (HF's classes have none either).
-            self.model_cfg = self.model_cfg.replace(with_pooler=False)
-        if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
-            self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
-        self.model = EncoderModel(self.model_cfg)
+        if base.family != "modernbert":  # ModernBERT has no pooler: its heads read tokens
+            if ft.head in ("token_classification", "question_answering"):
+                # These heads read every token, not the pooler (HF's classes have none either).
+                self.model_cfg = self.model_cfg.replace(with_pooler=False)
+            if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
+                self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
+        self.model = encoder_model(self.model_cfg)
         self.freeze_encoder = bool(ft.freeze_encoder)
         self._tokenizer = None
         self._data = None
