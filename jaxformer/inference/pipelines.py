@@ -96,8 +96,9 @@ def _to_device(params):
 
 
 def load_model(path: str) -> LoadedModel:
-    """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA / ModernBERT, or Marian) or
-    a jaxformer checkpoint directory (see `_load_jaxformer`), keeping the checkpoint's head."""
+    """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA / ModernBERT,
+    or Marian) or a jaxformer checkpoint directory (see `_load_jaxformer`), keeping the
+    checkpoint's head."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory {path!r} does not exist.")
     hf = _read_json(os.path.join(path, "config.json"))
