@@ -44,6 +44,7 @@ ARCHITECTURES = {
 }
 HEAD_OF_ARCHITECTURE = {arch: head for head, arch in ARCHITECTURES.items()}
 PREFIX = "model."  # where HF's task classes keep the base model
+SPECIAL_IDS = dict(bos_token_id=50281, eos_token_id=50282, cls_token_id=50281, sep_token_id=50282)
 # HF ModernBertConfig defaults, for keys a config.json leaves out.
 HF_DEFAULTS = dict(
     vocab_size=50368,
@@ -174,6 +175,8 @@ def hf_config_from_modernbert(cfg: ModernBertConfig) -> dict[str, Any]:
         norm_eps=cfg.layer_norm_eps,
         norm_bias=cfg.norm_bias,
         pad_token_id=cfg.pad_token_id,
+        # Released ids where the vocabulary has them; transformers refuses ids past it.
+        **{k: (v if v < cfg.vocab_size else None) for k, v in SPECIAL_IDS.items()},
         attention_bias=cfg.attention_bias,
         attention_dropout=cfg.attention_dropout,
         layer_types=list(cfg.layer_kinds),

@@ -183,7 +183,12 @@ def modernbert_pretrain(size: str) -> ml_collections.ConfigDict:
     )
     if size == "tiny":
         model = modernbert_config(
-            "tiny", head="mlm", vocab_size=2048, max_position_embeddings=128, local_window=32
+            "tiny",
+            head="mlm",
+            vocab_size=2048,
+            max_position_embeddings=128,
+            local_window=32,
+            pad_token_id=0,  # our tokenizers' [PAD]
         )
         c = _tiny(base_config(model.to_dict(), task="pretrain"))
         c.data.tokenizer_family = "roberta"  # byte-level BPE, like ModernBERT's
@@ -192,7 +197,8 @@ def modernbert_pretrain(size: str) -> ml_collections.ConfigDict:
         c.optimizer.update(dict(opt, decay_fraction=0.2))
         return c
     batch, lr, warmup = MODERNBERT_HPARAMS[size]
-    c = base_config(modernbert_config(size, head="mlm").to_dict(), task="pretrain")
+    model = modernbert_config(size, head="mlm", pad_token_id=0)  # our tokenizers' [PAD]
+    c = base_config(model.to_dict(), task="pretrain")
     c.data.tokenizer_family, c.data.objective, c.data.masking = "roberta", "none", "dynamic"
     c.data.seq_len, c.data.mlm_probability, c.data.max_predictions = 1024, 0.3, 308
     c.batch_size, c.num_train_steps = batch, 360_000

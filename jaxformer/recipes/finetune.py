@@ -270,6 +270,7 @@ class FineTuneTask(Task):
                 "remat_policy",
             )
             and k in base.field_names()  # ModernBERT has no hidden_dropout
+            and v is not None
         }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
