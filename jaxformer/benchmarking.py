@@ -68,11 +68,13 @@ def mlm_head_flops(hidden: int, emb: int, vocab: int) -> float:
 def encoder_flops(
     cfg, seq_len: int, mode: str = "train", predictions: Optional[int] = None
 ) -> dict:
-    """FLOPs per token of a BERT-family encoder (`EncoderConfig`).
+    """FLOPs per token of a BERT-family encoder (`EncoderConfig`) or of ModernBERT.
 
     mode: "train" (x3) or "infer" (forward). predictions: MLM head slots per row (P); None
     means no head (plain encoder). Returns {"layers", "head", "other", "total"} per token.
     """
+    if cfg.family == "modernbert":
+        return modernbert_flops(cfg, seq_len, mode, predictions)
     mult = {"train": 3.0, "infer": 1.0}[mode]
     t, h, e = seq_len, cfg.hidden_size, cfg.emb_size
     layer = encoder_layer_flops(h, cfg.intermediate_size, t)
@@ -92,6 +94,27 @@ def encoder_flops(
         head = mlm_head_flops(h, e, cfg.vocab_size) * predictions / t
     out = {"layers": layers, "head": head, "other": other}
     out = {k: mult * v for k, v in out.items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+def modernbert_flops(
+    cfg, seq_len: int, mode: str = "train", predictions: Optional[int] = None
+) -> dict:
+    """FLOPs per token of ModernBERT (`ModernBertConfig`), as `encoder_flops`.
+
+    A layer: q/k/v/out 4 * 2 H^2, GeGLU 2 H (2 I) + 2 I H, scores and values 2 * 2 T H. The
+    XLA kernels compute every score of a sliding layer too (the band is a mask), so local
+    layers count T keys like global ones. The MLM head (P = `predictions` rows; None: no
+    head): dense 2 H^2 and decoder 2 H V at each predicted position.
+    """
+    mult = {"train": 3.0, "infer": 1.0}[mode]
+    t, h, i = seq_len, cfg.hidden_size, cfg.intermediate_size
+    layer = 2.0 * 4 * h * h + 2.0 * h * 2 * i + 2.0 * i * h + 4.0 * t * h
+    head = 0.0
+    if predictions is not None:
+        head = mlm_head_flops(h, h, cfg.vocab_size) * predictions / t
+    out = {"layers": mult * cfg.num_layers * layer, "head": mult * head, "other": 0.0}
     out["total"] = sum(out.values())
     return out
 

@@ -149,6 +149,20 @@ def family_and_head(hf: dict[str, Any]) -> tuple[str, str | None]:
     return family, HEAD_OF_ARCHITECTURE[arch][1]
 
 
+def labels_from_hf(hf: dict[str, Any]) -> tuple[int, tuple | None]:
+    """(num_labels, label names or None when they are HF's defaults LABEL_i) of a config."""
+    if not hf.get("id2label"):
+        return hf.get("num_labels", 2), None
+    num_labels = len(hf["id2label"])
+    names = [
+        str(hf["id2label"].get(str(i), hf["id2label"].get(i, f"LABEL_{i}")))
+        for i in range(num_labels)
+    ]
+    if names == [f"LABEL_{i}" for i in range(num_labels)]:
+        return num_labels, None
+    return num_labels, tuple(names)
+
+
 def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     """An `EncoderConfig` (head included) from a HF `config.json` dict; `overrides` win."""
     family, head = family_and_head(hf)
@@ -163,17 +177,7 @@ def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     act = get("hidden_act")
     if act not in _ACT_FROM_HF:
         raise ConfigError(f"hidden_act={act!r} is not supported; known: {sorted(_ACT_FROM_HF)}.")
-    label_names = None
-    if hf.get("id2label"):
-        num_labels = len(hf["id2label"])
-        names = [
-            str(hf["id2label"].get(str(i), hf["id2label"].get(i, f"LABEL_{i}")))
-            for i in range(num_labels)
-        ]
-        if names != [f"LABEL_{i}" for i in range(num_labels)]:
-            label_names = tuple(names)
-    else:
-        num_labels = hf.get("num_labels", 2)
+    num_labels, label_names = labels_from_hf(hf)
     pad = get("pad_token_id")
     pad = 0 if pad is None else pad
     fields = dict(

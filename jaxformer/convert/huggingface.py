@@ -20,6 +20,7 @@ from jaxformer.convert.hf_params import (
 )
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import EncoderConfig
+from jaxformer.models.modernbert import ModernBertModel
 
 SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = (
     "model.safetensors",
@@ -119,7 +120,8 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
 def from_pretrained(
     path: str, head: str | None = None, dtype: str = "float32", seed: int = 0, **overrides
 ) -> tuple[EncoderModel, dict]:
-    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or Marian) directory -> `(model, params)`.
+    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or ModernBERT, Marian) directory ->
+    `(model, params)`.
 
     head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
     head name builds that head, initialising with `seed` the head weights the checkpoint lacks
@@ -128,6 +130,10 @@ def from_pretrained(
     numpy arrays in `param_dtype`. Unused weights in the file are named in a warning.
     """
     hf = read_hf_config(path)
+    if hf.get("model_type") == "modernbert":  # a sibling encoder with its own mapping
+        from jaxformer.convert.modernbert import modernbert_from_pretrained
+
+        return modernbert_from_pretrained(path, head, dtype, seed, **overrides)
     if hf.get("model_type") == "marian":  # the encoder-decoder family has its own mapping
         from jaxformer.convert.marian import marian_from_pretrained
 
@@ -174,15 +180,20 @@ def _fresh_params(cfg: EncoderConfig, paths: list[str], seed: int) -> dict[str, 
     LayerNorm scales 1, biases 0), drawn with numpy: compiling `model.init` for a few head
     weights would cost seconds."""
     shapes = param_shapes(cfg.replace(scan_layers=False, remat_policy="none"))
+    return fresh_arrays(shapes, paths, cfg.initializer_range, cfg.param_dtype, seed)
+
+
+def fresh_arrays(shapes: dict, paths: list[str], std: float, dtype, seed: int) -> dict:
+    """numpy init of the named flat params: kernels and tables N(0, std), scales 1, biases 0."""
     rng = np.random.default_rng(seed)
     out = {}
     for p in paths:
         leaf = p.rsplit("/", 1)[-1]
         if leaf in ("kernel", "embedding"):
-            x = rng.normal(0.0, cfg.initializer_range, shapes[p])
+            x = rng.normal(0.0, std, shapes[p])
         else:
             x = np.full(shapes[p], 1.0 if leaf == "scale" else 0.0)
-        out[p] = x.astype(jnp.dtype(cfg.param_dtype))
+        out[p] = x.astype(jnp.dtype(dtype))
     return out
 
 
@@ -190,9 +201,14 @@ def save_pretrained(model, params, path: str) -> None:
     """Writes `config.json` + `model.safetensors` that `transformers.AutoModel*` loads back
     (the class named in `architectures`) with the same outputs. Tied decoder copies are
     written too. Raises `ConfigError` for configs HF cannot express (pre-LN, ...). A
-    `Transformer` (encoder-decoder) is written as a `MarianMTModel` directory."""
+    `Transformer` (encoder-decoder) is written as a `MarianMTModel` directory, a
+    `ModernBertModel` as the ModernBERT class of its head."""
     from safetensors.flax import save_file
 
+    if isinstance(model, ModernBertModel):
+        from jaxformer.convert.modernbert import modernbert_save_pretrained
+
+        return modernbert_save_pretrained(model, params, path)
     if not isinstance(model, EncoderModel):  # the encoder-decoder Transformer -> Marian
         from jaxformer.convert.marian import marian_save_pretrained
 

@@ -34,7 +34,7 @@ import numpy as np
 from jaxformer.data.tokenizers import Tokenizer, load_tokenizer
 from jaxformer.inference.buckets import BucketedFn, batch_buckets, bucket_for, length_buckets
 from jaxformer.models import heads as heads_lib
-from jaxformer.models.bert import EncoderModel
+from jaxformer.models import encoder_config_from_dict, encoder_model
 from jaxformer.models.configs import ConfigError, EncoderConfig
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "split_sentences",
 ]
 
-ENCODER_FAMILIES = ("bert", "roberta", "albert", "electra")
+ENCODER_FAMILIES = ("bert", "roberta", "albert", "electra", "modernbert")
 
 
 class PipelineError(ValueError):
@@ -101,9 +101,10 @@ def _to_device(params):
 
 
 def load_model(path: str) -> LoadedModel:
-    """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA, or Marian) or
-    a jaxformer training workdir or checkpoint directory (see `_load_jaxformer`), keeping
-    the checkpoint's head. `path` may be relative to the current directory."""
+    """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA / ModernBERT,
+    or Marian) or a jaxformer training workdir or checkpoint directory (see
+    `_load_jaxformer`), keeping the checkpoint's head. `path` may be relative to the current
+    directory."""
     given = os.fspath(path)
     path = os.path.abspath(os.path.expanduser(given))
     if not os.path.exists(path):
@@ -232,13 +233,13 @@ def _load_jaxformer(path: str) -> LoadedModel:
     params = _restore_params(path)
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
     if written:
-        cfg = EncoderConfig.from_dict(written)
+        cfg = encoder_config_from_dict(written)
         from jaxformer.convert.hf_config import label_names
 
         regression = cfg.head == "sequence_classification" and cfg.num_labels == 1
         return LoadedModel(
             "encoder",
-            EncoderModel(cfg),
+            encoder_model(cfg),
             _to_device(params),
             _first_tokenizer(tok_dirs),
             cfg,
@@ -252,12 +253,12 @@ def _load_jaxformer(path: str) -> LoadedModel:
             # PretrainTask picks the head from the objective rather than from model.head.
             objective = (config.get("data") or {}).get("objective", "none")
             model_cfg["head"] = "pretraining" if objective in ("nsp", "sop") else "mlm"
-        cfg = EncoderConfig.from_dict(model_cfg)
+        cfg = encoder_config_from_dict(model_cfg)
         tok = _first_tokenizer(tok_dirs)
         labels = _labels_from(config, cfg.num_labels)
         return LoadedModel(
             "encoder",
-            EncoderModel(cfg),
+            encoder_model(cfg),
             _to_device(params),
             tok,
             cfg,

@@ -12,6 +12,7 @@ from jax import lax
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.kernels import attend
+from jaxformer.layers.rotary import apply_rotary
 
 Array = jnp.ndarray
 
@@ -79,6 +80,8 @@ class MultiHeadAttention(nn.Module):
     decode: bool = False
     use_bias: bool = True
     init_std: float = 0.02
+    out_init_std: Optional[float] = None  # the output projection's; None: init_std
+    local_window: Optional[int] = None  # self-attention band |i - j| <= local_window
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -90,7 +93,10 @@ class MultiHeadAttention(nn.Module):
         mask: Optional[Array] = None,
         deterministic: bool = True,
         use_cached_kv: bool = False,
+        rope: Optional[tuple[Array, Array]] = None,
     ) -> Array:
+        """rope: optional (cos, sin) [b, t, head_dim] tables from `rotary.rotary_tables`;
+        queries and keys are rotated by them (self-attention)."""
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
         proj = lambda name: Projection(  # [b, t, embed] -> [b, t, heads, kv]
@@ -120,6 +126,9 @@ class MultiHeadAttention(nn.Module):
                 self.put_variable("cache", "cross_key", k)
                 self.put_variable("cache", "cross_value", v)
 
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+
         if self.decode and is_self:
             k, v, mask = self._update_cache(k, v, mask)
 
@@ -134,6 +143,7 @@ class MultiHeadAttention(nn.Module):
             if deterministic or self.dropout_rate == 0.0
             else self.make_rng("dropout"),
             deterministic=deterministic,
+            local_window=self.local_window,
         )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         return Projection(
@@ -141,7 +151,7 @@ class MultiHeadAttention(nn.Module):
             ("heads", "kv", "embed"),
             2,
             self.use_bias,
-            self.init_std,
+            self.init_std if self.out_init_std is None else self.out_init_std,
             self.dtype,
             self.param_dtype,
             name="out",

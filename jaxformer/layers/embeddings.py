@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,6 +31,18 @@ def sinusoidal_table(
     else:
         raise ValueError(f"unknown sinusoidal layout {layout!r}; use 'interleaved' or 'halves'.")
     return table.astype(np.float32)
+
+
+def segment_positions(segment_ids: jnp.ndarray) -> jnp.ndarray:
+    """`[batch, length]` segment ids of packed rows -> positions that restart at 0 where each
+    segment begins (a change of id)."""
+    b, t = segment_ids.shape
+    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    starts = jnp.concatenate(
+        [jnp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
+    # Subtract from each index the index where its segment began.
+    return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
 
 
 class Embed(nn.Module):

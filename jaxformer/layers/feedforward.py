@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxformer.layers.attention import dense_init, zeros_init
+from jaxformer.layers.attention import Projection, dense_init, zeros_init
+from jaxformer.layers.dropout import Dropout
 
 
 def gelu_erf(x):
@@ -37,13 +38,16 @@ def activation(name: str):
     return ACTIVATIONS[name]
 
 
-def layer_norm(eps: float, dtype, param_dtype, name=None, axis_name: str = "embed"):
+def layer_norm(
+    eps: float, dtype, param_dtype, name=None, axis_name: str = "embed", use_bias: bool = True
+):
     """LayerNorm with named params; statistics in float32 even under bf16 compute."""
     return nn.LayerNorm(
         epsilon=eps,
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
+        use_bias=use_bias,
         use_fast_variance=False,
         force_float32_reductions=True,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
@@ -99,3 +103,45 @@ class FeedForward(nn.Module):
             x.shape[-1], ("mlp", "embed"), self.init_std, self.dtype, self.param_dtype, name="wo"
         )(h)
         return h
+
+
+class GatedFeedForward(nn.Module):
+    """GLU feed-forward (Shazeer 2020; GeGLU with GELU): [b, t, embed] -> [b, t, embed],
+    Wo(dropout(act(x Wi_in) * (x Wi_gate))).
+
+    The input and gate kernels are one `wi` [embed, 2, mlp] so that sharding the mlp axis
+    keeps each input column beside its gate column.
+    """
+
+    intermediate_size: int
+    act: str = "gelu"
+    dropout_rate: float = 0.0
+    use_bias: bool = False
+    init_std: float = 0.02
+    out_init_std: float | None = None  # None: init_std
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        h = Projection(
+            (2, self.intermediate_size),
+            ("embed", None, "mlp"),
+            use_bias=self.use_bias,
+            init_std=self.init_std,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="wi",
+        )(x)  # [b, t, embed] -> [b, t, 2, mlp]
+        h = activation(self.act)(h[..., 0, :]) * h[..., 1, :]
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return dense(
+            x.shape[-1],
+            ("mlp", "embed"),
+            self.init_std if self.out_init_std is None else self.out_init_std,
+            self.dtype,
+            self.param_dtype,
+            name="wo",
+            use_bias=self.use_bias,
+        )(h)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.dropout import dropout as dropout_fn
 
 __all__ = [
@@ -101,8 +102,10 @@ def _einsum(q, k, v, mask, scale, dropout_rate=0.0, dropout_rng=None):
     return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
 
 
-def _xla(q, k, v, mask, scale):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
+def _xla(q, k, v, mask, scale, window=None):
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, scale=scale, local_window_size=window, implementation="xla"
+    )
 
 
 def _is_key_padding(mask, q, k) -> bool:
@@ -228,11 +231,15 @@ def attend(
     deterministic: bool = True,
     interpret: Optional[bool] = None,
     backend: Optional[str] = None,
+    local_window: Optional[int] = None,
 ) -> Array:
     """Scaled dot-product attention with the kernel `resolve_kernel` picks.
 
     q: [batch, q_len, heads, head_dim]; k, v: [batch, kv_len, heads, head_dim];
     mask: bool, broadcastable to [batch, heads, q_len, kv_len], True = attend.
+    local_window: w limits query i to keys j with |i - j| <= w (self-attention, a
+    bidirectional band); `xla` takes it as `local_window_size`, every other kernel as part of
+    the mask (cuDNN in jax rejects a window open to the right, so the band runs `xla` there).
     Returns [batch, q_len, heads, head_dim]. Rows whose keys are all masked return zeros.
     `interpret` runs the Pallas kernels in interpret mode (default: off the accelerator).
     """
@@ -241,16 +248,25 @@ def attend(
     name = resolve_kernel(kernel, backend, dropout=use_dropout)
     if interpret is None:  # the platform itself, not the (mockable) default backend name
         interpret = jax.devices()[0].platform == "cpu"
+    window, any_key_mask = None, mask
+    if local_window is not None:
+        band = masks_lib.sliding_window_mask(q.shape[1], k.shape[1], local_window)
+        any_key_mask = masks_lib.combine(mask, band)  # for the zeroing of empty rows below
+        if name == "xla":
+            window = (local_window, local_window)
+        else:
+            mask = any_key_mask
     if name == "einsum":
         out = _einsum(q, k, v, mask, scale, dropout_rate if use_dropout else 0.0, dropout_rng)
     elif name == "xla":
-        out = _xla(q, k, v, mask, scale)
+        out = _xla(q, k, v, mask, scale, window)
     elif name == "cudnn":
         out = _cudnn(q, k, v, mask, scale)
     elif name == "splash":
         out = _with_segments(_splash_fn(scale, interpret), True, q, k, v, mask, scale)
     else:  # pallas
         out = _with_segments(_pallas_gpu_fn(scale, interpret), False, q, k, v, mask, scale)
+    mask = any_key_mask
     if mask is not None:
         # Fully masked rows (e.g. padding rows of a packed batch) must give zeros, not the
         # uniform average a softmax over equal -inf logits produces.

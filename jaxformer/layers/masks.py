@@ -31,6 +31,16 @@ def segment_mask(q_segments: jnp.ndarray, kv_segments: Optional[jnp.ndarray] = N
     return q_segments[:, None, :, None] == kv_segments[:, None, None, :]
 
 
+def sliding_window_mask(q_len: int, kv_len: Optional[int] = None, window: int = 0) -> jnp.ndarray:
+    """`[1, 1, q_len, kv_len]`: bidirectional band, query i sees keys j with |i - j| <= window.
+
+    Inside a packed row the band and `segment_mask` together keep each window in its segment.
+    """
+    kv_len = q_len if kv_len is None else kv_len
+    d = jnp.arange(q_len)[:, None] - jnp.arange(kv_len)[None, :]
+    return (jnp.abs(d) <= window)[None, None]
+
+
 def combine(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
     """Logical AND of the masks that are not None (broadcasting); None if all are None."""
     out = None

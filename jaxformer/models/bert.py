@@ -12,7 +12,7 @@ import numpy as np
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.dropout import Dropout
-from jaxformer.layers.embeddings import Embed
+from jaxformer.layers.embeddings import Embed, segment_positions
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
 from jaxformer.models.configs import EncoderConfig
@@ -56,14 +56,9 @@ def default_position_ids(cfg: EncoderConfig, input_ids, segment_ids=None):
     """Positions per family: 0..T-1 (restarting per packed segment); RoBERTa counts only
     non-pad tokens and starts after the pad id, pads sit at the pad id."""
     b, t = input_ids.shape
-    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if segment_ids is not None:
-        # Restart at each segment boundary: subtract the index where the segment began.
-        starts = jnp.concatenate(
-            [jnp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-        )
-        idx = idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
-        return idx + cfg.position_offset
+        return segment_positions(segment_ids) + cfg.position_offset
+    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if cfg.position_offset:
         real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
         return jnp.cumsum(real, axis=1) * real + (cfg.position_offset - 1)

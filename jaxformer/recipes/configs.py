@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxformer.models import albert_config, bert_config, electra_config, roberta_config
+from jaxformer.models import (
+    albert_config,
+    bert_config,
+    electra_config,
+    modernbert_config,
+    roberta_config,
+)
 from jaxformer.training.defaults import base_config
 
 DEMO = ("Return the [MASK] of the string.", "Raise a [MASK] if the file does not exist.")
@@ -152,6 +158,51 @@ def electra_pretrain(size: str) -> ml_collections.ConfigDict:
             eps=1e-6,
         )
     c.electra = ml_collections.ConfigDict({"generator_fraction": frac, "rtd_weight": 50.0})
+    return c
+
+
+MODERNBERT_HPARAMS = {  # size: (batch, peak lr, warmup steps)
+    "base": (4608, 8e-4, 640),  # warmup 3B tokens at 4608 x 1024
+    "large": (4928, 5e-4, 400),  # warmup 2B tokens at 4928 x 1024
+}
+
+
+def modernbert_pretrain(size: str) -> ml_collections.ConfigDict:
+    """ModernBERT (Warner et al. 2024): MLM only with 30% masking, StableAdamW (betas 0.9,
+    0.98, eps 1e-6, decoupled weight decay 1e-5, no gradient clipping), warmup-stable-decay
+    with a 1-sqrt decay; phase one of the paper (1.7T tokens at 1024 tokens, ~360k steps)
+    as one schedule. Not reproduced: the batch-size warmup and the 8192-token extension."""
+    opt = dict(
+        name="stable_adamw",
+        schedule="warmup_stable_decay",
+        weight_decay=1e-5,
+        b1=0.9,
+        b2=0.98,
+        eps=1e-6,
+        clip_norm=0.0,
+    )
+    if size == "tiny":
+        model = modernbert_config(
+            "tiny",
+            head="mlm",
+            vocab_size=2048,
+            max_position_embeddings=128,
+            local_window=32,
+            pad_token_id=0,  # our tokenizers' [PAD]
+        )
+        c = _tiny(base_config(model.to_dict(), task="pretrain"))
+        c.data.tokenizer_family = "roberta"  # byte-level BPE, like ModernBERT's
+        c.data.mlm_probability, c.data.max_predictions = 0.3, 20
+        c.demo_sentences = tuple(s.replace("[MASK]", "<mask>") for s in DEMO)
+        c.optimizer.update(dict(opt, decay_fraction=0.2))
+        return c
+    batch, lr, warmup = MODERNBERT_HPARAMS[size]
+    model = modernbert_config(size, head="mlm", pad_token_id=0)  # our tokenizers' [PAD]
+    c = base_config(model.to_dict(), task="pretrain")
+    c.data.tokenizer_family, c.data.objective, c.data.masking = "roberta", "none", "dynamic"
+    c.data.seq_len, c.data.mlm_probability, c.data.max_predictions = 1024, 0.3, 308
+    c.batch_size, c.num_train_steps = batch, 360_000
+    c.optimizer.update(dict(opt, lr=lr, warmup_steps=warmup, decay_fraction=0.03))
     return c
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.models import EncoderConfig, encoder_config_from_dict, encoder_model
 from jaxformer.objectives import losses
 from jaxformer.training.checks import init_path
 from jaxformer.training.tasks import Task
@@ -300,7 +300,7 @@ def load_run_params(workdir: str):
     _, workdir = init_path(f"run:{workdir}")
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
-    return EncoderConfig.from_dict(run["model"]), load_params(workdir)
+    return encoder_config_from_dict(run["model"]), load_params(workdir)
 
 
 def merge_encoder(fresh, pretrained):
@@ -356,7 +356,7 @@ class FineTuneTask(Task):
         elif kind == "run":
             base, self._pretrained = load_run_params(source)
         if base is None:
-            base = EncoderConfig.from_dict(dict(config.model))
+            base = encoder_config_from_dict(dict(config.model))
         overrides = {
             k: v
             for k, v in dict(config.model).items()
@@ -368,6 +368,8 @@ class FineTuneTask(Task):
                 "dtype",
                 "remat_policy",
             )
+            and k in base.field_names()  # ModernBERT has no hidden_dropout
+            and v is not None
         }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
@@ -405,12 +407,13 @@ class FineTuneTask(Task):
             label_names=tuple(names) if names else None,
             **overrides,
         )
-        if ft.head in ("token_classification", "question_answering"):
-            # These heads read every token, not the pooler (HF's classes have none either).
-            self.model_cfg = self.model_cfg.replace(with_pooler=False)
-        if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
-            self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
-        self.model = EncoderModel(self.model_cfg)
+        if base.family != "modernbert":  # ModernBERT has no pooler: its heads read tokens
+            if ft.head in ("token_classification", "question_answering"):
+                # These heads read every token, not the pooler (HF's classes have none either).
+                self.model_cfg = self.model_cfg.replace(with_pooler=False)
+            if ft.head == "sequence_classification" and not self.model_cfg.with_pooler:
+                self.model_cfg = self.model_cfg.replace(classifier_style="cls_mlp")
+        self.model = encoder_model(self.model_cfg)
         save_model_config(workdir, self.model_cfg)
         self.freeze_encoder = bool(ft.freeze_encoder)
         self._tokenizer = None

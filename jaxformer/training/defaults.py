@@ -45,12 +45,13 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.aot_hbm_gib = 0.0  # with aot_only: say whether the step fits this much device memory
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"  # adamw | lamb | adafactor
+    c.optimizer.name = "adamw"  # adamw | stable_adamw | lamb | adafactor
     c.optimizer.lr = 1e-4  # peak learning rate
-    # constant | warmup_linear | warmup_rsqrt | warmup_cosine
+    # constant | warmup_linear | warmup_rsqrt | warmup_cosine | warmup_stable_decay
     c.optimizer.schedule = "warmup_linear"
     c.optimizer.warmup_steps = 100
     c.optimizer.end_lr = 0.0
+    c.optimizer.decay_fraction = 0.1  # warmup_stable_decay: the last share of steps decays
     c.optimizer.weight_decay = 0.01  # not applied to biases and LayerNorm
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999

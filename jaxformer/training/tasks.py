@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.models import build_encoder
 from jaxformer.objectives import pretraining as objectives
 
 
@@ -153,8 +153,7 @@ class PretrainTask(Task):
                 f"got {model_cfg.get('head')!r}."
             )
         model_cfg["head"] = head
-        self.model_cfg = EncoderConfig.from_dict(model_cfg)
-        self.model = EncoderModel(self.model_cfg)
+        self.model_cfg, self.model = build_encoder(model_cfg)
         self._tokenizer = None
         self._instances = None
 
