@@ -33,17 +33,26 @@ def _num_to_predict(key, maskable, p: float, cap: int):
     return jnp.minimum(n, jnp.minimum(cap, c))
 
 
+def _random_keys(key, shape):
+    """Distinct random int32 keys >= 0 per row [B, L]: random high bits, the position in the
+    low bits (`& (2**_pos_bits(L) - 1)` recovers it). One-operand sorts are the cheap ones."""
+    L = shape[1]
+    bits = jax.random.bits(key, shape, jnp.uint32) >> (1 + _pos_bits(L))
+    return (bits.astype(jnp.int32) << _pos_bits(L)) | jnp.arange(L, dtype=jnp.int32)
+
+
+def _pos_bits(L: int) -> int:
+    return max(1, int(L - 1).bit_length())
+
+
 def _pick_tokens(key, maskable, n):
     """n uniformly random maskable tokens per row -> [B, L] bool.
 
     Scores are random bits with the position in the low bits, so they are distinct within a
     row and the n-th largest is an exact threshold.
     """
-    B, L = maskable.shape
-    pos_bits = max(1, int(L - 1).bit_length())
-    bits = jax.random.bits(key, (B, L), jnp.uint32) >> (1 + pos_bits)
-    score = (bits.astype(jnp.int32) << pos_bits) | jnp.arange(L, dtype=jnp.int32)
-    score = jnp.where(maskable, score, -1)
+    L = maskable.shape[1]
+    score = jnp.where(maskable, _random_keys(key, maskable.shape), -1)
     ranked = jnp.sort(score, axis=1)  # ascending; the n-th largest sits at L - n
     thr = jnp.take_along_axis(ranked, jnp.clip(L - n, 0, L - 1)[:, None], axis=1)  # [B, 1]
     return maskable & (score >= thr) & (n > 0)[:, None]
@@ -65,7 +74,9 @@ def _pick_words(key, maskable, word_starts, n):
     next_start = jnp.pad(next_start[:, 1:], ((0, 0), (0, 1)), constant_values=L)
     eligible = starts & maskable
     size = jnp.where(eligible, next_start - pos, L + 1)  # L + 1: never fits
-    order = jnp.argsort(jnp.where(eligible, jax.random.uniform(key, (B, L)), 2.0), axis=1)
+    low = (1 << _pos_bits(L)) - 1
+    last = jnp.iinfo(jnp.int32).max & ~low  # ineligible words after every eligible one
+    order = jnp.sort(jnp.where(eligible, _random_keys(key, (B, L)), last | pos), axis=1) & low
     s = jnp.take_along_axis(size, order, axis=1)  # [B, L] sizes in random word order
 
     # Greedy over the random order: from the pointer, the first word that fits, then the
@@ -85,7 +96,8 @@ def _pick_words(key, maskable, word_starts, n):
 
     init = (n, jnp.zeros((B,), jnp.int32), jnp.zeros((B, L), bool), n > 0)
     _, _, taken, _ = jax.lax.while_loop(lambda c: c[3].any(), body, init)
-    taken_at_start = jnp.take_along_axis(taken, jnp.argsort(order, axis=1), axis=1)
+    # Back to word order: sorting (order << 1 | taken) puts word j's flag at j.
+    taken_at_start = (jnp.sort((order << 1) | taken.astype(jnp.int32), axis=1) & 1) > 0
     word_of = jax.lax.cummax(jnp.where(starts, pos, 0), axis=1)  # first position of its word
     return jnp.take_along_axis(taken_at_start, word_of, axis=1) & maskable
 
