@@ -5,6 +5,7 @@ consumes; and training with data.masking="device" (loss falls, accumulation exac
 import importlib.util
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -417,3 +418,60 @@ def test_electra_step_with_device_masking():
     assert all(np.isfinite(x["loss"]) for x in m)
     assert all(0 < x["replaced_fraction"] < 0.3 for x in m)  # masked positions were corrupted
     assert m[-1]["loss"] < m[0]["loss"]
+
+
+@pytest.mark.slow
+def test_bert_nsp_whole_word_recipe_with_device_masking(setup, tmp_path):
+    """The BERT recipe (WordPiece, MLM + NSP) with whole-word device masking, through the
+    loop: rows carry ids, pair_label and word_starts; eval batches stay host-masked."""
+    from jaxformer.training import loop
+    from jaxformer.training.config_lib import load_config_file
+    from jaxformer.training.tasks import get_task
+
+    _, _, docs = setup
+    corpus_file = tmp_path / "docs.txt"
+    # One document per module: a blank line inside one would split it into paragraphs.
+    keep = [d for d in docs if 500 < len(d) < 4000][:60]  # several sentences each
+    text = "\n\n".join(re.sub(r"\n\s*\n", "\n", d.strip()) for d in keep)
+    corpus_file.write_text(text, encoding="utf-8")
+    c = load_config_file(os.path.join(os.path.dirname(HERE), "configs/bert_tiny_pretrain.py"))
+    over = {
+        "data.source": f"text:{corpus_file}",
+        "data.masking": "device",
+        "data.whole_word": True,
+        "data.eval_fraction": 0.1,
+        "model.vocab_size": 1024,
+        "num_train_steps": 6,
+        "checkpoint.every_steps": 6,
+        "log.eval_every_steps": 6,
+        "log.every_steps": 2,
+        "log.progress": False,
+        "log.tensorboard": False,
+        "log.plot": False,
+    }
+    for k, v in over.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    wd = str(tmp_path / "run")
+    loop.train(c, wd, log=lambda _: None)
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
+    assert all(np.isfinite(r["loss"]) and "pair_loss" in r for r in rows if "loss" in r)
+    assert any(np.isfinite(r.get("eval_loss", np.nan)) for r in rows)
+    task = get_task(c, wd)
+    batch = next(task.train_iterator(8, 0, 1))
+    keys = {"input_ids", "attention_mask", "token_type_ids", "pair_label", "word_starts"}
+    assert set(batch) == keys
+    out = jax.jit(task.device_batch)(batch, jax.random.key(0))
+    starts, picked = batch["word_starts"], np.zeros(batch["input_ids"].shape, bool)
+    for b, (pos, w) in enumerate(
+        zip(np.asarray(out["mlm_positions"]), np.asarray(out["mlm_weights"]))
+    ):
+        picked[b, pos[w > 0]] = True
+    words = np.cumsum(starts, axis=1)
+    for b in range(len(picked)):  # whole words through the task's own word starts
+        for w in np.unique(words[b][picked[b]]):
+            assert picked[b, words[b] == w].all()
