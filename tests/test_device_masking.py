@@ -5,6 +5,7 @@ consumes; and training with data.masking="device" (loss falls, accumulation exac
 import importlib.util
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -239,6 +240,56 @@ def test_shapes_under_jit_and_unknown_input():
         device_mask(jax.random.key(0), ids, special_ids=[0], mask_id=4, vocab_size=9, config=cfg)
 
 
+_SHARDED = """
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jaxformer.data.masking import MaskingConfig
+from jaxformer.objectives.masking import device_mask
+
+rng = np.random.default_rng(0)
+ids = rng.integers(5, 300, (16, 64)).astype(np.int32)
+ids[:, 0], ids[:, -8:] = 2, 0
+starts = rng.random((16, 64)) < 0.6
+sh = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+for whole in (False, True):
+    cfg = MaskingConfig(max_predictions=12, whole_word=whole)
+
+    def f(k, i, w):
+        w = w if whole else None
+        kw = dict(special_ids=np.arange(5), mask_id=4, vocab_size=300, config=cfg)
+        return device_mask(k, i, word_starts=w, **kw)
+
+    ref = jax.jit(f)(jax.random.key(0), ids, starts)
+    g = jax.jit(f, in_shardings=(None, sh, sh), out_shardings=sh)
+    args = (jax.random.key(0), jax.device_put(ids, sh), jax.device_put(starts, sh))
+    hlo = g.lower(*args).compile().as_text()
+    out = g(*args)
+    assert all(np.array_equal(ref[k], out[k]) for k in ref), whole
+    assert "all-gather" not in hlo and "all-to-all" not in hlo, whole
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_sharded_batch_gives_the_same_masks_without_gathering_it():
+    """On 4 fake devices with the batch sharded: the masks equal one device's, and the
+    compiled step moves no rows between devices (no all-gather / all-to-all)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(HERE)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
 # -- training ---------------------------------------------------------------------------
 def tiny_config(**over):
     spec = importlib.util.spec_from_file_location(
@@ -310,18 +361,23 @@ def _setup(config):
     return task, mesh, tx, sched, state, shardings
 
 
-def _run_steps(task, mesh, tx, sched, state, shardings, batch, accum, steps=1):
+def _compiled(task, mesh, tx, sched, shardings, batch, accum):
+    """The compiled step as `run(state, steps) -> (state, [metrics])` on this batch."""
     from jaxformer.training import sharding as sh, step as step_lib
 
     fn, bsh = step_lib.compile_train_step(
         step_lib.make_train_step(task, tx, sched, accum), shardings, batch, mesh
     )
-    s = jax.tree.map(jnp.copy, state)  # the step donates its input
-    out = []
-    for _ in range(steps):
-        s, m = fn(s, sh.to_global(batch, bsh, len(batch["input_ids"])))
-        out.append(jax.device_get(m))
-    return s, out
+
+    def run(state, steps=1):
+        s = jax.tree.map(jnp.copy, state)  # the step donates its input
+        out = []
+        for _ in range(steps):
+            s, m = fn(s, sh.to_global(batch, bsh, len(batch["input_ids"])))
+            out.append(jax.device_get(m))
+        return s, out
+
+    return run
 
 
 def test_grad_accumulation_with_device_masking_equals_one_big_step():
@@ -333,20 +389,19 @@ def test_grad_accumulation_with_device_masking_equals_one_big_step():
     )
     task, mesh, tx, sched, state, shardings = _setup(config)
     batch = next(task.train_iterator(32, 0, 1))
-    s1, m1 = _run_steps(task, mesh, tx, sched, state, shardings, batch, 1, steps=2)
-    s4, m4 = _run_steps(task, mesh, tx, sched, state, shardings, batch, 4, steps=2)
+    one = _compiled(task, mesh, tx, sched, shardings, batch, 1)
+    s1, m1 = one(state, 2)
+    s4, m4 = _compiled(task, mesh, tx, sched, shardings, batch, 4)(state, 2)
     for a, b in zip(m1, m4):
         for k in ("loss", "mlm_accuracy", "grad_norm"):
             np.testing.assert_allclose(b[k], a[k], rtol=1e-5, err_msg=k)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s4.params, s1.params
     )
-    _, again = _run_steps(task, mesh, tx, sched, state, shardings, batch, 1)
+    _, again = one(state)
     assert again[0]["loss"] == m1[0]["loss"]  # same state and step: same masks (resume)
     # The same params at the next step number draw other masks, so another loss.
-    _, later = _run_steps(
-        task, mesh, tx, sched, state.replace(step=state.step + 1), shardings, batch, 1
-    )
+    _, later = one(state.replace(step=state.step + 1))
     assert later[0]["loss"] != m1[0]["loss"]
 
 
@@ -359,7 +414,64 @@ def test_electra_step_with_device_masking():
     task, mesh, tx, sched, state, shardings = _setup(config)
     batch = next(task.train_iterator(8, 0, 1))
     assert "mlm_positions" not in batch
-    _, m = _run_steps(task, mesh, tx, sched, state, shardings, batch, 2, steps=3)
+    _, m = _compiled(task, mesh, tx, sched, shardings, batch, 2)(state, 3)
     assert all(np.isfinite(x["loss"]) for x in m)
     assert all(0 < x["replaced_fraction"] < 0.3 for x in m)  # masked positions were corrupted
     assert m[-1]["loss"] < m[0]["loss"]
+
+
+@pytest.mark.slow
+def test_bert_nsp_whole_word_recipe_with_device_masking(setup, tmp_path):
+    """The BERT recipe (WordPiece, MLM + NSP) with whole-word device masking, through the
+    loop: rows carry ids, pair_label and word_starts; eval batches stay host-masked."""
+    from jaxformer.training import loop
+    from jaxformer.training.config_lib import load_config_file
+    from jaxformer.training.tasks import get_task
+
+    _, _, docs = setup
+    corpus_file = tmp_path / "docs.txt"
+    # One document per module: a blank line inside one would split it into paragraphs.
+    keep = [d for d in docs if 500 < len(d) < 4000][:60]  # several sentences each
+    text = "\n\n".join(re.sub(r"\n\s*\n", "\n", d.strip()) for d in keep)
+    corpus_file.write_text(text, encoding="utf-8")
+    c = load_config_file(os.path.join(os.path.dirname(HERE), "configs/bert_tiny_pretrain.py"))
+    over = {
+        "data.source": f"text:{corpus_file}",
+        "data.masking": "device",
+        "data.whole_word": True,
+        "data.eval_fraction": 0.1,
+        "model.vocab_size": 1024,
+        "num_train_steps": 6,
+        "checkpoint.every_steps": 6,
+        "log.eval_every_steps": 6,
+        "log.every_steps": 2,
+        "log.progress": False,
+        "log.tensorboard": False,
+        "log.plot": False,
+    }
+    for k, v in over.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    wd = str(tmp_path / "run")
+    loop.train(c, wd, log=lambda _: None)
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
+    assert all(np.isfinite(r["loss"]) and "pair_loss" in r for r in rows if "loss" in r)
+    assert any(np.isfinite(r.get("eval_loss", np.nan)) for r in rows)
+    task = get_task(c, wd)
+    batch = next(task.train_iterator(8, 0, 1))
+    keys = {"input_ids", "attention_mask", "token_type_ids", "pair_label", "word_starts"}
+    assert set(batch) == keys
+    out = jax.jit(task.device_batch)(batch, jax.random.key(0))
+    starts, picked = batch["word_starts"], np.zeros(batch["input_ids"].shape, bool)
+    for b, (pos, w) in enumerate(
+        zip(np.asarray(out["mlm_positions"]), np.asarray(out["mlm_weights"]))
+    ):
+        picked[b, pos[w > 0]] = True
+    words = np.cumsum(starts, axis=1)
+    for b in range(len(picked)):  # whole words through the task's own word starts
+        for w in np.unique(words[b][picked[b]]):
+            assert picked[b, words[b] == w].all()

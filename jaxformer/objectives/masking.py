@@ -9,8 +9,9 @@ taken in random order and a word that would overflow `n` is skipped, as the host
 packed row (several examples, `segment_ids`) the count is drawn for the whole row; the
 specials of every segment are excluded by id.
 
-Every step is a sort, top-k, cumulative sum or gather along the sequence axis: memory is
-O(B * L), and the batch axis stays sharded as it comes.
+Every step is a sort, cumulative sum or gather within a row (no top-k, no scatter: XLA's
+partitioner gathers the whole batch for those): memory is O(B * L), and a batch sharded
+over devices stays sharded (the only collective is one flag per whole-word pass).
 """
 
 from __future__ import annotations
@@ -32,20 +33,28 @@ def _num_to_predict(key, maskable, p: float, cap: int):
     return jnp.minimum(n, jnp.minimum(cap, c))
 
 
-def _pick_tokens(key, maskable, n, cap: int):
-    """n (<= cap) uniformly random maskable tokens per row -> [B, L] bool.
+def _random_keys(key, shape):
+    """Distinct random int32 keys >= 0 per row [B, L]: random high bits, the position in the
+    low bits (`& (2**_pos_bits(L) - 1)` recovers it). One-operand sorts are the cheap ones."""
+    L = shape[1]
+    bits = jax.random.bits(key, shape, jnp.uint32) >> (1 + _pos_bits(L))
+    return (bits.astype(jnp.int32) << _pos_bits(L)) | jnp.arange(L, dtype=jnp.int32)
+
+
+def _pos_bits(L: int) -> int:
+    return max(1, int(L - 1).bit_length())
+
+
+def _pick_tokens(key, maskable, n):
+    """n uniformly random maskable tokens per row -> [B, L] bool.
 
     Scores are random bits with the position in the low bits, so they are distinct within a
     row and the n-th largest is an exact threshold.
     """
-    B, L = maskable.shape
-    pos_bits = max(1, int(L - 1).bit_length())
-    bits = jax.random.bits(key, (B, L), jnp.uint32) >> (1 + pos_bits)
-    score = (bits.astype(jnp.int32) << pos_bits) | jnp.arange(L, dtype=jnp.int32)
-    score = jnp.where(maskable, score, -1)
-    k = min(L, max(1, cap))
-    top, _ = jax.lax.top_k(score, k)  # [B, k], descending
-    thr = jnp.take_along_axis(top, jnp.clip(n - 1, 0, k - 1)[:, None], axis=1)  # [B, 1]
+    L = maskable.shape[1]
+    score = jnp.where(maskable, _random_keys(key, maskable.shape), -1)
+    ranked = jnp.sort(score, axis=1)  # ascending; the n-th largest sits at L - n
+    thr = jnp.take_along_axis(ranked, jnp.clip(L - n, 0, L - 1)[:, None], axis=1)  # [B, 1]
     return maskable & (score >= thr) & (n > 0)[:, None]
 
 
@@ -65,7 +74,9 @@ def _pick_words(key, maskable, word_starts, n):
     next_start = jnp.pad(next_start[:, 1:], ((0, 0), (0, 1)), constant_values=L)
     eligible = starts & maskable
     size = jnp.where(eligible, next_start - pos, L + 1)  # L + 1: never fits
-    order = jnp.argsort(jnp.where(eligible, jax.random.uniform(key, (B, L)), 2.0), axis=1)
+    low = (1 << _pos_bits(L)) - 1
+    last = jnp.iinfo(jnp.int32).max & ~low  # ineligible words after every eligible one
+    order = jnp.sort(jnp.where(eligible, _random_keys(key, (B, L)), last | pos), axis=1) & low
     s = jnp.take_along_axis(size, order, axis=1)  # [B, L] sizes in random word order
 
     # Greedy over the random order: from the pointer, the first word that fits, then the
@@ -85,7 +96,8 @@ def _pick_words(key, maskable, word_starts, n):
 
     init = (n, jnp.zeros((B,), jnp.int32), jnp.zeros((B, L), bool), n > 0)
     _, _, taken, _ = jax.lax.while_loop(lambda c: c[3].any(), body, init)
-    taken_at_start = jnp.take_along_axis(taken, jnp.argsort(order, axis=1), axis=1)
+    # Back to word order: sorting (order << 1 | taken) puts word j's flag at j.
+    taken_at_start = (jnp.sort((order << 1) | taken.astype(jnp.int32), axis=1) & 1) > 0
     word_of = jax.lax.cummax(jnp.where(starts, pos, 0), axis=1)  # first position of its word
     return jnp.take_along_axis(taken_at_start, word_of, axis=1) & maskable
 
@@ -94,10 +106,10 @@ def _gather_positions(chosen, P: int):
     """Sorted positions of the chosen tokens in P slots -> (positions [B, P], valid [B, P])."""
     B, L = chosen.shape
     k = min(P, L)
-    key = jnp.where(chosen, L - jnp.arange(L, dtype=jnp.int32), 0)
-    top, _ = jax.lax.top_k(key, k)  # descending key = ascending position
-    valid = top > 0
-    positions = jnp.where(valid, L - top, 0)
+    key = jnp.where(chosen, jnp.arange(L, dtype=jnp.int32) - L, 0)
+    top = jnp.sort(key, axis=1)[:, :k] + L  # chosen positions first, ascending; then L
+    valid = top < L
+    positions = jnp.where(valid, top, 0)
     if k < P:
         positions = jnp.pad(positions, ((0, 0), (0, P - k)))
         valid = jnp.pad(valid, ((0, 0), (0, P - k)))
@@ -150,7 +162,7 @@ def device_mask(
         maskable &= jnp.asarray(attention_mask) > 0
     n = _num_to_predict(k_count, maskable, config.mlm_probability, P)
     if word_starts is None:
-        chosen = _pick_tokens(k_pick, maskable, n, P)
+        chosen = _pick_tokens(k_pick, maskable, n)
     else:
         chosen = _pick_words(k_pick, maskable, jnp.asarray(word_starts), n)
 

@@ -306,8 +306,14 @@ class PretrainTask(Task):
 
     # -- loss ----------------------------------------------------------------------------
     def device_batch(self, batch, rng):
-        """With data.masking="device", draws the MLM masks of a batch of unmasked ids (keys
-        as `_dataset` ships them); a batch that carries `mlm_positions` passes unchanged."""
+        """With data.masking="device", draws the MLM masks of a batch of unmasked ids.
+
+        In: input_ids, attention_mask, token_type_ids [B, L] (+ pair_label; packed rows:
+        segment_ids, position_ids, per-segment pair keys; word_starts [B, L] when
+        data.whole_word). Out: the same with input_ids masked, word_starts dropped, and
+        mlm_positions / mlm_ids [B, P] int32, mlm_weights [B, P] float32 added (P =
+        data.max_predictions, or `default_packed_predictions` for packed rows). A batch
+        that already carries mlm_positions (host-masked eval) passes unchanged."""
         if self.config.data.masking != "device" or "mlm_positions" in batch:
             return batch
         from jaxformer.data import packing
