@@ -216,7 +216,8 @@ def _load_jaxformer(path: str) -> LoadedModel:
     or a TransformerConfig; `labels` optional) + orbax steps + tokenizer (`tokenizer/` next
     to the config, or tokenizer.json in it). A training workdir: pretraining, fine-tuning
     and continued pretraining runs write the model they train to `model_config.json` (head,
-    classes); an older fine-tuning workdir without it loads from its `hf_export/`."""
+    classes); an older fine-tuning workdir without it loads from its `hf_export/`; an
+    ELECTRA run loads its discriminator."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
     written = _read_json(os.path.join(root, "model_config.json"))
@@ -230,6 +231,8 @@ def _load_jaxformer(path: str) -> LoadedModel:
             "jaxformer.recipes.finetune.FineTuneTask and export it with save_pretrained."
         )
     params = _restore_params(path)
+    if isinstance(params, dict) and "discriminator" in params:  # an ELECTRA pretraining run
+        params = params["discriminator"]
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
     if written:
         cfg = EncoderConfig.from_dict(written)
