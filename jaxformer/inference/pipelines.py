@@ -220,7 +220,9 @@ def _load_jaxformer(path: str) -> LoadedModel:
     ELECTRA run loads its discriminator."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
-    written = _read_json(os.path.join(root, "model_config.json"))
+    from jaxformer.recipes.finetune import MODEL_CONFIG_FILE
+
+    written = _read_json(os.path.join(root, MODEL_CONFIG_FILE))
     export = os.path.join(root, "hf_export")
     if not written and "finetune" in config and os.path.isfile(os.path.join(export, "config.json")):
         return _load_hf(export, _read_json(os.path.join(export, "config.json")))

@@ -231,8 +231,8 @@ def file_records(data, head: str, regression: bool, label_names=None):
         p = labelled.parse_file_source(src)
         if p is None:
             raise ValueError(
-                f"data.eval_source={src!r}: use csv:PATH, tsv:PATH or jsonl:PATH (or '' to "
-                "hold out data.eval_fraction of the training file)."
+                f"data source {src!r}: use csv:PATH, tsv:PATH or jsonl:PATH (data.eval_source "
+                "'' holds out data.eval_fraction of the training file)."
             )
         parsed.append(p)
     limit = int(data.get("max_examples", 0) or 0)
