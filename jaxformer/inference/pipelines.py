@@ -180,7 +180,7 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
             meta["pooling"] = mode
     labels = _labels_from(hf, model.cfg.num_labels)
     return LoadedModel(
-        "encoder", model, _to_device(params), load_tokenizer(path), model.cfg, labels, path, meta
+        "encoder", model, _to_device(params), _load_tokenizer(path), model.cfg, labels, path, meta
     )
 
 
@@ -292,10 +292,29 @@ def _load_jaxformer(path: str) -> LoadedModel:
     )
 
 
+def _load_tokenizer(d: str) -> Tokenizer:
+    """`load_tokenizer(d)`, with a damaged tokenizer file as a ModelFileError naming it."""
+    from jaxformer.convert.huggingface import ModelFileError, read_json_file
+
+    if os.path.isfile(os.path.join(d, "tokenizer_config.json")):
+        read_json_file(os.path.join(d, "tokenizer_config.json"))
+    try:
+        return load_tokenizer(d)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # the Rust reader's errors have no common type
+        names = ("tokenizer.json", "vocab.txt", "vocab.json")
+        name = next((n for n in names if os.path.isfile(os.path.join(d, n))), "tokenizer")
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise ModelFileError(
+            f"{name} in {d} is corrupt ({reason}); re-download or re-export it."
+        ) from None
+
+
 def _first_tokenizer(dirs: Sequence[str]) -> Tokenizer:
     for d in dirs:
         if glob.glob(os.path.join(d, "tokenizer.json")) or glob.glob(os.path.join(d, "vocab.txt")):
-            return load_tokenizer(d)
+            return _load_tokenizer(d)
     raise PipelineError(f"no tokenizer (tokenizer.json or vocab.txt) in {list(dirs)}.")
 
 
@@ -307,7 +326,7 @@ def _seq2seq_tokenizers(root: str):
         os.path.join(root, "target_tokenizer"),
     )
     if os.path.isdir(src_dir) and os.path.isdir(tgt_dir):
-        return load_tokenizer(src_dir), load_tokenizer(tgt_dir)
+        return _load_tokenizer(src_dir), _load_tokenizer(tgt_dir)
     tok = _first_tokenizer([os.path.join(root, "tokenizer"), root])
     return tok, tok
 

@@ -17,12 +17,13 @@ def main(argv=None) -> int:
     from jaxformer.training import distributed
 
     distributed.initialize(config.distributed)  # before anything touches the devices
+    from jaxformer.convert.huggingface import ModelFileError
     from jaxformer.data.labelled import DataFileError
     from jaxformer.training import loop, sharding
 
     try:
         loop.train(config, workdir)
-    except (sharding.ShardingError, DataFileError) as e:
+    except (sharding.ShardingError, DataFileError, ModelFileError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
     except loop.NonFiniteError as e:
