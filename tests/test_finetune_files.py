@@ -151,6 +151,8 @@ def test_label_names_from_the_command_line_and_relative_paths(tmp_path, monkeypa
         L.DataFileError, match=r"dev\.csv:3: unknown label 'c'.*read from train\.csv.*a, b"
     ):
         file_records(c.data, "sequence_classification", False)
+    assert config_label_names("['b', 'a']") == config_label_names(("b", "a")) == ("b", "a")
+    assert config_label_names("") is None
     with pytest.raises(ValueError, match="distinct non-empty"):
         config_label_names("a,,b")
 

@@ -200,10 +200,19 @@ def record_text(record: dict) -> str:
 
 
 def config_label_names(value) -> Optional[tuple]:
-    """`finetune.label_names` as a tuple: "neg,pos" (the command-line form) or a sequence;
-    None when unset ("" or None)."""
+    """`finetune.label_names` as a tuple: "neg,pos" (the command-line form), "['neg', 'pos']"
+    or a sequence; None when unset ("" or None)."""
     if value is None:
         return None
+    if isinstance(value, str) and value.strip()[:1] in ("[", "("):
+        import ast
+
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"finetune.label_names={value!r}: write the names as neg,pos."
+            ) from None
     if isinstance(value, str):
         names = tuple(n.strip() for n in value.split(",")) if value.strip() else ()
     else:
