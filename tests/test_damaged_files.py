@@ -115,6 +115,14 @@ def test_truncated_pytorch_model_bin(model, capsys):
     )
 
 
+def test_corrupt_tokenizer_files(model, capsys):
+    (model / "tokenizer_config.json").write_text("{")
+    check(capsys, model, r"^tokenizer_config\.json in .*model is not valid JSON")
+    os.remove(model / "tokenizer_config.json")
+    (model / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    check(capsys, model, r"^tokenizer\.json in .*model is corrupt \(.+\); re-download")
+
+
 def test_weights_of_another_model(model, good, capsys, tmp_path):
     other = make_hf_dir(tmp_path / "cls", "sequence_classification", labels=["a", "b"])
     shutil.copy(os.path.join(other, "model.safetensors"), model / "model.safetensors")
@@ -156,3 +164,22 @@ def test_relative_and_missing_model_paths(good, capsys, monkeypatch):
     assert "model directory 'runs/nowhere' does not exist" in err
     with pytest.raises(FileNotFoundError, match="'runs/nowhere' does not exist"):
         P.FillMask("runs/nowhere")
+
+
+def test_fine_tuning_from_a_damaged_directory_is_one_line(model, capsys, tmp_path):
+    from jaxformer.training import cli as train_cli
+
+    truncate(model / "model.safetensors")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = train_cli.main(
+        [
+            "--config",
+            os.path.join(root, "configs", "finetune_tiny.py"),
+            "--workdir",
+            str(tmp_path / "ft"),
+            f"--config.init_from=hf:{model}",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert f"model.safetensors in {model} is truncated or corrupt" in err

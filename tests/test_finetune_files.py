@@ -4,8 +4,11 @@ command line with relative paths."""
 
 import json
 import os
+import shutil
 
 import pytest
+
+from jaxformer.inference import pipelines as P
 
 from jaxformer.data import labelled as L
 from jaxformer.recipes import configs as recipes
@@ -148,6 +151,8 @@ def test_label_names_from_the_command_line_and_relative_paths(tmp_path, monkeypa
         L.DataFileError, match=r"dev\.csv:3: unknown label 'c'.*read from train\.csv.*a, b"
     ):
         file_records(c.data, "sequence_classification", False)
+    assert config_label_names("['b', 'a']") == config_label_names(("b", "a")) == ("b", "a")
+    assert config_label_names("") is None
     with pytest.raises(ValueError, match="distinct non-empty"):
         config_label_names("a,,b")
 
@@ -184,20 +189,25 @@ QUIET = [
 def train(args, workdir, capsys):
     from jaxformer.training import cli
 
-    assert (
-        cli.main(["--config", "configs/finetune_tiny.py", "--workdir", workdir, *args, *QUIET]) == 0
-    )
+    config = os.path.join(ROOT, "configs", "finetune_tiny.py")
+    assert cli.main(["--config", config, "--workdir", workdir, *args, *QUIET]) == 0
     capsys.readouterr()
     with open(os.path.join(workdir, "summary.json")) as f:
         return json.load(f)
 
 
+def jaxformer(capsys, *argv):
+    from jaxformer import cli
+
+    assert cli.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.slow
 def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, capsys):
-    from jaxformer.inference import pipelines as P
-
-    monkeypatch.chdir(ROOT)  # the docs' relative paths, from the repository root
-    cls_dir = str(tmp_path / "reviews")
+    # The commands of docs/finetuning.md, with its relative paths, in a copy of the examples.
+    shutil.copytree(EXAMPLES, tmp_path / "examples" / "own_data")
+    monkeypatch.chdir(tmp_path)
     s = train(
         [
             "--config.data.source=csv:examples/own_data/reviews_train.csv",
@@ -205,19 +215,26 @@ def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, caps
             "--config.data.text_field=review",
             "--config.data.pair_field=product",
         ],
-        cls_dir,
+        "runs/reviews",
         capsys,
     )
     # 3 balanced classes: chance is about 1/3; the wording decides the label.
     assert s["eval_task_accuracy"] >= 0.9, s
     assert s["last_loss"] < 0.5 * s["first_loss"], s
-    with open(os.path.join(cls_dir, "hf_export", "config.json")) as f:
+    with open("runs/reviews/hf_export/config.json") as f:
         assert json.load(f)["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
-    clf = P.Classify(os.path.join(cls_dir, "hf_export"))
-    got = clf([("the kettle is awful and arrived on time", "kettle"), ("a superb lamp", "lamp")])
-    assert [g["label"] for g in got] == ["negative", "positive"]
+    got = jaxformer(
+        capsys, "classify", "--model", "runs/reviews", "the kettle is awful", "--pair", "kettle"
+    )
+    assert got[0]["label"] == "negative"
+    got = P.Classify("runs/reviews/hf_export")(
+        [
+            ("honestly a superb lamp for the price", "lamp"),
+            ("the desk is plain and arrived on time", "desk"),
+        ]
+    )
+    assert [g["label"] for g in got] == ["positive", "neutral"]
 
-    ner_dir = str(tmp_path / "people")
     s = train(
         [
             "--config.data.source=jsonl:examples/own_data/people_train.jsonl",
@@ -225,13 +242,14 @@ def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, caps
             "--config.finetune.head=token_classification",
             "--config.data.seq_len=32",
         ],
-        ner_dir,
+        "runs/people",
         capsys,
     )
     assert s["eval_task_entity_f1"] >= 0.9, s
-    tag = P.Tag(os.path.join(ner_dir, "hf_export"))
-    ents = tag("yesterday grace novak visited oslo with friends .")
-    assert [(e["entity_group"], e["word"]) for e in ents] == [
+    ents = jaxformer(
+        capsys, "tag", "--model", "runs/people", "yesterday grace novak visited oslo ."
+    )
+    assert [(e["entity_group"], e["word"]) for e in ents[0]] == [
         ("PER", "grace novak"),
         ("LOC", "oslo"),
     ]

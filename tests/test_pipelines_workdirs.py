@@ -43,7 +43,8 @@ def configure(name, **overrides):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """runs/pt (MLM pretraining), runs/ft (fine-tuned from it, exported), runs/ft_noexport
-    (stopped before the end: no hf_export/) and runs/cont (continued pretraining)."""
+    (stopped before the end: no hf_export/), runs/cont (continued pretraining) and runs/el
+    (ELECTRA pretraining)."""
     from jaxformer.data import default_corpus
 
     root = tmp_path_factory.mktemp("workdirs")
@@ -70,6 +71,7 @@ def runs(tmp_path_factory):
         str(runs / "cont"),
         log=lambda _: None,
     )
+    loop.train(configure("electra_tiny_pretrain", **text), str(runs / "el"), log=lambda _: None)
     return root
 
 
@@ -117,6 +119,15 @@ def test_pretraining_and_continued_workdirs_fill_masks(runs, monkeypatch):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         out = fill("return the [MASK] of the string.", top_k=3)
         assert len(out) == 3 and sum(c["score"] for c in out) <= 1.0 + 1e-6
+
+
+def test_an_electra_workdir_embeds_with_its_discriminator(runs, monkeypatch):
+    monkeypatch.chdir(runs)
+    texts = ["return the value", "the file does not exist"]
+    ours = P.Embed("runs/el")
+    assert ours.loaded.config.head == "rtd"
+    exported = P.Embed("runs/el/discriminator")  # the run's own HF export of the same weights
+    np.testing.assert_allclose(ours(texts), exported(texts), atol=1e-5)
 
 
 def test_cli_takes_relative_workdirs(runs, monkeypatch, capsys):

@@ -181,7 +181,7 @@ def _load_hf(path: str, hf: dict) -> LoadedModel:
             meta["pooling"] = mode
     labels = _labels_from(hf, model.cfg.num_labels)
     return LoadedModel(
-        "encoder", model, _to_device(params), load_tokenizer(path), model.cfg, labels, path, meta
+        "encoder", model, _to_device(params), _load_tokenizer(path), model.cfg, labels, path, meta
     )
 
 
@@ -217,10 +217,13 @@ def _load_jaxformer(path: str) -> LoadedModel:
     or a TransformerConfig; `labels` optional) + orbax steps + tokenizer (`tokenizer/` next
     to the config, or tokenizer.json in it). A training workdir: pretraining, fine-tuning
     and continued pretraining runs write the model they train to `model_config.json` (head,
-    classes); an older fine-tuning workdir without it loads from its `hf_export/`."""
+    classes); an older fine-tuning workdir without it loads from its `hf_export/`; an
+    ELECTRA run loads its discriminator."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
-    written = _read_json(os.path.join(root, "model_config.json"))
+    from jaxformer.recipes.finetune import MODEL_CONFIG_FILE
+
+    written = _read_json(os.path.join(root, MODEL_CONFIG_FILE))
     export = os.path.join(root, "hf_export")
     if not written and "finetune" in config and os.path.isfile(os.path.join(export, "config.json")):
         return _load_hf(export, _read_json(os.path.join(export, "config.json")))
@@ -231,6 +234,8 @@ def _load_jaxformer(path: str) -> LoadedModel:
             "jaxformer.recipes.finetune.FineTuneTask and export it with save_pretrained."
         )
     params = _restore_params(path)
+    if isinstance(params, dict) and "discriminator" in params:  # an ELECTRA pretraining run
+        params = params["discriminator"]
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
     if written:
         cfg = encoder_config_from_dict(written)
@@ -288,10 +293,29 @@ def _load_jaxformer(path: str) -> LoadedModel:
     )
 
 
+def _load_tokenizer(d: str) -> Tokenizer:
+    """`load_tokenizer(d)`, with a damaged tokenizer file as a ModelFileError naming it."""
+    from jaxformer.convert.huggingface import ModelFileError, read_json_file
+
+    if os.path.isfile(os.path.join(d, "tokenizer_config.json")):
+        read_json_file(os.path.join(d, "tokenizer_config.json"))
+    try:
+        return load_tokenizer(d)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # the Rust reader's errors have no common type
+        names = ("tokenizer.json", "vocab.txt", "vocab.json")
+        name = next((n for n in names if os.path.isfile(os.path.join(d, n))), "tokenizer")
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise ModelFileError(
+            f"{name} in {d} is corrupt ({reason}); re-download or re-export it."
+        ) from None
+
+
 def _first_tokenizer(dirs: Sequence[str]) -> Tokenizer:
     for d in dirs:
         if glob.glob(os.path.join(d, "tokenizer.json")) or glob.glob(os.path.join(d, "vocab.txt")):
-            return load_tokenizer(d)
+            return _load_tokenizer(d)
     raise PipelineError(f"no tokenizer (tokenizer.json or vocab.txt) in {list(dirs)}.")
 
 
@@ -303,7 +327,7 @@ def _seq2seq_tokenizers(root: str):
         os.path.join(root, "target_tokenizer"),
     )
     if os.path.isdir(src_dir) and os.path.isdir(tgt_dir):
-        return load_tokenizer(src_dir), load_tokenizer(tgt_dir)
+        return _load_tokenizer(src_dir), _load_tokenizer(tgt_dir)
     tok = _first_tokenizer([os.path.join(root, "tokenizer"), root])
     return tok, tok
 

@@ -201,10 +201,19 @@ def record_text(record: dict) -> str:
 
 
 def config_label_names(value) -> Optional[tuple]:
-    """`finetune.label_names` as a tuple: "neg,pos" (the command-line form) or a sequence;
-    None when unset ("" or None)."""
+    """`finetune.label_names` as a tuple: "neg,pos" (the command-line form), "['neg', 'pos']"
+    or a sequence; None when unset ("" or None)."""
     if value is None:
         return None
+    if isinstance(value, str) and value.strip()[:1] in ("[", "("):
+        import ast
+
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"finetune.label_names={value!r}: write the names as neg,pos."
+            ) from None
     if isinstance(value, str):
         names = tuple(n.strip() for n in value.split(",")) if value.strip() else ()
     else:
@@ -232,8 +241,8 @@ def file_records(data, head: str, regression: bool, label_names=None):
         p = labelled.parse_file_source(src)
         if p is None:
             raise ValueError(
-                f"data.eval_source={src!r}: use csv:PATH, tsv:PATH or jsonl:PATH (or '' to "
-                "hold out data.eval_fraction of the training file)."
+                f"data source {src!r}: use csv:PATH, tsv:PATH or jsonl:PATH (data.eval_source "
+                "'' holds out data.eval_fraction of the training file)."
             )
         parsed.append(p)
     limit = int(data.get("max_examples", 0) or 0)

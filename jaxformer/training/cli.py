@@ -39,12 +39,13 @@ def _main(argv) -> int:
     from jaxformer.training import distributed
 
     distributed.initialize(config.distributed)  # before anything touches the devices
+    from jaxformer.convert.huggingface import ModelFileError
     from jaxformer.data.labelled import DataFileError
     from jaxformer.training import loop, sharding
 
     try:
         loop.train(config, workdir)
-    except (sharding.ShardingError, checks.ConfigError, DataFileError) as e:
+    except (sharding.ShardingError, checks.ConfigError, DataFileError, ModelFileError) as e:
         return _error(e)
     except loop.NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
