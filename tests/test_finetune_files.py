@@ -273,3 +273,37 @@ def test_a_bad_row_stops_train_py_with_one_line(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 0 and "bad.csv:3: 1 cells, but the header has 2" in err, (
         err
     )
+
+
+def test_an_eval_file_smaller_than_one_batch_still_evaluates(tmp_path, capsys):
+    from jaxformer.training import cli
+
+    rows = "".join(f"word{i} word{i + 1},{'ab'[i % 2]}\n" for i in range(40))
+    train_csv = write(tmp_path / "train.csv", "text,label\n" + rows)
+    dev_csv = write(tmp_path / "dev.csv", "text,label\nword1 word2,b\nword2 word3,a\nword3,b\n")
+    workdir = str(tmp_path / "run")
+    argv = [
+        "--config",
+        os.path.join(ROOT, "configs", "finetune_tiny.py"),
+        "--workdir",
+        workdir,
+        f"--config.data.source=csv:{train_csv}",
+        f"--config.data.eval_source=csv:{dev_csv}",
+        "--config.batch_size=16",
+        "--config.num_train_steps=4",
+        "--config.log.eval_every_steps=2",
+        "--config.checkpoint.every_steps=0",
+        "--config.log.progress=false",
+        "--config.log.plot=false",
+        "--config.log.tensorboard=false",
+    ]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "less than one eval batch of 16" in out
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    # Three held-out rows: the accuracy is a multiple of 1/3, at step 2 and at the end.
+    assert round(summary["eval_accuracy"] * 3, 6) in (0.0, 1.0, 2.0, 3.0)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        evals = [r["step"] for r in map(json.loads, f) if "eval_accuracy" in r]
+    assert evals == [2, 4]

@@ -569,15 +569,12 @@ class FineTuneTask(Task):
         from jaxformer.data import batch_dataset, shard_for_process
 
         feats = self._encoded(self._records()[1])
-        if len(feats) < batch_size:
-            raise ValueError(
-                f"{len(feats)} eval examples cannot fill one batch of "
-                f"{batch_size}; raise data.eval_fraction or lower batch_size."
-            )
-        # Whole batches only: the sharded eval step takes the global batch shape.
+        # The last batch may be short (or the only one): the loop evaluates it
+        # (`loop.fit_eval_batches`) instead of dropping it.
         ds = batch_dataset(
             shard_for_process(grain.MapDataset.source(feats), process_index, process_count),
             batch_size // process_count,
+            drop_remainder=False,
         )
         return [ds[i] for i in range(len(ds))]
 
