@@ -116,7 +116,8 @@ def test_two_processes_with_different_data_positions_resume_exactly_after_sigkil
         "--config.num_train_steps=12",
         "--config.checkpoint.every_steps=4",
     ]
-    full = _launch(tmp_path, "full", _free_port(), *extra)
+    # One two-process run at a time: on a loaded machine, gloo's connect can time out.
+    _finish(_launch(tmp_path, "full", _free_port(), *extra))
     killed = _launch(tmp_path, "kill", _free_port(), *extra, delay=0.5)
     ckpt4 = tmp_path / "kill" / "checkpoints" / "4"
     t0 = time.time()
@@ -129,7 +130,6 @@ def test_two_processes_with_different_data_positions_resume_exactly_after_sigkil
     for p in killed:
         p.wait()
     assert max(_steps_logged(tmp_path / "kill")) < 12
-    _finish(full)
     meta = json.load(open(tmp_path / "full" / "checkpoints" / "12" / "meta" / "metadata"))
     positions = meta["data_per_process"]
     assert len(positions) == 2 and positions[0] != positions[1], positions
