@@ -115,6 +115,9 @@ def test_two_processes_with_different_data_positions_resume_exactly_after_sigkil
         "--config.task=multidevice_multihost:UnevenSharesTask",
         "--config.num_train_steps=12",
         "--config.checkpoint.every_steps=4",
+        # Process 0 alone would import TensorBoard between two collectives; on a loaded
+        # machine that can outlast gloo's fixed 30 s rendezvous.
+        "--config.log.tensorboard=False",
     ]
     # One two-process run at a time: on a loaded machine, gloo's connect can time out.
     _finish(_launch(tmp_path, "full", _free_port(), *extra))
