@@ -204,3 +204,14 @@ def test_relative_checkpoint_and_continued_pretraining_sources(project, monkeypa
     for a, b in zip(jax.tree.leaves(task._source), jax.tree.leaves(absolute)):
         np.testing.assert_array_equal(a, b)
     assert (project / "runs" / "cont" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_every_shipped_config_passes_the_checks():
+    import glob
+
+    from jaxformer.training import checks, config_lib
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+    assert len(paths) > 10
+    for path in paths:
+        checks.check_config(config_lib.load_config_file(path))

@@ -135,18 +135,19 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path, source_args):
     p_stop = run(stop, "--config.stop_after_steps=20")
     p_term = run(term, delay=0.25)
     p_kill = run(kill, delay=0.25)
-    p_int = run(intr, delay=0.25)
+    p_int = run(intr, delay=0.5)
 
     _wait_for(lambda: _logged_step(term) >= 12, p_term)
     p_term.send_signal(signal.SIGTERM)
+    # Ctrl-C: saves where it stops, says where, exits 0 without a traceback.
+    _wait_for(lambda: _logged_step(intr) >= 13, p_int)
+    p_int.send_signal(signal.SIGINT)
+
     out_term = _finish(p_term)
     assert "SIGTERM at step" in out_term
     term_step = _steps(term)[-1]
     assert 12 <= term_step < 40, out_term
 
-    # Ctrl-C: saves where it stops, says where, exits 0 without a traceback.
-    _wait_for(lambda: _logged_step(intr) >= 13, p_int)
-    p_int.send_signal(signal.SIGINT)
     out_int = _finish(p_int)
     int_step = _steps(intr)[-1]
     assert 13 <= int_step < 40, out_int

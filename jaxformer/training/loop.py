@@ -241,10 +241,8 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     # Eval batches may carry keys train batches lack (host masks under device masking).
     eval_sh = sh.batch_shardings(mesh, eval_batches[0]) if eval_batches else None
 
-    # A resumed run replays the steps after its checkpoint: their old rows go.
-    writer = observe.MetricWriter(
-        workdir, tensorboard=config.log.tensorboard, resume_step=start if restored else None
-    )
+    # A run replays the steps after its checkpoint (all of them without one): old rows go.
+    writer = observe.MetricWriter(workdir, tensorboard=config.log.tensorboard, resume_step=start)
     stop_at = min(total, config.stop_after_steps or total)
     progress = observe.Progress(total, start, enabled=config.log.progress)
     tokens_per_step = config.batch_size * task.tokens_per_example()

@@ -47,9 +47,9 @@ class MetricWriter:
     """Appends {"step": ..., **metrics} to workdir/metrics.jsonl and TensorBoard events
     (workdir/tb); only process 0 writes.
 
-    `resume_step`: the step a resumed run restarts from. Rows of later steps were written by
-    the interrupted run and are about to be replayed, so they are dropped (and TensorBoard
-    purges its events after that step): no step gets two rows of the same kind."""
+    `resume_step`: the step a run starts from (0 without a checkpoint). Rows of later steps
+    were written by an interrupted run and are about to be replayed, so they are dropped (and
+    TensorBoard purges its events after that step): no step gets two rows of the same kind."""
 
     def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None):
         self.active = jax.process_index() == 0
