@@ -38,6 +38,9 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.max_bad_steps = 10  # consecutive non-finite steps before stopping
     c.aot_only = False  # compile the step for the mesh, print memory per device, run nothing
     c.aot_hbm_gib = 0.0  # with aot_only: say whether the step fits this much device memory
+    c.profile = ml_collections.ConfigDict()
+    c.profile.start_step = 2  # trace from here (after compilation and warm-up)
+    c.profile.num_steps = 0  # steps traced into workdir/profile; 0 = no trace
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | lamb | adafactor

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from jaxformer.training import checkpoint as ckpt_lib
+from jaxformer.training import goodput as goodput_lib
 from jaxformer.training import observe
 from jaxformer.training import sharding as sh
 from jaxformer.training import state as state_lib
@@ -140,6 +141,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     compiled = train_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
     say(f"compiled the train step in {compile_s:.1f} s")
+    gp = goodput_lib.Goodput()
+    gp.add("compile", compile_s)
+    profiler = goodput_lib.Profiler(config.get("profile"), workdir)
 
     eval_batches = (
         task.eval_batches(config.batch_size, pi, pc)
@@ -210,9 +214,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             "learning rate, check the data, or raise config.max_bad_steps."
         )
 
-    with _Preemption() as preemption:
+    with _Preemption() as preemption, gp.loop():
         try:
             while step < stop_at:
+                with gp.timed("profile"):
+                    profiler.before_step(step, state)
                 state, dev_metrics = compiled(state, batch)
                 step += 1
                 if pending is not None:  # read the previous step while this one runs
@@ -222,29 +228,35 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
                 pending = (step, dev_metrics)
                 eval_metrics = {}
                 if config.log.eval_every_steps and step % config.log.eval_every_steps == 0:
-                    eval_metrics = run_eval(step)
+                    with gp.timed("eval"):
+                        eval_metrics = run_eval(step)
                 if ckpt.should_save(step) and step < stop_at:
-                    ckpt.save(state, data.get_state(), eval_metrics or None)
+                    with gp.timed("checkpoint"):
+                        ckpt.save(state, data.get_state(), eval_metrics or None)
                 if preemption.requested():
                     preempted = True
                     say(f"\nSIGTERM at step {step}: saving a checkpoint and exiting.")
                     break
                 if step < stop_at:
-                    batch = sh.to_global(next(data), batch_sh, config.batch_size)
+                    with gp.timed("data_wait"):
+                        batch = sh.to_global(next(data), batch_sh, config.batch_size)
             if pending is not None:
                 m = handle(*pending)
                 if m["bad_streak"] >= config.max_bad_steps:
                     bad_stop(m, pending[0])
         finally:
             progress.close()
+            with gp.timed("profile"):
+                profiler.stop(state)
     train_s = time.perf_counter() - train_time_start
 
     evaluated_now = config.log.eval_every_steps and step % config.log.eval_every_steps == 0
     final_eval = (
         {} if preempted else (eval_metrics if evaluated_now and eval_metrics else run_eval(step))
     )
-    ckpt.save(state, data.get_state(), final_eval or None, wait=True)
-    ckpt.close()
+    with gp.timed("checkpoint"):
+        ckpt.save(state, data.get_state(), final_eval or None, wait=True)
+        ckpt.close()
     if hasattr(data, "close"):
         data.close()
 
@@ -288,6 +300,14 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
                 say(text)
                 writer.text("finish", text, step)
                 summary["finish"] = text
+    summary["goodput"] = gp.summary(time.perf_counter() - t_start)
+    writer.write(step, {f"goodput_{k}": float(v) for k, v in summary["goodput"].items()})
+    if summary["goodput"]["input_bound"]:
+        say(
+            f"input-bound: the loop waited {summary['goodput']['data_wait_s']:.1f} s for data "
+            f"against {summary['goodput']['step_s']:.1f} s of steps; raise data.prefetch or "
+            "speed up the input pipeline."
+        )
     writer.close()
     if lead:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
