@@ -21,6 +21,7 @@ from jaxformer.training import state as state_lib
 from jaxformer.training import step as step_lib
 from jaxformer.training.config_lib import to_json
 from jaxformer.training.optim import make_optimizer
+from jaxformer.training.preemption import HostAgreement
 from jaxformer.training.tasks import get_task
 
 
@@ -32,9 +33,10 @@ class _Preemption:
     """Turns SIGTERM into a flag the loop polls (saving from inside a signal handler is not
     safe: the step may be mid-dispatch)."""
 
-    def __init__(self):
+    def __init__(self, check_every: int = 1):
         self.flag = False
         self._old = None
+        self.agree = HostAgreement(check_every)  # across hosts, every K steps
 
     def __enter__(self):
         try:
@@ -52,11 +54,8 @@ class _Preemption:
         return False
 
     def requested(self) -> bool:
-        if jax.process_count() == 1:
-            return self.flag
-        from jax.experimental import multihost_utils  # every process must agree on the step
-
-        return bool(np.max(multihost_utils.process_allgather(np.int32(self.flag))))
+        """Called once per step by every process; all of them get the same answer."""
+        return self.agree(self.flag)
 
 
 _param_norm = jax.jit(optax.global_norm)
@@ -214,7 +213,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
             "learning rate, check the data, or raise config.max_bad_steps."
         )
 
-    with _Preemption() as preemption, gp.loop():
+    check_every = config.get("preemption_check_every_steps", 10)
+    with _Preemption(check_every) as preemption, gp.loop():
         try:
             while step < stop_at:
                 with gp.timed("profile"):
@@ -263,6 +263,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     summary = {
         "step": step,
         "preempted": preempted,
+        "preemption_syncs": preemption.agree.syncs,
         "compile_time_s": compile_s,
         "train_time_s": train_s,
         "total_time_s": time.perf_counter() - t_start,
