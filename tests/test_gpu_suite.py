@@ -27,7 +27,7 @@ def test_gpu_suite_dry_run(tmp_path):
     assert len(cases) == 7 and suite["dry_run"]
     ran = {n: c for n, c in cases.items() if "same_as" not in c}
     assert all("error" not in c for c in ran.values()), ran
-    train = ran["bert-base train s128"]["results"]
+    train = ran["bert-large train s512"]["results"]  # the first train case; others repeat it
     assert [r["name"] for r in train] == [
         "jaxformer (attention=xla)",
         "jaxformer (attention=auto)",

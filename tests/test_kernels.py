@@ -65,6 +65,7 @@ def test_kernel_matches_float64_reference(monkeypatch, qkv, kernel, mask_name):
     mask = MASKS[mask_name]()
     if kernel == "cudnn":  # cuDNN cannot run on CPU: its lengths path with jax's XLA backend
         monkeypatch.setattr(K, "_cudnn", functools.partial(K._cudnn, implementation="xla"))
+        monkeypatch.setattr(K, "_cudnn_fits", lambda q: True)  # float32 here: exact check
     out = jax.jit(functools.partial(K.attend, kernel=kernel, interpret=True))(q, k, v, mask)
     want = reference(q, k, v, mask)
     np.testing.assert_allclose(np.asarray(out), want, atol=2e-5, rtol=2e-5)
@@ -131,6 +132,7 @@ def test_auto_dispatches_per_backend(monkeypatch, qkv, backend, called):
     real = getattr(K, called)
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     if called == "_cudnn":  # cuDNN itself cannot run on CPU: its lengths path via XLA
+        monkeypatch.setattr(K, "_cudnn_fits", lambda q: True)
         monkeypatch.setattr(
             K, "_cudnn", lambda *a: calls.append(a) or real(*a, implementation="xla")
         )
@@ -153,3 +155,37 @@ def test_auto_dispatches_per_backend(monkeypatch, qkv, backend, called):
 def test_unknown_kernel_is_a_one_line_error():
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'; use one of auto"):
         K.resolve_kernel("flash")
+
+
+def test_cudnn_envelope():
+    bf16 = jnp.zeros((1, 16, 2, 64), jnp.bfloat16)
+    assert K._cudnn_fits(bf16)
+    assert not K._cudnn_fits(bf16.astype(jnp.float32))  # float32 compute: xla
+    assert not K._cudnn_fits(jnp.zeros((1, 16, 2, 160), jnp.bfloat16))
+    assert not K._cudnn_fits(bf16[:, :1])  # a decoding step
+
+
+@pytest.mark.parametrize("kernel", ["splash", "pallas"])
+def test_encoder_with_pallas_kernel_matches_xla_on_packed_rows(kernel):
+    """The model-level wiring: a packed batch through the encoder with each Pallas kernel
+    (interpret mode) gives the xla kernel's hidden states."""
+    from jaxformer.models import EncoderModel, bert_config
+
+    cfg = bert_config(
+        "tiny", vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64
+    )
+    seg = np.zeros((2, T), np.int32)
+    seg[0, :70], seg[0, 70:120], seg[1, :128] = 1, 2, 1
+    ids = np.random.default_rng(0).integers(5, 64, (2, T)).astype(np.int32)
+    mask = (seg > 0).astype(np.int32)
+    model = EncoderModel(cfg)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(ids))["params"]
+
+    def hidden(kern):
+        m = EncoderModel(cfg.replace(attention_kernel=kern))
+        return m.apply(
+            {"params": params}, ids, attention_mask=mask, segment_ids=seg
+        ).last_hidden_state
+
+    want = np.asarray(hidden("xla"))
+    np.testing.assert_allclose(np.asarray(hidden(kernel)), want, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,8 @@ do not read the dense mask: they get its structure, recovered from it inside the
 - `einsum`: the explicit reference (float32 softmax); the only kernel with attention dropout.
 - `cudnn`: cuDNN flash attention; a key-padding mask ([b, 1, 1, k]) goes in as
   `key_value_seq_lengths` (no dense bias). Masks that are not right padding (left padding,
-  holes) and per-query masks (packed segments, causal) run the `xla` kernel instead.
+  holes), per-query masks (packed segments, causal), float32 compute, head_dim not a
+  multiple of 8 or above 128, and single-query decoding steps run the `xla` kernel instead.
 - `splash`: TPU splash attention with segment ids (self-attention; the segment ids are
   recovered from a block-diagonal mask, padding included); other masks run `xla`.
 - `pallas`: the Pallas GPU (Triton) flash kernel with segment ids, under the same rule.
@@ -112,12 +113,22 @@ def _is_key_padding(mask, q, k) -> bool:
     return mask is not None and mask.ndim == 4 and mask.shape[1:3] == (1, 1)
 
 
+def _cudnn_fits(q) -> bool:
+    """cuDNN flash attention's documented envelope: half precision, head_dim a multiple of 8
+    up to 128; single-query decoding steps stay on XLA."""
+    d = q.shape[-1]
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    return half and d % 8 == 0 and d <= 128 and q.shape[1] > 1
+
+
 def _cudnn(q, k, v, mask, scale, implementation="cudnn"):
     """Flash attention with padding as lengths. `implementation` is "xla" only in tests, where
     the same lengths path runs on CPU."""
     fused = functools.partial(
         jax.nn.dot_product_attention, scale=scale, implementation=implementation
     )
+    if not _cudnn_fits(q):
+        return _xla(q, k, v, mask, scale)
     if mask is None:
         return fused(q, k, v)
     if not _is_key_padding(mask, q, k) or mask.shape[0] != q.shape[0]:

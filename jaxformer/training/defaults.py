@@ -41,8 +41,12 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.num_train_steps = 1000  # schedules decay to this
     c.stop_after_steps = 0  # >0: halt early at this step (schedule unchanged)
     c.max_bad_steps = 10  # consecutive non-finite steps before stopping
+    c.preemption_check_every_steps = 10  # multi-host: agree on SIGTERM every K steps
     c.aot_only = False  # compile the step for the mesh, print memory per device, run nothing
     c.aot_hbm_gib = 0.0  # with aot_only: say whether the step fits this much device memory
+    c.profile = ml_collections.ConfigDict()
+    c.profile.start_step = 2  # trace from here (after compilation and warm-up)
+    c.profile.num_steps = 0  # steps traced into workdir/profile; 0 = no trace
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | stable_adamw | lamb | adafactor

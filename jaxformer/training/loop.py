@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from jaxformer.training import checkpoint as ckpt_lib
+from jaxformer.training import goodput as goodput_lib
 from jaxformer.training import observe
 from jaxformer.training import sharding as sh
 from jaxformer.training import state as state_lib
@@ -21,6 +22,7 @@ from jaxformer.training import step as step_lib
 from jaxformer.training.checks import absolute, check_config
 from jaxformer.training.config_lib import to_json
 from jaxformer.training.optim import make_optimizer
+from jaxformer.training.preemption import HostAgreement
 from jaxformer.training.tasks import get_task
 
 
@@ -37,11 +39,12 @@ class _Preemption:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self, check_every: int = 1):
         self.flag = False
         self.name = ""
         self._old = {}
         self._depth = 0
+        self.agree = HostAgreement(check_every)  # across hosts, every K steps
 
     def __enter__(self):
         self._depth += 1
@@ -77,11 +80,8 @@ class _Preemption:
         return False
 
     def requested(self) -> bool:
-        if jax.process_count() == 1:
-            return self.flag
-        from jax.experimental import multihost_utils  # every process must agree on the step
-
-        return bool(np.max(multihost_utils.process_allgather(np.int32(self.flag))))
+        """Called once per step by every process; all of them get the same answer."""
+        return self.agree(self.flag)
 
 
 _param_norm = jax.jit(optax.global_norm)
@@ -154,7 +154,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
     """Trains as `config` says, in `workdir`. Returns a summary dict (also written to
     workdir/summary.json). Resumes from workdir/checkpoints when there is one. SIGTERM or
     Ctrl-C saves a checkpoint and returns (summary["preempted"])."""
-    with _Preemption() as preemption:  # from the start: a Ctrl-C while compiling still saves
+    check_every = config.get("preemption_check_every_steps", 10)
+    # From the start: a Ctrl-C while compiling still saves.
+    with _Preemption(check_every) as preemption:
         return _train(config, workdir, log, preemption)
 
 
@@ -225,6 +227,9 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     compiled = train_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
     say(f"compiled the train step in {compile_s:.1f} s")
+    gp = goodput_lib.Goodput()
+    gp.add("compile", compile_s)
+    profiler = goodput_lib.Profiler(config.get("profile"), workdir)
 
     eval_batches = None
     if config.log.eval_every_steps or config.checkpoint.best_metric:
@@ -299,9 +304,11 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
             "learning rate, check the data, or raise config.max_bad_steps."
         )
 
-    with preemption:
+    with preemption, gp.loop():
         try:
             while step < stop_at:
+                with gp.timed("profile"):
+                    profiler.before_step(step, state)
                 state, dev_metrics = compiled(state, batch)
                 step += 1
                 if pending is not None:  # read the previous step while this one runs
@@ -311,28 +318,34 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
                 pending = (step, dev_metrics)
                 eval_metrics = {}
                 if config.log.eval_every_steps and step % config.log.eval_every_steps == 0:
-                    eval_metrics = run_eval(step)
+                    with gp.timed("eval"):
+                        eval_metrics = run_eval(step)
                 if ckpt.should_save(step) and step < stop_at:
-                    ckpt.save(state, data.get_state(), eval_metrics or None)
+                    with gp.timed("checkpoint"):
+                        ckpt.save(state, data.get_state(), eval_metrics or None)
                 if preemption.requested():
                     preempted = True
                     break
                 if step < stop_at:
-                    batch = sh.to_global(next(data), batch_sh, config.batch_size)
+                    with gp.timed("data_wait"):
+                        batch = sh.to_global(next(data), batch_sh, config.batch_size)
             if pending is not None:
                 m = handle(*pending)
                 if m["bad_streak"] >= config.max_bad_steps:
                     bad_stop(m, pending[0])
         finally:
             progress.close()
+            with gp.timed("profile"):
+                profiler.stop(state)
     train_s = time.perf_counter() - train_time_start
 
     evaluated_now = config.log.eval_every_steps and step % config.log.eval_every_steps == 0
     final_eval = (
         {} if preempted else (eval_metrics if evaluated_now and eval_metrics else run_eval(step))
     )
-    ckpt.save(state, data.get_state(), final_eval or None, wait=True)
-    ckpt.close()
+    with gp.timed("checkpoint"):
+        ckpt.save(state, data.get_state(), final_eval or None, wait=True)
+        ckpt.close()
     if preempted:
         say(
             f"\n{preemption.name or 'a stop signal'} at step {step}: checkpoint saved in "
@@ -344,6 +357,7 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     summary = {
         "step": step,
         "preempted": preempted,
+        "preemption_syncs": preemption.agree.syncs,
         "compile_time_s": compile_s,
         "train_time_s": train_s,
         "total_time_s": time.perf_counter() - t_start,
@@ -381,6 +395,14 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
                 say(text)
                 writer.text("finish", text, step)
                 summary["finish"] = text
+    summary["goodput"] = gp.summary(time.perf_counter() - t_start)
+    writer.write(step, {f"goodput_{k}": float(v) for k, v in summary["goodput"].items()})
+    if summary["goodput"]["input_bound"]:
+        say(
+            f"input-bound: the loop waited {summary['goodput']['data_wait_s']:.1f} s for data "
+            f"against {summary['goodput']['step_s']:.1f} s of steps; raise data.prefetch or "
+            "speed up the input pipeline."
+        )
     writer.close()
     if lead:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
