@@ -12,8 +12,10 @@ during that side's steps on CPU, plus XLA's own buffer plan for ours), model FLO
 (`jaxformer.benchmarking`), achieved FLOP/s and MFU: against the bf16 peak table on
 accelerators, against a 2048^3 float32 `jnp.dot` measured in this run on CPU.
 
-Models: `bert-<size>` (tiny mini small medium base large; mini is H=256 L=4) and
-`transformer-<size>` (nano tiny small base big; peer: MarianMTModel of the same shape).
+Models: `bert-<size>` (tiny mini small medium base large; mini is H=256 L=4),
+`modernbert-<size>` (tiny mini base large; peer: ModernBertForMaskedLM / ModernBertModel
+with transformers' default attention) and `transformer-<size>` (nano tiny small base big;
+peer: MarianMTModel of the same shape).
 Train mode is an MLM step (AdamW, clip 1.0, dropout on) for BERT and a teacher-forced
 cross-entropy step for the encoder-decoder; infer mode is the forward pass (the encoder for
 BERT, encoder + teacher-forced decoder for the encoder-decoder).
@@ -54,6 +56,7 @@ OPTIMIZER = {
     "eps": 1e-6,
     "clip_norm": 1.0,
 }
+ENCODERS = ("bert", "modernbert")  # model kinds fed MLM batches (`bert_batch`)
 SPECIAL = 5  # ids 0..4 are pad unk cls sep mask in our tokenizers; data ids start after them
 MASK_ID = 4
 
@@ -87,6 +90,19 @@ def model_config(args):
             sparse_last_layer=args.sparse_last,
         )
         return "bert", cfg
+    if family == "modernbert":
+        from jaxformer.models import modernbert_config
+
+        drop = {} if args.dropout is None else dict(attention_dropout=args.dropout)
+        cfg = modernbert_config(
+            size,
+            head="mlm" if args.mode == "train" else None,
+            dtype=dtype,
+            **drop,
+            attention_kernel=args.attention,
+            remat_policy=args.remat,
+        )
+        return "modernbert", cfg
     if family == "transformer":
         from jaxformer.models.seq2seq_configs import transformer_config
 
@@ -104,7 +120,9 @@ def model_config(args):
             max_len=max(512, args.seq),
         )
         return "transformer", cfg
-    raise SystemExit(f"unknown --model {args.model!r}; use bert-<size> or transformer-<size>.")
+    raise SystemExit(
+        f"unknown --model {args.model!r}; use bert-<size>, modernbert-<size> or transformer-<size>."
+    )
 
 
 def predictions_per_row(seq: int) -> int:
@@ -289,10 +307,10 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
             return PretrainTask(conf, "/tmp/jaxformer_bench"), "training.tasks.PretrainTask"
         except ImportError as e:  # pragma: no cover
             print(f"[throughput] training system unavailable ({e}); using own task")
-    from jaxformer.models import EncoderModel
+    from jaxformer.models import encoder_model
     from jaxformer.objectives import losses
 
-    model = EncoderModel(cfg)
+    model = encoder_model(cfg)
 
     def loss(params, batch, rng, deterministic):
         out = model.apply(
@@ -386,10 +404,10 @@ class JaxInfer(Side):
         self.name, self.kind, self.cfg, self.batch_np = name, kind, cfg, batch
 
     def build(self):
-        if self.kind == "bert":
-            from jaxformer.models import EncoderModel
+        if self.kind in ENCODERS:
+            from jaxformer.models import encoder_model
 
-            model = EncoderModel(self.cfg)
+            model = encoder_model(self.cfg)
             keys = ("input_ids", "attention_mask", "token_type_ids") + tuple(
                 k for k in ("segment_ids", "position_ids") if k in self.batch_np
             )
@@ -510,6 +528,17 @@ class TorchSide(Side):
             keys = ("input_ids", "attention_mask", "token_type_ids") + (
                 ("labels",) if self.mode == "train" else ()
             )
+        elif self.kind == "modernbert":
+            from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
+
+            from jaxformer.convert.modernbert import hf_config_from_modernbert
+
+            fields = hf_config_from_modernbert(self.cfg)
+            for k in ("architectures", "dtype", "id2label", "label2id"):
+                fields.pop(k)
+            hf = ModernBertConfig(**fields)
+            model = ModernBertForMaskedLM(hf) if self.mode == "train" else ModernBertModel(hf)
+            keys = ("input_ids", "attention_mask") + (("labels",) if self.mode == "train" else ())
         else:
             from transformers import MarianConfig, MarianMTModel
 
@@ -594,7 +623,7 @@ class TorchSide(Side):
             with torch.inference_mode(), self._autocast():
                 out = self.fwd(**self.batch)
             (
-                out.last_hidden_state if self.kind == "bert" else out.logits
+                out.last_hidden_state if self.kind in ENCODERS else out.logits
             ).sum().item() if self.dev == "cpu" else None
         if self.dev == "cuda":
             torch.cuda.synchronize()
@@ -631,7 +660,7 @@ def build_sides(args):
     mesh = tuple(int(x) for x in args.mesh.split(","))
     sides = []
     b_tokens = args.batch * args.seq
-    if kind == "bert":
+    if kind in ENCODERS:
         batch = bert_batch(cfg, args.batch, args.seq, args.seed)
         p = predictions_per_row(args.seq)
         useful = B.encoder_flops(cfg, args.seq, args.mode, p if args.mode == "train" else None)

@@ -125,3 +125,41 @@ def test_tiny_recipe_trains_through_train_py_and_overfits(tmp_path):
     first, last = overfit(get_task(c, str(tmp_path / "overfit")))
     assert last < 0.5 * first, (first, last)
     jax.clear_caches()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_throughput_benchmark_runs_modernbert(tmp_path, mode):
+    """benchmarks/throughput.py times ModernBERT padded and packed beside transformers'."""
+    from test_benchmarks import _load
+
+    out = tmp_path / "out.json"
+    _load("throughput").main(
+        [
+            "--model",
+            "modernbert-tiny",
+            "--seq",
+            "32",
+            "--batch",
+            "2",
+            "--mode",
+            mode,
+            "--lengths",
+            "uniform:8",
+            "--pack",
+            "--peers",
+            "torch",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--matmul-n",
+            "128",
+            "--json",
+            str(out),
+        ]  # fmt: skip
+    )
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert {"jaxformer (padded)", "jaxformer (packed)", "transformers (torch eager)"} <= set(rows)
+    for r in rows.values():
+        assert r["tokens_per_s"] > 0 and r["flops_per_token"] > 0
