@@ -8,8 +8,9 @@ prepare: generates a corpus of N MB (deterministic: sentences of the embedded co
 recombined into new documents with a seeded generator), runs `jaxformer prepare` on it
 (training a 30k WordPiece tokenizer on the bounded sample) and prints MB/s and the peak RSS
 of the whole process tree (sampled every 0.2 s from /proc with psutil).
-read: tokens/s of `store_batches` (packed, device masking: the host ships ids only), one
-process, with and without host masking for comparison.
+read: tokens/s of `store_batches` (packed, device masking: the host ships ids only) in one
+process and in two (each reading its share, as two hosts would), with the tokens per CPU
+second (what one unloaded core delivers), and host masking for comparison.
 train: wall time to step N and peak RSS of the process tree of
 `train.py --config configs/bert_tiny_pretrain.py --config.data.source=store:DIR`.
 """
@@ -111,28 +112,48 @@ def cmd_prepare(args):
         )
 
 
-def cmd_read(args):
-    from jaxformer.data import DataIterator, MaskingConfig, PretrainingConfig
+def _read_share(job):
+    """Reads `batches` batches of process `index`'s share; returns (tokens, wall s, CPU s)."""
+    store_dir, seq, batch, batches, objective, masking, pack, index, count = job
+    from jaxformer.data import DataIterator, PretrainingConfig
     from jaxformer.data.lazy import StoreExamples, store_batches
     from jaxformer.data.store import Store
 
-    store = Store(args.store, verify=False)
-    tok = store.tokenizer()
-    cfg = PretrainingConfig(max_seq_len=args.seq, objective=args.objective, masking=MaskingConfig())
+    store = Store(store_dir, verify=False)
+    cfg = PretrainingConfig(max_seq_len=seq, objective=objective)
+    ex = StoreExamples(store, store.tokenizer(), cfg, masking=masking, pack=pack)
+    ds = store_batches(ex, batch, process_index=index, process_count=count)
+    it = DataIterator(ds, prefetch=0)
+    next(it)
+    tokens, t, c = 0, time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        tokens += int(next(it)["attention_mask"].sum())
+    return tokens, time.perf_counter() - t, time.process_time() - c
+
+
+def cmd_read(args):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
     for masking, pack in (("device", True), ("device", False), ("dynamic", True)):
-        ex = StoreExamples(store, tok, cfg, masking=masking, pack=pack)
-        it = DataIterator(store_batches(ex, args.batch), prefetch=4)
-        next(it)
-        tokens, t = 0, time.perf_counter()
-        for _ in range(args.batches):
-            tokens += int(next(it)["attention_mask"].sum())
-        dt = time.perf_counter() - t
-        it.close()
-        print(
-            f"read {args.objective} masking={masking:7s} packed={pack!s:5s}: "
-            f"{tokens / dt:10.0f} tokens/s ({args.batches} batches of {args.batch} x {args.seq})",
-            flush=True,
-        )
+        for procs in (1, 2):
+            jobs = [
+                (args.store, args.seq, args.batch, args.batches, args.objective, masking, pack)
+                + (i, procs)
+                for i in range(procs)
+            ]
+            with ctx.Pool(procs) as pool:
+                res = pool.map(_read_share, jobs)
+            tokens = sum(r[0] for r in res)
+            wall = max(r[1] for r in res)
+            cpu = sum(r[2] for r in res)
+            print(
+                f"read {args.objective} masking={masking:7s} packed={pack!s:5s} "
+                f"{procs} process(es): {tokens / wall:10.0f} tokens/s wall, "
+                f"{tokens / cpu:10.0f} tokens per CPU-second "
+                f"({args.batches} batches of {args.batch} x {args.seq} each)",
+                flush=True,
+            )
 
 
 def cmd_train(args):
