@@ -75,7 +75,11 @@ class PeakRSS:
         return self.peak
 
 
-def _run_tree(cmd, env=None) -> tuple[float, int, str]:
+def _run_tree(cmd, env=None) -> tuple[float, int, str, float]:
+    """(wall s, peak RSS of the tree, output, CPU s of the tree) of a command."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -85,7 +89,9 @@ def _run_tree(cmd, env=None) -> tuple[float, int, str]:
     peak = rss.stop()
     if p.returncode:
         raise SystemExit(f"{cmd} failed:\n{out[-3000:]}")
-    return time.perf_counter() - t, peak, out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
+    return time.perf_counter() - t, peak, out, cpu
 
 
 def _env():
@@ -103,11 +109,12 @@ def cmd_prepare(args):
         cmd = [sys.executable, "-m", "jaxformer.cli", "prepare", "--input", corpus]
         cmd += ["--output", store, "--tokenizer-family", "bert", "--vocab-size", "30522"]
         cmd += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
-        dt, peak, out = _run_tree(cmd, _env())
+        dt, peak, out, cpu = _run_tree(cmd, _env())
         size = os.path.getsize(corpus) / 2**20
         print(
-            f"prepare {size:7.1f} MB: {dt:7.1f} s, {size / dt:6.2f} MB/s, peak RSS "
-            f"{peak / 2**30:.2f} GiB (process tree); {out.strip().splitlines()[-1]}",
+            f"prepare {size:7.1f} MB: {dt:7.1f} s, {size / dt:6.2f} MB/s wall, "
+            f"{size / cpu:6.2f} MB per CPU-second, peak RSS {peak / 2**30:.2f} GiB "
+            f"(process tree); {out.strip().splitlines()[-1]}",
             flush=True,
         )
 
@@ -166,10 +173,10 @@ def cmd_train(args):
     cmd += ["--config.log.eval_every_steps=0", "--config.checkpoint.best_metric="]
     cmd += ["--config.log.plot=False", "--workdir", work]
     env = dict(_env(), JAX_PLATFORMS="cpu")
-    dt, peak, _ = _run_tree(cmd, env)
+    dt, peak, _, cpu = _run_tree(cmd, env)
     print(
-        f"train.py to step {args.steps} on {args.store}: {dt:.1f} s, peak RSS "
-        f"{peak / 2**30:.2f} GiB (process tree)",
+        f"train.py to step {args.steps} on {args.store}: {dt:.1f} s ({cpu:.1f} CPU-s), "
+        f"peak RSS {peak / 2**30:.2f} GiB (process tree)",
         flush=True,
     )
 
