@@ -8,8 +8,9 @@ prepare: generates a corpus of N MB (deterministic: sentences of the embedded co
 recombined into new documents with a seeded generator), runs `jaxformer prepare` on it
 (training a 30k WordPiece tokenizer on the bounded sample) and prints MB/s and the peak RSS
 of the whole process tree (sampled every 0.2 s from /proc with psutil).
-read: tokens/s of `store_batches` (packed, device masking: the host ships ids only), one
-process, with and without host masking for comparison.
+read: tokens/s of `store_batches` (packed, device masking: the host ships ids only) in one
+process and in two (each reading its share, as two hosts would), with the tokens per CPU
+second (what one unloaded core delivers), and host masking for comparison.
 train: wall time to step N and peak RSS of the process tree of
 `train.py --config configs/bert_tiny_pretrain.py --config.data.source=store:DIR`.
 """
@@ -74,7 +75,11 @@ class PeakRSS:
         return self.peak
 
 
-def _run_tree(cmd, env=None) -> tuple[float, int, str]:
+def _run_tree(cmd, env=None) -> tuple[float, int, str, float]:
+    """(wall s, peak RSS of the tree, output, CPU s of the tree) of a command."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -84,7 +89,9 @@ def _run_tree(cmd, env=None) -> tuple[float, int, str]:
     peak = rss.stop()
     if p.returncode:
         raise SystemExit(f"{cmd} failed:\n{out[-3000:]}")
-    return time.perf_counter() - t, peak, out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
+    return time.perf_counter() - t, peak, out, cpu
 
 
 def _env():
@@ -102,37 +109,59 @@ def cmd_prepare(args):
         cmd = [sys.executable, "-m", "jaxformer.cli", "prepare", "--input", corpus]
         cmd += ["--output", store, "--tokenizer-family", "bert", "--vocab-size", "30522"]
         cmd += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
-        dt, peak, out = _run_tree(cmd, _env())
+        dt, peak, out, cpu = _run_tree(cmd, _env())
         size = os.path.getsize(corpus) / 2**20
         print(
-            f"prepare {size:7.1f} MB: {dt:7.1f} s, {size / dt:6.2f} MB/s, peak RSS "
-            f"{peak / 2**30:.2f} GiB (process tree); {out.strip().splitlines()[-1]}",
+            f"prepare {size:7.1f} MB: {dt:7.1f} s, {size / dt:6.2f} MB/s wall, "
+            f"{size / cpu:6.2f} MB per CPU-second, peak RSS {peak / 2**30:.2f} GiB "
+            f"(process tree); {out.strip().splitlines()[-1]}",
             flush=True,
         )
 
 
-def cmd_read(args):
-    from jaxformer.data import DataIterator, MaskingConfig, PretrainingConfig
+def _read_share(job):
+    """Reads `batches` batches of process `index`'s share; returns (tokens, wall s, CPU s)."""
+    store_dir, seq, batch, batches, objective, masking, pack, index, count = job
+    from jaxformer.data import PretrainingConfig
     from jaxformer.data.lazy import StoreExamples, store_batches
     from jaxformer.data.store import Store
 
-    store = Store(args.store, verify=False)
-    tok = store.tokenizer()
-    cfg = PretrainingConfig(max_seq_len=args.seq, objective=args.objective, masking=MaskingConfig())
+    store = Store(store_dir, verify=False)
+    cfg = PretrainingConfig(max_seq_len=seq, objective=objective)
+    ex = StoreExamples(store, store.tokenizer(), cfg, masking=masking, pack=pack)
+    ds = store_batches(ex, batch, process_index=index, process_count=count)
+    ds[0]
+    # Batches built in this thread, one after the other: grain's read-ahead threads (what
+    # DataIterator uses) would otherwise hand out batches built before the clock started.
+    tokens, t, c = 0, time.perf_counter(), time.process_time()
+    for b in range(1, batches + 1):
+        tokens += int(ds[b]["attention_mask"].sum())
+    return tokens, time.perf_counter() - t, time.process_time() - c
+
+
+def cmd_read(args):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
     for masking, pack in (("device", True), ("device", False), ("dynamic", True)):
-        ex = StoreExamples(store, tok, cfg, masking=masking, pack=pack)
-        it = DataIterator(store_batches(ex, args.batch), prefetch=4)
-        next(it)
-        tokens, t = 0, time.perf_counter()
-        for _ in range(args.batches):
-            tokens += int(next(it)["attention_mask"].sum())
-        dt = time.perf_counter() - t
-        it.close()
-        print(
-            f"read {args.objective} masking={masking:7s} packed={pack!s:5s}: "
-            f"{tokens / dt:10.0f} tokens/s ({args.batches} batches of {args.batch} x {args.seq})",
-            flush=True,
-        )
+        for procs in (1, 2):
+            jobs = [
+                (args.store, args.seq, args.batch, args.batches, args.objective, masking, pack)
+                + (i, procs)
+                for i in range(procs)
+            ]
+            with ctx.Pool(procs) as pool:
+                res = pool.map(_read_share, jobs)
+            tokens = sum(r[0] for r in res)
+            wall = max(r[1] for r in res)
+            cpu = sum(r[2] for r in res)
+            print(
+                f"read {args.objective} masking={masking:7s} packed={pack!s:5s} "
+                f"{procs} process(es): {tokens / wall:10.0f} tokens/s wall, "
+                f"{tokens / cpu:10.0f} tokens per CPU-second "
+                f"({args.batches} batches of {args.batch} x {args.seq} each)",
+                flush=True,
+            )
 
 
 def cmd_train(args):
@@ -145,10 +174,10 @@ def cmd_train(args):
     cmd += ["--config.log.eval_every_steps=0", "--config.checkpoint.best_metric="]
     cmd += ["--config.log.plot=False", "--workdir", work]
     env = dict(_env(), JAX_PLATFORMS="cpu")
-    dt, peak, _ = _run_tree(cmd, env)
+    dt, peak, _, cpu = _run_tree(cmd, env)
     print(
-        f"train.py to step {args.steps} on {args.store}: {dt:.1f} s, peak RSS "
-        f"{peak / 2**30:.2f} GiB (process tree)",
+        f"train.py to step {args.steps} on {args.store}: {dt:.1f} s ({cpu:.1f} CPU-s), "
+        f"peak RSS {peak / 2**30:.2f} GiB (process tree)",
         flush=True,
     )
 

@@ -1,5 +1,5 @@
-"""The data layer: tokenizers, sources, pretraining examples, masking, packing, fine-tuning
-preprocessors, metrics and feeding. See docs/data.md.
+"""The data layer: tokenizers, sources, the tokenized corpus store and its lazy pretraining
+examples, masking, packing, fine-tuning preprocessors, metrics and feeding. See docs/data.md.
 
 Names are imported on first use (PEP 562), so `jaxformer.data.packing` or `masking` work in
 an environment without grain or tensorflow-datasets; only the modules that need them
@@ -16,6 +16,7 @@ _EXPORTS = {
         "make_global_batch",
         "shard_for_process",
     ),
+    "jaxformer.data.lazy": ("StoreExamples", "store_batches"),
     "jaxformer.data.masking": ("Masker", "MaskingConfig", "dense_labels", "mask_tokens"),
     "jaxformer.data.packing": ("Packer", "padding_fraction"),
     "jaxformer.data.pretraining": (
@@ -33,6 +34,7 @@ _EXPORTS = {
         "tfds_source",
         "tfds_texts",
     ),
+    "jaxformer.data.store": ("PairStore", "Store", "StoreError", "prepare"),
     "jaxformer.data.tokenizers": (
         "FAMILIES",
         "MissingSpecialTokenError",

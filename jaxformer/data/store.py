@@ -660,6 +660,51 @@ def _read_manifest(path: str, kind: str) -> dict:
     return m
 
 
+def _map(path: str) -> np.ndarray:
+    """A read-only mmap of a .npy file, as a plain ndarray (np.memmap's subclass hooks cost
+    more than the reads themselves on small slices)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
+class _ReadFile:
+    """A 1-D .npy file read with `pread`: `f[a:b]` -> ndarray, `len(f)`.
+
+    Used for the token arrays, the bulk of a store: a touched page of a mapped file maps its
+    whole page-cache folio (1 MB and more on recent kernels) into the process, so scattered
+    reads through mmap grow RSS towards the store's size; reads do not."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0
+            if major != 1:
+                read = np.lib.format.read_array_header_2_0
+            shape, _, self.dtype = read(f)
+            self.start = f.tell()
+        if len(shape) != 1:
+            raise ValueError(f"expected a 1-D array, got shape {shape}")
+        self.size = shape[0]
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index) -> np.ndarray:
+        if not isinstance(index, slice):
+            return self[index : index + 1][0]
+        a, b, step = index.indices(self.size)
+        if step != 1:
+            raise ValueError("only contiguous slices")
+        n = max(0, b - a) * self.dtype.itemsize
+        data = os.pread(self.fd, n, self.start + a * self.dtype.itemsize)
+        return np.frombuffer(data, self.dtype)
+
+    def __del__(self):
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
 class _Shards:
     """The shard files of a store, checked against the manifest and opened with mmap."""
 
@@ -682,9 +727,8 @@ class _Shards:
                 if verify and _file_sum(f) != want:
                     raise StoreError(f"store shard {f} fails its CRC-32 check (corrupted); {fix}")
                 try:
-                    # A plain ndarray view of the map: np.memmap's subclass hooks cost
-                    # more than the reads themselves on small slices.
-                    arrays[name] = np.load(f, mmap_mode="r").view(np.ndarray)
+                    big = name in ("tokens", "source", "target")
+                    arrays[name] = _ReadFile(f) if big else _map(f)
                 except ValueError as e:
                     raise StoreError(f"store shard {f} cannot be read ({e}); {fix}") from e
             self.arrays.append(arrays)

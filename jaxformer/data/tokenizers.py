@@ -297,11 +297,14 @@ def train_tokenizer(
 
 
 def _continuations(hf: HFTokenizer, texts: Sequence[str]) -> list[str]:
-    """`##c` for every non-space character of the normalized texts, sorted."""
+    """`##c` for every character that follows another inside a pre-tokenized word (the
+    continuation symbols HF's trainer creates), sorted."""
     chars = set()
     for t in texts:
-        chars.update(hf.normalizer.normalize_str(t) if hf.normalizer else t)
-    return ["##" + c for c in sorted(chars) if not c.isspace()]
+        t = hf.normalizer.normalize_str(t) if hf.normalizer else t
+        for word, _ in hf.pre_tokenizer.pre_tokenize_str(t):
+            chars.update(word[1:])
+    return ["##" + c for c in sorted(chars)]
 
 
 def _canonical(hf: HFTokenizer, family: str) -> HFTokenizer:
