@@ -81,8 +81,8 @@ FILL = [
 ]
 
 
-def test_fill_mask_matches_transformers(dirs):
-    ref, ours = hf_pipeline("fill-mask", dirs["mlm"]), P.FillMask(dirs["mlm"])
+def assert_fill_mask_agrees(path):
+    ref, ours = hf_pipeline("fill-mask", path), P.FillMask(path)
     for text, got in zip(FILL, ours(FILL, top_k=5)):
         want = ref(text, top_k=5)
         if text.count("[MASK]") == 1:
@@ -92,6 +92,20 @@ def test_fill_mask_matches_transformers(dirs):
             assert [c["token_str"] for c in g] == [c["token_str"] for c in w]
             assert [c["sequence"] for c in g] == [c["sequence"] for c in w]
             np.testing.assert_allclose([c["score"] for c in g], [c["score"] for c in w], atol=TOL)
+
+
+def test_fill_mask_matches_transformers(dirs):
+    assert_fill_mask_agrees(dirs["mlm"])
+
+
+def test_fill_mask_on_a_model_saved_by_jaxformer(dirs, tmp_path):
+    """from_pretrained -> save_pretrained (+ the tokenizer): both pipelines agree there."""
+    import jaxformer
+
+    model, params = jaxformer.from_pretrained(dirs["mlm"])
+    jaxformer.save_pretrained(model, params, str(tmp_path))
+    transformers.AutoTokenizer.from_pretrained(dirs["mlm"]).save_pretrained(str(tmp_path))
+    assert_fill_mask_agrees(str(tmp_path))
 
 
 def test_classify_matches_transformers(dirs):
