@@ -91,7 +91,7 @@ def _steps(workdir):
     return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
 
 
-def _wait_for(pred, proc, timeout=240):
+def _wait_for(pred, proc, timeout=600):
     t = time.time()
     while not pred():
         if proc.poll() is not None:
