@@ -119,7 +119,7 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path, source_args):
     p_full = run(full)
     p_stop = run(stop, "--config.stop_after_steps=20")
     p_term = run(term, delay=0.25)
-    p_kill = run(kill, delay=0.25)
+    p_kill = run(kill, delay=1.0)  # slow enough to be seen past step 20 while term stops
 
     _wait_for(lambda: _logged_step(term) >= 12, p_term)
     p_term.send_signal(signal.SIGTERM)
