@@ -106,7 +106,7 @@ def _steps(workdir):
     return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
 
 
-def _wait_for(pred, proc, timeout=240):
+def _wait_for(pred, proc, timeout=600):
     t = time.time()
     while not pred():
         if proc.poll() is not None:
@@ -134,7 +134,7 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path, source_args):
     p_full = run(full)
     p_stop = run(stop, "--config.stop_after_steps=20")
     p_term = run(term, delay=0.25)
-    p_kill = run(kill, delay=0.25)
+    p_kill = run(kill, delay=1.0)  # slow enough to be seen past step 20 while term stops
     p_int = run(intr, delay=0.5)
 
     _wait_for(lambda: _logged_step(term) >= 12, p_term)
