@@ -137,30 +137,30 @@ def test_resume_is_exact_after_stop_sigterm_and_sigkill(tmp_path, source_args):
     p_kill = run(kill, delay=1.0)  # slow enough to be seen past step 20 while term stops
     p_int = run(intr, delay=0.5)
 
+    # All three signals before any run is awaited, so each lands mid-way.
     _wait_for(lambda: _logged_step(term) >= 12, p_term)
     p_term.send_signal(signal.SIGTERM)
-    # Ctrl-C: saves where it stops, says where, exits 0 without a traceback.
     _wait_for(lambda: _logged_step(intr) >= 13, p_int)
     p_int.send_signal(signal.SIGINT)
-
-    out_term = _finish(p_term)
-    assert "SIGTERM at step" in out_term
-    term_step = _steps(term)[-1]
-    assert 12 <= term_step < 40, out_term
-
-    out_int = _finish(p_int)
-    int_step = _steps(intr)[-1]
-    assert 13 <= int_step < 40, out_int
-    saved = os.path.join(intr, "checkpoints", str(int_step))
-    assert f"SIGINT (Ctrl-C) at step {int_step}: checkpoint saved in {saved}" in out_int
-    assert "Traceback" not in out_int and "KeyboardInterrupt" not in out_int
-
     # SIGKILL once the step-20 checkpoint is complete (orbax renames it into place when
     # done) and a few more steps ran, so the restart has to redo them.
     _wait_for(lambda: 20 in _steps(kill) and _logged_step(kill) >= 23, p_kill)
     p_kill.kill()
     p_kill.wait()
     assert max(_losses(kill)) < 40
+
+    out_term = _finish(p_term)
+    assert "SIGTERM at step" in out_term
+    term_step = _steps(term)[-1]
+    assert 12 <= term_step < 40, out_term
+
+    # Ctrl-C: saves where it stops, says where, exits 0 without a traceback.
+    out_int = _finish(p_int)
+    int_step = _steps(intr)[-1]
+    assert 13 <= int_step < 40, out_int
+    saved = os.path.join(intr, "checkpoints", str(int_step))
+    assert f"SIGINT (Ctrl-C) at step {int_step}: checkpoint saved in {saved}" in out_int
+    assert "Traceback" not in out_int and "KeyboardInterrupt" not in out_int
 
     _finish(p_full)
     _finish(p_stop)
