@@ -215,3 +215,21 @@ def test_every_shipped_config_passes_the_checks():
     assert len(paths) > 10
     for path in paths:
         checks.check_config(config_lib.load_config_file(path))
+
+
+@pytest.mark.parametrize("key", ["source", "eval_source"])
+def test_missing_labelled_file_is_one_line_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, key
+):
+    from jaxformer.training import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\n")
+    config = os.path.join(ROOT, "configs", "finetune_tiny.py")
+    argv = ["--config", config, "--config.data.source=csv:train.csv"]
+    argv.append(f"--config.data.{key}=tsv:nope.tsv")
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"data.{key}='tsv:nope.tsv'" in err and str(tmp_path / "nope.tsv") in err, err
+    assert not (tmp_path / "runs").exists()

@@ -56,16 +56,23 @@ def user_glob(pattern: str, what: str) -> str:
 
 
 # Data sources that name files, and how each one is resolved: the one place that knows.
-_FILE_SOURCES = {"text": user_glob, "store": user_path}
+_FILE_SOURCES = {
+    "text": user_glob,
+    "store": user_path,
+    "csv": user_path,
+    "tsv": user_path,
+    "jsonl": user_path,
+}
 
 
-def data_path(source: str) -> str | None:
-    """The absolute path (or pattern) inside a file-backed `data.source` ("text:GLOB",
-    "store:DIR"); None for the others. Missing files are a `PathError`."""
+def data_path(source: str, key: str = "data.source") -> str | None:
+    """The absolute path (or pattern) inside a file-backed data source ("text:GLOB",
+    "store:DIR", "csv:PATH", "tsv:PATH", "jsonl:PATH"); None for the others. Missing files
+    are a `PathError` naming `key`."""
     kind, sep, rest = source.partition(":")
     if not sep or kind not in _FILE_SOURCES:
         return None
-    return _FILE_SOURCES[kind](rest, f"data.source={source!r}")
+    return _FILE_SOURCES[kind](rest, f"{key}={source!r}")
 
 
 def init_path(init_from: str) -> tuple[str, str]:
@@ -133,8 +140,10 @@ def check_config(config) -> None:
     _check_task(config.task)
     init_path(config.get("init_from", "") or "")
     data = config.get("data")
-    if data is not None and isinstance(data.get("source"), str):
-        data_path(data.source)
+    if data is not None:
+        for key in ("source", "eval_source"):
+            if isinstance(data.get(key), str):
+                data_path(data.get(key), f"data.{key}")
 
 
 def _check_task(name: str) -> None:
