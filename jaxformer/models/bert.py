@@ -233,10 +233,28 @@ class Encoder(nn.Module):
         position_ids=None,
         segment_ids=None,
         deterministic: bool = True,
+    ) -> EncoderOutput:
+        """input_ids [b, t] -> EncoderOutput(last_hidden_state [b, t, H], pooled [b, H] or
+        None without a pooler). attention_mask [b, t] (1 = real token), segment_ids [b, t]
+        (packed rows attend within their segment)."""
+        hidden, pooled = self.encode(
+            input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic
+        )
+        return EncoderOutput(last_hidden_state=hidden, pooled=pooled)
+
+    def encode(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
         last_rows=None,
     ):
         """-> (hidden [b, t, H], pooled). With `last_rows` [b, r] (first column 0, the
-        pooler's row) the last layer runs only at those rows and hidden is [b, r, H]."""
+        pooler's row) the last layer runs only at those rows and hidden is [b, r, H] (what
+        `EncoderModel` uses for sparse MLM)."""
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
             raise ValueError("last_rows needs scan_layers=False.")
@@ -318,7 +336,7 @@ class EncoderModel(nn.Module):
             last_rows = jnp.concatenate(
                 [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1
             )
-        hidden, pooled = self.encoder(
+        hidden, pooled = self.encoder.encode(
             input_ids,
             attention_mask,
             token_type_ids,
