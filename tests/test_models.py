@@ -275,3 +275,19 @@ def test_out_of_vocab_ids_are_a_clear_error(bert):
         model.apply({"params": params}, np.array([[3, V, 4]], np.int32))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model.apply({"params": params}, np.array([[3, -1, 4]], np.int32))
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large"])
+def test_electra_generators_match_released_checkpoints_and_the_recipe(size):
+    from jaxformer.recipes import electra as electra_recipe
+    from jaxformer.recipes.configs import electra_pretrain
+
+    # google/electra-{small,base,large}-generator: hidden 256, 4 heads, MLP 1024 at every size.
+    g = electra_config(size, generator=True)
+    assert (g.hidden_size, g.num_heads, g.intermediate_size) == (256, 4, 1024)
+    d = electra_config(size)
+    assert g.embedding_size == d.embedding_size and g.num_layers == d.num_layers
+    # The pretraining recipe builds the same generator through the same rule.
+    c = electra_pretrain(size)
+    r = electra_recipe.generator_config(d, c.electra.generator_fraction)
+    assert (r.hidden_size, r.num_heads, r.intermediate_size) == (256, 4, 1024)
