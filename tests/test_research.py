@@ -72,6 +72,34 @@ def test_snippet_meshes_are_what_they_claim(snippet):
     assert r["fsdp"]["embedding_shards"] == n
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [2, 8])
+def test_every_family_runs_under_a_plain_jax_make_mesh(tmp_path, n):
+    """Forward and backward of BERT, ALBERT, ELECTRA, RoBERTa, ModernBERT and the
+    Transformer on a jax.make_mesh mesh (Explicit axes), bare and in sharding.use_mesh,
+    equal one device (before take_rows the embedding lookup raised ShardingTypeError)."""
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    out_json = tmp_path / "families.json"
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "explicit_mesh_families.py"), str(n), str(out_json)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out_json.read_text())
+    assert set(report) == {"bert", "albert", "electra", "roberta", "modernbert", "transformer"}
+    for family, diffs in report.items():
+        assert set(diffs) == {"bare", "use_mesh"}
+        assert max(diffs.values()) < 1e-5, (family, diffs)
+
+
 def test_mesh_rules_drop_explicit_and_missing_axes():
     dev = jax.devices()[:1]
     explicit = jax.make_mesh((1,), ("data",), devices=dev)
