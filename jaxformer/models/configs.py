@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
 
-FAMILIES = ("bert", "roberta", "albert", "electra")
+BERT_FAMILIES = ("bert", "roberta", "albert", "electra")  # the families of EncoderConfig
 SHARING = ("none", "all", "attention", "ffn")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_tanh", "relu", "tanh")
 HEADS = (
@@ -115,7 +115,7 @@ class EncoderConfig(_ConfigMixin):
     sparse_last_layer: bool = True
 
     def __post_init__(self):
-        check_choice("family", self.family, FAMILIES)
+        check_choice("family", self.family, BERT_FAMILIES)
         check_choice("sharing", self.sharing, SHARING)
         check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         check_choice("head", self.head, HEADS)
@@ -346,5 +346,5 @@ FAMILY_CONFIGS = {
 
 def encoder_config(family: str, size: str, **overrides) -> EncoderConfig:
     """`encoder_config("albert", "base", head="mlm")`: any family at any named size."""
-    check_choice("family", family, FAMILIES)
+    check_choice("family", family, BERT_FAMILIES)
     return FAMILY_CONFIGS[family](size, **overrides)
