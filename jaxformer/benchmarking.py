@@ -27,25 +27,32 @@ from typing import Optional
 
 import numpy as np
 
-# Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
+# Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity): the one table, read by the
+# benchmarks and by the training loop's MFU. Matched as a substring of `device_kind`, longest
+# key first ("H100 PCIe" before "H100", "TPU v5 lite" before "TPU v5").
 PEAK_BF16_TFLOPS = {
     "A100": 312.0,
-    "H100": 989.0,  # SXM; PCIe parts are lower (756)
+    "H100": 989.0,  # SXM
+    "H100 PCIe": 756.0,
     "H200": 989.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "V100": 125.0,
+    "TPU v2": 45.0,
+    "TPU v3": 123.0,
     "TPU v4": 275.0,
     "TPU v5 lite": 197.0,  # v5e reports itself as "TPU v5 lite"
     "TPU v5e": 197.0,
     "TPU v5p": 459.0,
     "TPU v5": 459.0,  # v5p reports "TPU v5"
+    "TPU v6 lite": 918.0,
+    "TPU v6e": 918.0,
 }
 
 
 def device_peak_tflops(device_kind: str) -> Optional[float]:
     """bf16 peak of a device from its `device_kind` string, None if not in the table."""
     kind = device_kind.lower()
-    if "h100" in kind and "pcie" in kind:
-        return 756.0
-    # Longest key first, so "TPU v5 lite" wins over "TPU v5".
     for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
         if key.lower() in kind:
             return PEAK_BF16_TFLOPS[key]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from jaxformer.models import EncoderConfig
-from jaxformer.models.configs import FAMILIES
+from jaxformer.models.configs import BERT_FAMILIES
 from jaxformer.training import config_lib, optim, sharding as sh
 from jaxformer.training.defaults import base_config
 from jaxformer.training.tasks import task_class
@@ -34,7 +34,7 @@ def test_config_loads_and_is_complete(path):
     assert not missing, f"{path} lacks {sorted(missing)}"
     assert task_class(c.task) is not None
     model = c.model.to_dict()
-    if model.get("family") in FAMILIES:  # an encoder of the BERT family
+    if model.get("family") in BERT_FAMILIES:  # an encoder of the BERT family
         EncoderConfig.from_dict(model)
     if c.task == "seq2seq":  # the encoder-decoder
         from jaxformer.models.seq2seq_configs import TransformerConfig

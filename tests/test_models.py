@@ -14,6 +14,7 @@ from jaxformer import (
     electra_config,
     encoder_config,
     roberta_config,
+    transformer_config,
 )
 from jaxformer.models.bert import layer_plan
 
@@ -271,7 +272,40 @@ def test_too_long_sequence_is_a_clear_error(bert):
 
 def test_out_of_vocab_ids_are_a_clear_error(bert):
     model, params = bert
-    with pytest.raises(ValueError, match=f"token id {V} is outside the vocabulary"):
+    with pytest.raises(
+        ValueError, match=f"input_ids contains token id {V}, outside the vocabulary"
+    ):
         model.apply({"params": params}, np.array([[3, V, 4]], np.int32))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model.apply({"params": params}, np.array([[3, -1, 4]], np.int32))
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large"])
+def test_electra_generators_match_released_checkpoints_and_the_recipe(size):
+    from jaxformer.recipes import electra as electra_recipe
+    from jaxformer.recipes.configs import electra_pretrain
+
+    # google/electra-{small,base,large}-generator: hidden 256, 4 heads, MLP 1024 at every size.
+    g = electra_config(size, generator=True)
+    assert (g.hidden_size, g.num_heads, g.intermediate_size) == (256, 4, 1024)
+    d = electra_config(size)
+    assert g.embedding_size == d.embedding_size and g.num_layers == d.num_layers
+    # The pretraining recipe builds the same generator through the same rule.
+    c = electra_pretrain(size)
+    r = electra_recipe.generator_config(d, c.electra.generator_fraction)
+    assert (r.hidden_size, r.num_heads, r.intermediate_size) == (256, 4, 1024)
+
+
+def test_one_dtype_rule_and_one_id_check_for_every_family():
+    from jaxformer.models import bert, common, modernbert, transformer
+
+    for module in (bert, modernbert, transformer):
+        assert module.dtypes is common.dtypes and module.check_ids is common.check_ids
+    cfg = transformer_config("nano", vocab_size=20, dtype="bfloat16")
+    assert common.dtypes(cfg) == (jnp.dtype("bfloat16"), jnp.dtype("float32"))
+    with pytest.raises(
+        ValueError,
+        match=r"decoder_input_ids contains token id 20, outside the vocabulary \[0, 20\)",
+    ):
+        common.check_ids(np.array([[1, 20]]), 20, "decoder_input_ids")
+    common.check_ids(np.array([[0, 19]]), 20)  # in range: no error

@@ -150,3 +150,20 @@ def test_top1_correct_equals_argmax_without_ties():
     # An exact tie for the maximum counts as correct (argmax would pick the first index).
     tied = np.zeros((1, 3), np.float32)
     assert float(top1_correct(tied, np.array([2]))[0]) == 1.0
+
+
+def test_one_label_smoothed_cross_entropy():
+    from jaxformer.objectives import losses, seq2seq
+
+    logits = jax.random.normal(jax.random.key(3), (2, 5, 11)) * 2
+    labels = jnp.array([[1, 2, 3, -100, 0], [4, 5, 6, 7, 10]])
+    for eps in (0.0, 0.1, 1.0):
+        want = losses.cross_entropy_with_logits(logits, jnp.maximum(labels, 0), eps)[0]
+        got = seq2seq.smoothed_cross_entropy(logits, labels, eps)
+        np.testing.assert_array_equal(got, want)
+        assert np.isfinite(np.asarray(got)).all()
+    # eps = 1 puts 1/(V-1) on every non-label token: a hand-computed float64 case.
+    lp = np.asarray(jax.nn.log_softmax(logits), np.float64)
+    q = (1 - np.eye(11)[np.maximum(np.asarray(labels), 0)]) / 10
+    ref = -(q * lp).sum(-1) + (q * np.log(np.where(q > 0, q, 1))).sum(-1)
+    np.testing.assert_allclose(seq2seq.smoothed_cross_entropy(logits, labels, 1.0), ref, atol=1e-5)

@@ -10,6 +10,7 @@ from jaxformer.convert.hf_params import (
     hf_state_dict_from_params,
     params_from_hf_state_dict,
 )
+from jaxformer.convert.surgery import merge_encoder
 from jaxformer.convert.huggingface import (
     ModelFileError,
     from_pretrained,
@@ -25,6 +26,7 @@ __all__ = [
     "hf_config_from_encoder_config",
     "hf_state_dict_from_params",
     "load_hf_state_dict",
+    "merge_encoder",
     "params_from_hf_state_dict",
     "save_pretrained",
     "supported_architectures",

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 
 def sinusoidal_table(
@@ -45,6 +46,22 @@ def segment_positions(segment_ids: jnp.ndarray) -> jnp.ndarray:
     return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
 
 
+def take_rows(table: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
+    """`table[ids]`: `[num, features]` rows at int `ids [...]` -> `[..., features]`.
+
+    Under a mesh with Explicit axes (the default of `jax.make_mesh`) a gather of a
+    replicated table at batch-sharded ids has no unambiguous output sharding, so the
+    output is declared to follow the ids; elsewhere (no mesh, Auto axes) it is a plain take
+    and the compiler picks the layout.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not mesh.explicit_axes:
+        return jnp.take(table, ids, axis=0)
+    spec = tuple(jax.typeof(ids).sharding.spec)
+    spec += (None,) * (ids.ndim - len(spec))
+    return table.at[ids].get(out_sharding=P(*spec, None))
+
+
 class Embed(nn.Module):
     """A lookup table `[num, features]` with `attend` for tied output projections."""
 
@@ -65,7 +82,7 @@ class Embed(nn.Module):
 
     def __call__(self, ids):
         # [..., ] int -> [..., features]; take on the table keeps it shardable over vocab.
-        return jnp.take(jnp.asarray(self.embedding, self.dtype), ids, axis=0)
+        return take_rows(jnp.asarray(self.embedding, self.dtype), ids)
 
     def attend(self, x):
         """[..., features] -> [..., num_embeddings]: logits against the table (tied decoder)."""
@@ -82,4 +99,4 @@ class SinusoidalPositions(nn.Module):
     @nn.compact
     def __call__(self, position_ids):
         table = jnp.asarray(sinusoidal_table(self.max_len, self.features, self.layout))
-        return jnp.take(table, position_ids, axis=0)
+        return take_rows(table, position_ids)

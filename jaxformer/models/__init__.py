@@ -3,7 +3,7 @@ Transformer."""
 
 from typing import Any
 
-from jaxformer.models.bert import Encoder, EncoderModel, layer_plan
+from jaxformer.models.bert import Encoder, EncoderModel
 from jaxformer.models.configs import (
     ConfigError,
     EncoderConfig,
@@ -27,7 +27,6 @@ __all__ = [
     "modernbert_config",
     "Encoder",
     "EncoderModel",
-    "layer_plan",
     "ConfigError",
     "EncoderConfig",
     "albert_config",

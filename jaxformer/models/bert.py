@@ -7,7 +7,6 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention
@@ -15,6 +14,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, segment_positions
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
+from jaxformer.models.common import check_ids, dtypes
 from jaxformer.models.configs import EncoderConfig
 from jaxformer.models.outputs import EncoderOutput
 
@@ -23,23 +23,6 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
-
-
-def dtypes(cfg: EncoderConfig):
-    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-
-
-def check_input_ids(cfg: EncoderConfig, input_ids) -> None:
-    """Checks host (numpy or concrete) ids against the vocabulary; traced ids are skipped."""
-    if isinstance(input_ids, jax.core.Tracer):
-        return
-    ids = np.asarray(input_ids)
-    if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
-        bad = int(ids.max()) if ids.max() >= cfg.vocab_size else int(ids.min())
-        raise ValueError(
-            f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size}); the tokenizer "
-            "and the model config disagree (check vocab_size or the tokenizer)."
-        )
 
 
 def check_length(cfg: EncoderConfig, length: int) -> None:
@@ -233,17 +216,35 @@ class Encoder(nn.Module):
         position_ids=None,
         segment_ids=None,
         deterministic: bool = True,
+    ) -> EncoderOutput:
+        """input_ids [b, t] -> EncoderOutput(last_hidden_state [b, t, H], pooled [b, H] or
+        None without a pooler). attention_mask [b, t] (1 = real token), segment_ids [b, t]
+        (packed rows attend within their segment)."""
+        hidden, pooled = self.encode(
+            input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic
+        )
+        return EncoderOutput(last_hidden_state=hidden, pooled=pooled)
+
+    def encode(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
         last_rows=None,
     ):
         """-> (hidden [b, t, H], pooled). With `last_rows` [b, r] (first column 0, the
-        pooler's row) the last layer runs only at those rows and hidden is [b, r, H]."""
+        pooler's row) the last layer runs only at those rows and hidden is [b, r, H] (what
+        `EncoderModel` uses for sparse MLM)."""
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
             raise ValueError("last_rows needs scan_layers=False.")
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
         check_length(cfg, input_ids.shape[1])
-        check_input_ids(cfg, input_ids)
+        check_ids(input_ids, cfg.vocab_size)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
@@ -318,7 +319,7 @@ class EncoderModel(nn.Module):
             last_rows = jnp.concatenate(
                 [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1
             )
-        hidden, pooled = self.encoder(
+        hidden, pooled = self.encoder.encode(
             input_ids,
             attention_mask,
             token_type_ids,

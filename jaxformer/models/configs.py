@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
 
-FAMILIES = ("bert", "roberta", "albert", "electra")
+BERT_FAMILIES = ("bert", "roberta", "albert", "electra")  # the families of EncoderConfig
 SHARING = ("none", "all", "attention", "ffn")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_tanh", "relu", "tanh")
 HEADS = (
@@ -115,7 +115,7 @@ class EncoderConfig(_ConfigMixin):
     sparse_last_layer: bool = True
 
     def __post_init__(self):
-        check_choice("family", self.family, FAMILIES)
+        check_choice("family", self.family, BERT_FAMILIES)
         check_choice("sharing", self.sharing, SHARING)
         check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         check_choice("head", self.head, HEADS)
@@ -228,7 +228,24 @@ ELECTRA_SIZES = {  # discriminator: (layers, hidden, embedding, heads, intermedi
     "base": (12, 768, 768, 12, 3072),
     "large": (24, 1024, 1024, 16, 4096),
 }
-ELECTRA_GENERATOR_FRACTION = {"small": 1, "base": 3, "large": 4}  # released generators: H=256
+# Generator width as a fraction of the discriminator's, as released (google/electra-*-generator:
+# H = 256 at every size, so 1 for small). The paper's Table 6 lists 1/4 for ELECTRA-Small, the
+# setting of its compute-matched study; the released small generator is as wide as its
+# discriminator, and these fractions reproduce the released checkpoints.
+ELECTRA_GENERATOR_FRACTION = {"small": 1.0, "base": 1 / 3, "large": 1 / 4}
+TINY_GENERATOR_FRACTION = 1 / 4  # BERT size names (tiny CPU models)
+
+
+def generator_dims(hidden: int, intermediate: int, fraction: float) -> dict:
+    """The one ELECTRA generator rule: the discriminator's depth and embedding width, its
+    hidden and MLP widths scaled by `fraction` (at least 16), one head per 64 dims (fewer
+    when 64-dim heads do not divide the width)."""
+    h = max(16, int(round(hidden * fraction)))
+    heads = max(1, h // 64)
+    while h % heads:
+        heads -= 1
+    inter = max(16, int(round(intermediate * fraction)))
+    return {"hidden_size": h, "num_heads": heads, "intermediate_size": inter}
 
 
 def _size(name: str, table: dict) -> tuple:
@@ -302,10 +319,10 @@ def electra_config(size: str = "small", generator: bool = False, **overrides) ->
         frac = ELECTRA_GENERATOR_FRACTION[size]
     else:
         layers, hidden = _size(size, SIZES)
-        emb, heads, inter, frac = hidden, max(2, hidden // 64), 4 * hidden, 4
+        emb, heads, inter, frac = hidden, max(2, hidden // 64), 4 * hidden, TINY_GENERATOR_FRACTION
     if generator:
-        hidden, inter = hidden // frac, inter // frac
-        heads = max(1, hidden // 64)
+        dims = generator_dims(hidden, inter, frac)
+        hidden, heads, inter = dims["hidden_size"], dims["num_heads"], dims["intermediate_size"]
     base = dict(
         family="electra",
         num_layers=layers,
@@ -329,5 +346,5 @@ FAMILY_CONFIGS = {
 
 def encoder_config(family: str, size: str, **overrides) -> EncoderConfig:
     """`encoder_config("albert", "base", head="mlm")`: any family at any named size."""
-    check_choice("family", family, FAMILIES)
+    check_choice("family", family, BERT_FAMILIES)
     return FAMILY_CONFIGS[family](size, **overrides)

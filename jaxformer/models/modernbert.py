@@ -18,14 +18,11 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, segment_positions
 from jaxformer.layers.feedforward import GatedFeedForward, activation, dense, layer_norm
 from jaxformer.layers.rotary import rotary_tables
-from jaxformer.models.bert import check_input_ids, remat_block
+from jaxformer.models.bert import remat_block
+from jaxformer.models.common import check_ids, dtypes
 from jaxformer.models.heads import pool
 from jaxformer.models.modernbert_configs import ModernBertConfig
 from jaxformer.models.outputs import EncoderOutput
-
-
-def dtypes(cfg: ModernBertConfig):
-    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
 
 def out_init_std(cfg: ModernBertConfig) -> float:
@@ -124,7 +121,7 @@ class ModernBertEncoder(nn.Module):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
         check_length(cfg, input_ids.shape[1])
-        check_input_ids(cfg, input_ids)
+        check_ids(input_ids, cfg.vocab_size)
         if position_ids is None:
             if segment_ids is not None:
                 position_ids = segment_positions(segment_ids)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, zeros_init
@@ -21,6 +19,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
+from jaxformer.models.common import check_ids, dtypes
 from jaxformer.models.outputs import Seq2SeqOutput
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
@@ -29,20 +28,6 @@ from jaxformer.models.seq2seq_configs import (
 )
 
 __all__ = ["TRANSFORMER_SIZES", "Transformer", "TransformerConfig", "transformer_config"]
-
-
-def _dtypes(cfg: TransformerConfig):
-    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-
-
-def _check_ids(ids, vocab: int, what: str) -> None:
-    """Host-side range check; traced ids (inside jit) are skipped."""
-    if isinstance(ids, jax.core.Tracer):
-        return
-    a = np.asarray(ids)
-    if a.size and (a.min() < 0 or a.max() >= vocab):
-        bad = int(a.max()) if a.max() >= vocab else int(a.min())
-        raise ValueError(f"{what} contains token id {bad}, outside the vocabulary [0, {vocab}).")
 
 
 class Sublayer(nn.Module):
@@ -54,7 +39,7 @@ class Sublayer(nn.Module):
     @nn.compact
     def __call__(self, fn, x, deterministic: bool):
         cfg = self.cfg
-        dt, pdt = _dtypes(cfg)
+        dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
         h = fn(norm(x) if cfg.pre_ln else x)
         h = Dropout(cfg.dropout)(h, deterministic=deterministic)
@@ -63,7 +48,7 @@ class Sublayer(nn.Module):
 
 
 def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> MultiHeadAttention:
-    dt, pdt = _dtypes(cfg)
+    dt, pdt = dtypes(cfg)
     return MultiHeadAttention(
         cfg.num_heads,
         cfg.head_dim,
@@ -78,7 +63,7 @@ def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> Multi
 
 
 def _feedforward(cfg: TransformerConfig) -> FeedForward:
-    dt, pdt = _dtypes(cfg)
+    dt, pdt = dtypes(cfg)
     return FeedForward(
         cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name="mlp"
     )
@@ -156,7 +141,7 @@ class EncoderStack(nn.Module):
         for i in range(cfg.num_encoder_layers):
             x = layer_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
         if cfg.pre_ln:
-            x = layer_norm(cfg.layer_norm_eps, *_dtypes(cfg), name="final_norm")(x)
+            x = layer_norm(cfg.layer_norm_eps, *dtypes(cfg), name="final_norm")(x)
         return x
 
 
@@ -207,7 +192,7 @@ class DecoderStack(nn.Module):
                 y, encoded, self_mask, cross_mask, deterministic, use_cached_kv
             )
         if cfg.pre_ln:
-            y = layer_norm(cfg.layer_norm_eps, *_dtypes(cfg), name="final_norm")(y)
+            y = layer_norm(cfg.layer_norm_eps, *dtypes(cfg), name="final_norm")(y)
         return y
 
 
@@ -219,7 +204,7 @@ class Transformer(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        dt, pdt = _dtypes(cfg)
+        dt, pdt = dtypes(cfg)
         kw = {"init_std": cfg.init_std, "dtype": dt, "param_dtype": pdt}
         if cfg.share_embeddings:
             self.shared_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
@@ -258,7 +243,7 @@ class Transformer(nn.Module):
                 f"source length {input_ids.shape[1]} exceeds max_len={cfg.max_len} "
                 "(the sinusoidal table); truncate the source or raise max_len."
             )
-        _check_ids(input_ids, cfg.vocab_size, "input_ids")
+        check_ids(input_ids, cfg.vocab_size, "input_ids")
         x = self._embed(self._tables()[0], input_ids)
         return self.encoder(x, attention_mask, deterministic)
 
@@ -301,7 +286,7 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"target length {decoder_input_ids.shape[1]} exceeds max_len={cfg.max_len}."
             )
-        _check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
+        check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
         y = self._embed(self._tables()[1], decoder_input_ids)
         return self.decoder(
             y, encoded, attention_mask, decoder_attention_mask, deterministic, use_cached_kv

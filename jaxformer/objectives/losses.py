@@ -6,10 +6,15 @@ probabilities that cross-entropy needs).
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+
+def _xlogx(p: float) -> float:
+    return p * math.log(p) if p > 0 else 0.0
 
 
 def cross_entropy_with_logits(logits, targets, label_smoothing: float = 0.0, z_loss: float = 0.0):
@@ -27,7 +32,7 @@ def cross_entropy_with_logits(logits, targets, label_smoothing: float = 0.0, z_l
         on, off = 1.0 - label_smoothing, label_smoothing / (v - 1)
         # -sum_k q_k log p_k with q = off everywhere plus (on - off) at the target.
         ce = lse - (on - off) * target_logit - off * logits.sum(-1)
-        entropy = -(on * jnp.log(on) + (v - 1) * off * jnp.log(off + 1e-20))
+        entropy = -(_xlogx(on) + (v - 1) * _xlogx(off))
         ce = ce - entropy
     else:
         ce = lse - target_logit

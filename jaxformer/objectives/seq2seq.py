@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxformer.objectives.losses import top1_correct
+from jaxformer.objectives.losses import cross_entropy_with_logits, top1_correct
 
 __all__ = [
     "compute_loss",
@@ -32,23 +32,10 @@ def shift_right(labels, start_id: int, pad_id: int | None = None):
 
 
 def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.1):
-    """Per-token cross-entropy [batch, length] against the label-smoothed target.
-
-    The target puts 1 - eps on the label and eps / (V - 1) on every other token; the
-    target's own entropy is subtracted so a perfect prediction of it scores 0.
-    """
-    vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [b, t, V]
-    conf = 1.0 - label_smoothing
-    low = label_smoothing / (vocab - 1)
-    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
-    if label_smoothing == 0.0:
-        return nll
-    # sum_v q_v (-log p_v) with q = low everywhere except conf at the label.
-    loss = conf * nll - low * (jnp.sum(logp, axis=-1) + nll)
-    xlogx = lambda p: p * jnp.log(p) if p > 0 else 0.0
-    const = -(xlogx(conf) + (vocab - 1) * xlogx(low))
-    return loss - const
+    """Per-token cross-entropy [batch, length] against the label-smoothed target
+    (`losses.cross_entropy_with_logits`: 1 - eps on the label, eps / (V - 1) elsewhere, the
+    target's entropy subtracted). Negative (ignored) labels score label 0; weight them out."""
+    return cross_entropy_with_logits(logits, jnp.maximum(labels, 0), label_smoothing)[0]
 
 
 def token_metrics(logits, labels, weights, label_smoothing: float = 0.1) -> dict:

@@ -15,6 +15,7 @@ from jaxformer.models import (
     modernbert_config,
     roberta_config,
 )
+from jaxformer.models.configs import ELECTRA_GENERATOR_FRACTION, TINY_GENERATOR_FRACTION
 from jaxformer.training.defaults import base_config
 
 DEMO = ("Return the [MASK] of the string.", "Raise a [MASK] if the file does not exist.")
@@ -126,10 +127,10 @@ def albert_pretrain(size: str) -> ml_collections.ConfigDict:
     return c
 
 
-ELECTRA_HPARAMS = {  # size: (batch, seq, lr, steps, generator fraction)
-    "small": (128, 128, 5e-4, 1_000_000, 1 / 4),
-    "base": (256, 512, 2e-4, 766_000, 1 / 3),
-    "large": (2048, 512, 2e-4, 400_000, 1 / 4),
+ELECTRA_HPARAMS = {  # size: (batch, seq, lr, steps); generator widths: ELECTRA_GENERATOR_FRACTION
+    "small": (128, 128, 5e-4, 1_000_000),
+    "base": (256, 512, 2e-4, 766_000),
+    "large": (2048, 512, 2e-4, 400_000),
 }
 
 
@@ -141,9 +142,10 @@ def electra_pretrain(size: str) -> ml_collections.ConfigDict:
         c = base_config(_tiny_model(electra_config, head="rtd").to_dict(), task=task)
         c = _tiny(c)
         c.demo_sentences = ()
-        frac = 1 / 4
+        frac = TINY_GENERATOR_FRACTION
     else:
-        batch, seq, lr, steps, frac = ELECTRA_HPARAMS[size]
+        batch, seq, lr, steps = ELECTRA_HPARAMS[size]
+        frac = ELECTRA_GENERATOR_FRACTION[size]
         c = base_config(electra_config(size, head="rtd").to_dict(), task=task)
         c.data.seq_len, c.data.max_predictions = seq, 20 if seq == 128 else 80
         c.batch_size, c.num_train_steps = batch, steps

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 
 from jaxformer.models import EncoderModel
-from jaxformer.recipes.finetune import load_run_params, merge_encoder, save_model_config
+from jaxformer.convert.surgery import merge_encoder
+from jaxformer.recipes.finetune import load_run_params, save_model_config
 from jaxformer.training.checks import init_path
 from jaxformer.training.tasks import PretrainTask, fill_mask_report
 

@@ -8,29 +8,25 @@ import os
 import jax
 
 from jaxformer.models import EncoderConfig, EncoderModel
+from jaxformer.models.configs import generator_dims
 from jaxformer.objectives import pretraining as obj
 from jaxformer.training.tasks import PretrainTask, Task, check_masking
 
 
 def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
-    """The generator: the discriminator's depth at `fraction` of its width, sharing its
-    embedding width E (the embeddings themselves are shared)."""
-    hidden = max(16, int(disc.hidden_size * fraction))
-    heads = max(1, hidden // 64)
-    while hidden % heads:
-        heads -= 1
+    """The generator of `disc` by `models.configs.generator_dims`, sharing its embedding
+    width E (the embeddings themselves are shared)."""
     return disc.replace(
         head="mlm",
-        hidden_size=hidden,
-        num_heads=heads,
-        intermediate_size=max(16, int(disc.intermediate_size * fraction)),
         embedding_size=disc.emb_size,
+        **generator_dims(disc.hidden_size, disc.intermediate_size, fraction),
     )
 
 
 class ElectraTask(PretrainTask):
     """config.model: the discriminator; config.electra.generator_fraction: generator width as
-    a fraction of it (1/4 small and large, 1/3 base); config.electra.rtd_weight: λ (50)."""
+    a fraction of it (`models.configs.ELECTRA_GENERATOR_FRACTION`: 1 small, 1/3 base, 1/4
+    large); config.electra.rtd_weight: λ (50)."""
 
     def __init__(self, config, workdir: str):
         Task.__init__(self, config, workdir)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxformer.convert.surgery import merge_encoder
 from jaxformer.models import EncoderConfig, encoder_config_from_dict, encoder_model
 from jaxformer.objectives import losses
 from jaxformer.training.checks import init_path
@@ -310,32 +311,6 @@ def load_run_params(workdir: str):
     with open(os.path.join(workdir, "config.json")) as f:
         run = json.load(f)
     return encoder_config_from_dict(run["model"]), load_params(workdir)
-
-
-def merge_encoder(fresh, pretrained):
-    """The fresh tree with its `encoder` subtree taken from `pretrained` (heads stay fresh;
-    pretrained parts the fresh model lacks, e.g. a pooler a QA model does not use, are
-    dropped). A missing parameter or a shape mismatch is an error naming the parameter."""
-
-    def pick(path, f):
-        p = pretrained["encoder"]
-        for k in path:
-            name = getattr(k, "key", k)
-            if not isinstance(p, dict) or name not in p:
-                raise ValueError(
-                    f"the pretrained encoder has no parameter {jax.tree_util.keystr(path)}."
-                )
-            p = p[name]
-        if np.shape(f) != np.shape(p):
-            raise ValueError(
-                f"pretrained parameter {jax.tree_util.keystr(path)} has shape "
-                f"{np.shape(p)}, the model expects {np.shape(f)}."
-            )
-        return jnp.asarray(p, f.dtype)
-
-    out = dict(fresh)
-    out["encoder"] = jax.tree_util.tree_map_with_path(pick, fresh["encoder"])
-    return out
 
 
 def encoder_mask(params, trainable: bool):

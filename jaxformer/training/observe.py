@@ -12,35 +12,16 @@ from typing import Optional
 
 import jax
 
-# Peak dense bf16 FLOP/s per device, for MFU. Unknown devices (CPU) report no MFU unless
-# config.peak_tflops_per_device is set.
-PEAK_TFLOPS = {
-    "H200": 989,
-    "H100": 989,
-    "A100": 312,
-    "L4": 121,
-    "A10": 125,
-    "V100": 125,
-    "TPU v4": 275,
-    "TPU v5 lite": 197,
-    "TPU v5e": 197,
-    "TPU v5p": 459,
-    "TPU v5": 459,
-    "TPU v6 lite": 918,
-    "TPU v6e": 918,
-    "TPU v3": 123,
-    "TPU v2": 45,
-}
+from jaxformer.benchmarking import device_peak_tflops
 
 
 def peak_flops_per_device(override_tflops: float = 0.0) -> Optional[float]:
+    """Peak FLOP/s of this process's first device for MFU: the override, else the device
+    kind's entry in `benchmarking.PEAK_BF16_TFLOPS`; None for unknown devices (CPU)."""
     if override_tflops:
         return override_tflops * 1e12
-    kind = jax.devices()[0].device_kind
-    for name, tf in sorted(PEAK_TFLOPS.items(), key=lambda kv: -len(kv[0])):
-        if name.lower() in kind.lower():
-            return tf * 1e12
-    return None
+    tflops = device_peak_tflops(jax.devices()[0].device_kind)
+    return None if tflops is None else tflops * 1e12
 
 
 class MetricWriter:

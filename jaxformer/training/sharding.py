@@ -9,9 +9,10 @@ which mesh axis that dimension is split over.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -133,6 +134,60 @@ def fit_spec(spec: P, shape: tuple, mesh: Mesh) -> P:
     entries = list(tuple(spec))[: len(shape)]
     entries = [e if s % _axis_size(mesh, e) == 0 else None for e, s in zip(entries, shape)]
     return P(*entries)
+
+
+def mesh_rules(mesh: Mesh, rules=RULES) -> tuple[tuple[str, Any], ...]:
+    """`rules` restricted to the mesh's Auto axes: a mesh axis the mesh lacks, or one of
+    Explicit type (the default of `jax.make_mesh`, whose shardings the arrays carry in their
+    types instead), maps to nothing. On this module's `make_mesh` meshes the rules are
+    unchanged."""
+    auto = {
+        name
+        for name, kind in zip(mesh.axis_names, mesh.axis_types)
+        if kind == jax.sharding.AxisType.Auto
+    }
+
+    def keep(entry):
+        if entry is None:
+            return None
+        names = tuple(n for n in (entry if isinstance(entry, tuple) else (entry,)) if n in auto)
+        if not names:
+            return None
+        return names if isinstance(entry, tuple) else names[0]
+
+    return tuple((logical, keep(entry)) for logical, entry in rules)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, rules=RULES) -> Iterator[Mesh]:
+    """Sets `mesh` and the logical rules (restricted by `mesh_rules`) that the models'
+    activation constraints read at trace time; trace, jit and lower inside it."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(mesh_rules(mesh, rules)):
+        yield mesh
+
+
+def param_shardings(params, mesh: Mesh, rules=RULES):
+    """NamedShardings for a tree of boxed parameters (what `model.init` returns, or its
+    `jax.eval_shape`), from the logical axis names through `rules` on `mesh`'s Auto axes.
+    Raises ShardingError naming every dimension that does not divide its mesh axes."""
+    logical = logical_specs(params)
+    if params and all(s == P() for s in jax.tree.leaves(logical, is_leaf=_is_spec)):
+        raise ShardingError(
+            "the parameters carry no logical axis names; pass the tree model.init returns "
+            "(before nn.unbox), or jax.eval_shape(model.init, ...)."
+        )
+    specs = mesh_specs(logical, mesh_rules(mesh, rules))
+    check_divisible(nn.unbox(params), specs, mesh, logical=logical)
+    return named(mesh, specs)
+
+
+def shard_params(params, mesh: Mesh, rules=RULES):
+    """Boxed parameters -> plain arrays placed on `mesh` by `param_shardings`."""
+    return jax.device_put(nn.unbox(params), param_shardings(params, mesh, rules))
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, P)
 
 
 def named(mesh: Mesh, specs):

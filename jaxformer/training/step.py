@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -160,7 +159,7 @@ class _with_context:
         self.fn, self.mesh, self.rules = fn, mesh, rules
 
     def _run(self, method, *args):
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        with sh.use_mesh(self.mesh, self.rules):
             return method(*args)
 
     def __call__(self, *args):
