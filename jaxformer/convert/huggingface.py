@@ -143,6 +143,14 @@ def from_pretrained(
                 "an encoder-decoder with its language-model head."
             )
         return marian_from_pretrained(path, **overrides)
+    if hf.get("model_type") == "t5":
+        from jaxformer.convert.t5 import t5_from_pretrained
+
+        if head is not None:
+            raise ValueError("head= applies to BERT-family encoders; T5 keeps its LM head.")
+        if dtype != "float32":
+            overrides = {"dtype": dtype, **overrides}
+        return t5_from_pretrained(path, **overrides)
     ckpt = encoder_config_from_hf(hf)
     sd = load_hf_state_dict(path)
     changes = dict(dtype=dtype, **overrides)
@@ -209,6 +217,12 @@ def save_pretrained(model, params, path: str) -> None:
         from jaxformer.convert.modernbert import modernbert_save_pretrained
 
         return modernbert_save_pretrained(model, params, path)
+    from jaxformer.models.t5 import T5
+
+    if isinstance(model, T5):
+        from jaxformer.convert.t5 import t5_save_pretrained
+
+        return t5_save_pretrained(model, params, path)
     if not isinstance(model, EncoderModel):  # the encoder-decoder Transformer -> Marian
         from jaxformer.convert.marian import marian_save_pretrained
 

@@ -98,7 +98,9 @@ def params_from_t5_state_dict(state: Mapping, cfg: T5Config) -> dict:
         _set(params, path, w)
     if not cfg.tie_word_embeddings:
         # transformers 5 may leave out a head equal to the shared table.
-        params["output"] = {"kernel": a("lm_head.weight" if "lm_head.weight" in state else shared).T}
+        params["output"] = {
+            "kernel": a("lm_head.weight" if "lm_head.weight" in state else shared).T
+        }
     return params
 
 

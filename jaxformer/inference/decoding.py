@@ -53,6 +53,7 @@ class _Options(NamedTuple):  # static: one compiled program per distinct value
     pad: int
     start: int
     use_cache: bool
+    beam_style: str = "jaxformer"
 
 
 def length_penalty(length, alpha: float):
@@ -250,6 +251,73 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     )
 
 
+def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
+    """Beam search as transformers runs it (early_stopping=False): each step keeps the top 2k
+    extensions; the best k that have not just ended run on, and those among the first k that
+    ended (EOS or the length limit) enter a pool of the k best finished hypotheses, scored
+    log-probability / generated_length ** alpha. The loop stops when no running beam can beat
+    the pool's worst (transformers' heuristic: the best running score at the current length)."""
+    k, L, V = opts.num_beams, opts.max_length, model.cfg.tgt_vocab_size
+    b = encoded.shape[0] // k
+    init_cache, logits_fn = _step_fns(model, params, encoded, enc_mask, opts)
+    big = jnp.float32(-1.0e9)  # transformers' "excluded" score, kept for equal tie-breaking
+    first_k = jnp.arange(2 * k) < k
+
+    def body(state, first):
+        i, run_seqs, run_logp, seqs, scores, finished, open_, _, cache = state
+        logits, cache = logits_fn(cache, run_seqs.reshape(b * k, L), i, first)  # [b*k, V]
+        logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, V) + run_logp[..., None]
+        top, idx = lax.top_k(logp.reshape(b, k * V), 2 * k)  # [b, 2k]
+        parent, tok = idx // V, (idx % V).astype(jnp.int32)
+        cand = jnp.take_along_axis(run_seqs, parent[..., None], axis=1)  # [b, 2k, L]
+        cand = lax.dynamic_update_slice_in_dim(cand, tok[..., None], i, axis=2)
+        hits = (tok == opts.eos) | (i == L - 1)  # [b, 2k]
+        # The k best candidates that did not just end run on.
+        run_top = top + hits.astype(jnp.float32) * big
+        keep = lax.top_k(run_top, k)[1]  # [b, k]
+        run_seqs = jnp.take_along_axis(cand, keep[..., None], axis=1)
+        run_logp = jnp.take_along_axis(run_top, keep, axis=1)
+        run_parent = jnp.take_along_axis(parent, keep, axis=1)
+        # Those among the first k that ended join the finished pool, if still improvable.
+        just = hits & first_k[None, :]
+        fin = top / jnp.asarray(i + 1, jnp.float32) ** opts.alpha
+        fin = fin + (~open_)[:, None].astype(jnp.float32) * big + (~just).astype(jnp.float32) * big
+        m_scores = jnp.concatenate([scores, fin], axis=1)  # [b, 3k]
+        sel = lax.top_k(m_scores, k)[1]
+        seqs = jnp.take_along_axis(jnp.concatenate([seqs, cand], axis=1), sel[..., None], axis=1)
+        scores = jnp.take_along_axis(m_scores, sel, axis=1)
+        finished = jnp.take_along_axis(jnp.concatenate([finished, just], axis=1), sel, axis=1)
+        # Early-stop heuristic at the new length (i + 1 generated tokens).
+        best_running = run_logp[:, 0] / jnp.asarray(i + 1, jnp.float32) ** opts.alpha
+        worst = jnp.where(finished, jnp.min(scores, axis=1, keepdims=True), big)  # [b, k]
+        open_ = open_ & jnp.any(best_running[:, None] > worst, axis=1)
+        cache = _gather_beams(cache, run_parent, b, k)
+        return i + 1, run_seqs, run_logp, seqs, scores, finished, open_, jnp.all(hits), cache
+
+    def cond(state):
+        return (state[0] < L) & jnp.any(state[6]) & ~state[7]
+
+    state = (
+        jnp.array(0, jnp.int32),
+        jnp.full((b, k, L), opts.pad, jnp.int32),
+        jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, big), (b, 1)),
+        jnp.full((b, k, L), opts.pad, jnp.int32),
+        jnp.full((b, k), big, jnp.float32),
+        jnp.zeros((b, k), bool),
+        jnp.ones((b,), bool),
+        jnp.array(False),
+        init_cache(),
+    )
+    steps, _, _, seqs, scores, _, _, _, _ = _peeled_loop(body, cond, state)
+    return GenerateOutput(
+        sequences=seqs[:, 0],
+        scores=scores[:, 0],
+        steps=steps,
+        beam_sequences=seqs,
+        beam_scores=scores,
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
 def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
     encoded = model.apply({"params": params}, input_ids, attention_mask, method="encode")
@@ -257,7 +325,8 @@ def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
         return _greedy_or_sample(model, params, encoded, attention_mask, rng, opts)
     k = opts.num_beams
     rep = lambda x: jnp.repeat(x, k, axis=0)  # [b, ...] -> [b*k, ...], beams of an item adjacent
-    return _beam_search(model, params, rep(encoded), rep(attention_mask), opts)
+    search = _beam_search_transformers if opts.beam_style == "transformers" else _beam_search
+    return search(model, params, rep(encoded), rep(attention_mask), opts)
 
 
 def generate(
@@ -278,12 +347,16 @@ def generate(
     pad_token_id: int | None = None,
     decoder_start_token_id: int | None = None,
     use_cache: bool = True,
+    beam_style: str = "jaxformer",
 ) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
     num_beams=1: greedy, or sampling with `do_sample=True` (temperature, top_k (0 = off),
     top_p (1.0 = off), an explicit PRNG key `rng`); num_beams>1: beam search ranked by
-    log-probability / length_penalty(alpha). Token ids default to the model config's.
+    log-probability / length_penalty(alpha). `beam_style="transformers"` runs transformers'
+    beam search instead (a pool of finished hypotheses beside k running beams, scores
+    log-probability / generated_length ** alpha, its early-stop heuristic; alpha=1.0 is its
+    default), whose ids equal `transformers.generate`'s. Token ids default to the config's.
     `max_length` counts generated tokens (the start token is not counted). Returns
     `GenerateOutput`.
     """
@@ -297,7 +370,8 @@ def generate(
         raise ValueError("empty batch: input_ids has no rows; nothing to decode.")
     if s == 0:
         raise ValueError("input_ids has zero length; give at least one source token.")
-    if s > cfg.max_len:
+    limit = getattr(cfg, "max_len", None)  # None: relative positions (T5), no table
+    if limit is not None and s > limit:
         raise ValueError(
             f"source length {s} exceeds the model's max_len={cfg.max_len}; truncate the source."
         )
@@ -307,9 +381,9 @@ def generate(
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(b, s)}."
         )
-    if not 1 <= max_length <= cfg.max_len:
+    if max_length < 1 or (limit is not None and max_length > limit):
         raise ValueError(
-            f"max_length={max_length} must be in [1, max_len={cfg.max_len}] "
+            f"max_length={max_length} must be in [1, max_len={limit}] "
             "(the decoder's position table)."
         )
     if not 1 <= num_beams <= V:
@@ -327,6 +401,8 @@ def generate(
     ):
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
+    if beam_style not in ("jaxformer", "transformers"):
+        raise ValueError(f"beam_style={beam_style!r} is not one of 'jaxformer', 'transformers'.")
     if do_sample:
         if num_beams != 1:
             raise ValueError("sampling is for num_beams=1; beam search is deterministic.")
@@ -358,6 +434,7 @@ def generate(
         int(pad),
         int(start),
         bool(use_cache),
+        beam_style if beam else "jaxformer",
     )
     rng = jax.random.key(0) if rng is None else rng
     return _generate(

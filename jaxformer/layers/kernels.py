@@ -275,9 +275,7 @@ def attend(
         else:
             mask = any_key_mask
     if name == "einsum":
-        out = _einsum(
-            q, k, v, mask, scale, dropout_rate if use_dropout else 0.0, dropout_rng, bias
-        )
+        out = _einsum(q, k, v, mask, scale, dropout_rate if use_dropout else 0.0, dropout_rng, bias)
     elif name == "xla":
         out = _xla(q, k, v, mask, scale, window, bias)
     elif name == "cudnn":

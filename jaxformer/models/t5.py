@@ -56,7 +56,7 @@ class T5Config(_ConfigMixin):
     attention_kernel: str = "auto"  # jaxformer.layers.kernels.KERNELS (a bias runs xla)
 
     def __post_init__(self):
-        self.activation  # validates feed_forward_proj
+        _ = self.activation  # validates feed_forward_proj
         for name in ("dtype", "param_dtype"):
             check_choice(name, getattr(self, name), DTYPES)
         check_choice("attention_kernel", self.attention_kernel, KERNELS)
@@ -348,8 +348,9 @@ class T5(nn.Module):
     def setup(self):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        self.shared_embedding = Embed(cfg.vocab_size, cfg.d_model, init_std=1.0, dtype=dt,
-                                      param_dtype=pdt)
+        self.shared_embedding = Embed(
+            cfg.vocab_size, cfg.d_model, init_std=1.0, dtype=dt, param_dtype=pdt
+        )
         self.encoder = T5Stack(cfg)
         self.decoder = T5Stack(cfg, is_decoder=True, decode=self.use_cache)
         if not cfg.tie_word_embeddings:
@@ -418,9 +419,7 @@ class T5(nn.Module):
         if cfg.scale_decoder_outputs:
             h = h * jnp.asarray(cfg.d_model**-0.5, h.dtype)
         logits = self.shared_embedding.attend(h) if cfg.tie_word_embeddings else self.output(h)
-        return nn.with_logical_constraint(
-            logits.astype(jnp.float32), ("batch", "length", "vocab")
-        )
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def __call__(
         self,
@@ -447,4 +446,3 @@ class T5(nn.Module):
         """Shapes for `init` / `eval_shape`."""
         ids = jnp.zeros((batch, length), jnp.int32)
         return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
-
