@@ -255,3 +255,36 @@ def test_dropout_training_step_runs():
     eval_ = model.apply({"params": params}, ids, None, ids).logits
     assert np.isfinite(np.asarray(run(1))).all()
     assert not np.allclose(run(1), run(2)) and not np.allclose(run(1), eval_)
+
+
+def test_untied_head_survives_transformers(tmp_path):
+    """A v1.1 model whose lm_head differs from the shared table: transformers loads our save
+    with that head (it unties when both tensors are present and differ), same logits."""
+    import flax.linen as nn
+
+    cfg = T5Config(
+        vocab_size=31,
+        d_model=16,
+        d_kv=4,
+        num_heads=2,
+        d_ff=24,
+        num_layers=1,
+        num_decoder_layers=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        scale_decoder_outputs=False,
+    )
+    model = T5(cfg)
+    ids = np.arange(12).reshape(2, 6) % 31
+    params = nn.unbox(model.init(jax.random.key(0), ids, None, ids)["params"])
+    jaxformer.save_pretrained(model, params, str(tmp_path))
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    head = hf.lm_head.weight.detach().numpy()
+    np.testing.assert_array_equal(head, np.asarray(params["output"]["kernel"]).T)
+    assert not np.allclose(head, hf.shared.weight.detach().numpy())
+    ref = _hf_forward(hf, ids, np.ones_like(ids), ids).logits.numpy()
+    ours = model.apply({"params": params}, ids, None, ids).logits
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-5)
+    model2, params2 = jaxformer.from_pretrained(str(tmp_path))
+    assert model2.cfg == cfg
+    np.testing.assert_array_equal(params2["output"]["kernel"], params["output"]["kernel"])
