@@ -151,6 +151,14 @@ def from_pretrained(
         if dtype != "float32":
             overrides = {"dtype": dtype, **overrides}
         return t5_from_pretrained(path, **overrides)
+    if hf.get("model_type") in ("bart", "mbart"):
+        from jaxformer.convert.bart import bart_from_pretrained
+
+        if head is not None:
+            raise ValueError("head= applies to BERT-family encoders; BART keeps its LM head.")
+        if dtype != "float32":
+            overrides = {"dtype": dtype, **overrides}
+        return bart_from_pretrained(path, **overrides)
     ckpt = encoder_config_from_hf(hf)
     sd = load_hf_state_dict(path)
     changes = dict(dtype=dtype, **overrides)
@@ -217,8 +225,13 @@ def save_pretrained(model, params, path: str) -> None:
         from jaxformer.convert.modernbert import modernbert_save_pretrained
 
         return modernbert_save_pretrained(model, params, path)
+    from jaxformer.models.bart import Bart
     from jaxformer.models.t5 import T5
 
+    if isinstance(model, Bart):
+        from jaxformer.convert.bart import bart_save_pretrained
+
+        return bart_save_pretrained(model, params, path)
     if isinstance(model, T5):
         from jaxformer.convert.t5 import t5_save_pretrained
 

@@ -54,6 +54,18 @@ class _Options(NamedTuple):  # static: one compiled program per distinct value
     start: int
     use_cache: bool
     beam_style: str = "jaxformer"
+    forced_bos: int = -1  # token forced at the first step (mBART's language); -1: none
+    forced_eos: int = -1  # token forced at the last step (max_length); -1: none
+
+
+def _force(scores, i, opts: _Options):
+    """transformers' forced BOS / EOS processors: at the first (last) step every score but the
+    forced token's becomes -inf and the forced one 0. scores: [..., V]."""
+    for tok, step in ((opts.forced_bos, 0), (opts.forced_eos, opts.max_length - 1)):
+        if tok >= 0:
+            only = jnp.where(jnp.arange(scores.shape[-1]) == tok, 0.0, NEG_INF)
+            scores = jnp.where(i == step, only.astype(scores.dtype), scores)
+    return scores
 
 
 def length_penalty(length, alpha: float):
@@ -151,6 +163,7 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
     def body(state, first):
         i, seqs, done, scores, cache = state
         logits, cache = logits_fn(cache, seqs, i, first)  # [b, V]
+        logits = _force(logits, i, opts)
         logp = jax.nn.log_softmax(logits, axis=-1)
         if opts.do_sample:
             key = jax.random.fold_in(rng, i)
@@ -206,7 +219,7 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     def body(state, first):
         i, seqs, logp, ended, final, cache = state
         logits, cache = logits_fn(cache, seqs.reshape(b * k, L), i, first)  # [b*k, V]
-        tok_logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, V)
+        tok_logp = _force(jax.nn.log_softmax(logits, axis=-1), i, opts).reshape(b, k, V)
         cand_logp = logp[..., None] + tok_logp  # [b, k, V]
         # All extensions at step i have length i + 1, so one divisor ranks them against
         # the ended slots' final scores.
@@ -266,7 +279,8 @@ def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
     def body(state, first):
         i, run_seqs, run_logp, seqs, scores, finished, open_, _, cache = state
         logits, cache = logits_fn(cache, run_seqs.reshape(b * k, L), i, first)  # [b*k, V]
-        logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, V) + run_logp[..., None]
+        logp = _force(jax.nn.log_softmax(logits, axis=-1), i, opts).reshape(b, k, V)
+        logp = logp + run_logp[..., None]
         top, idx = lax.top_k(logp.reshape(b, k * V), 2 * k)  # [b, 2k]
         parent, tok = idx // V, (idx % V).astype(jnp.int32)
         cand = jnp.take_along_axis(run_seqs, parent[..., None], axis=1)  # [b, 2k, L]
@@ -348,6 +362,8 @@ def generate(
     decoder_start_token_id: int | None = None,
     use_cache: bool = True,
     beam_style: str = "jaxformer",
+    forced_bos_token_id: int | None = None,
+    forced_eos_token_id: int | None = None,
 ) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
@@ -356,7 +372,10 @@ def generate(
     log-probability / length_penalty(alpha). `beam_style="transformers"` runs transformers'
     beam search instead (a pool of finished hypotheses beside k running beams, scores
     log-probability / generated_length ** alpha, its early-stop heuristic; alpha=1.0 is its
-    default), whose ids equal `transformers.generate`'s. Token ids default to the config's.
+    default), whose ids equal `transformers.generate`'s. `forced_bos_token_id` /
+    `forced_eos_token_id` force that token at the first / last (`max_length`) step, as
+    transformers does (defaults: the config's, when it has them; BART forces EOS). Token ids
+    default to the config's.
     `max_length` counts generated tokens (the start token is not counted). Returns
     `GenerateOutput`.
     """
@@ -394,11 +413,19 @@ def generate(
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
     start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
-    for name, v in (
+    if forced_bos_token_id is None:
+        forced_bos_token_id = getattr(cfg, "forced_bos_token_id", None)
+    if forced_eos_token_id is None:
+        forced_eos_token_id = getattr(cfg, "forced_eos_token_id", None)
+    forced = [
+        ("forced_bos_token_id", forced_bos_token_id),
+        ("forced_eos_token_id", forced_eos_token_id),
+    ]
+    for name, v in [(n, v) for n, v in forced if v is not None] + [
         ("eos_token_id", eos),
         ("pad_token_id", pad),
         ("decoder_start_token_id", start),
-    ):
+    ]:
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
     if beam_style not in ("jaxformer", "transformers"):
@@ -435,6 +462,8 @@ def generate(
         int(start),
         bool(use_cache),
         beam_style if beam else "jaxformer",
+        -1 if forced_bos_token_id is None else int(forced_bos_token_id),
+        -1 if forced_eos_token_id is None else int(forced_eos_token_id),
     )
     rng = jax.random.key(0) if rng is None else rng
     return _generate(
