@@ -120,8 +120,8 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
 def from_pretrained(
     path: str, head: str | None = None, dtype: str = "float32", seed: int = 0, **overrides
 ) -> tuple[EncoderModel, dict]:
-    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or ModernBERT, Marian) directory ->
-    `(model, params)`.
+    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA directory (or ModernBERT, Marian, T5,
+    BART, mBART: routed by `model_type`) -> `(model, params)`.
 
     head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
     head name builds that head, initialising with `seed` the head weights the checkpoint lacks
