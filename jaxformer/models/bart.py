@@ -349,3 +349,8 @@ class Bart(nn.Module):
         return Seq2SeqOutput(
             logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
         )
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        ids = jnp.zeros((batch, min(length, self.cfg.max_position_embeddings)), jnp.int32)
+        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
