@@ -167,3 +167,38 @@ def test_save_and_load_round_trip(pair, tmp_path):
     a = model.apply({"params": params}, x, mask, y).logits
     b = model3.apply({"params": params3}, x, mask, y).logits
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_min_length_and_no_repeat_ngram_match_transformers(pair, num_beams):
+    hf, model, params = pair
+    x, mask, _, _ = _inputs(seed=1)
+    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
+    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
+    gc.min_new_tokens, gc.no_repeat_ngram_size = 5, 2
+    with torch.no_grad():
+        ref = hf.generate(
+            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
+        ).numpy()[:, 1:]
+    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    kw = dict(max_length=MAX_NEW, num_beams=num_beams, length_penalty_alpha=1.0)
+    ours = jaxformer.generate(
+        model,
+        params,
+        x,
+        mask,
+        beam_style="transformers",
+        min_length=5,
+        no_repeat_ngram_size=2,
+        **kw,
+    ).sequences
+    np.testing.assert_array_equal(np.asarray(ours), ref)
+    plain = np.asarray(
+        jaxformer.generate(model, params, x, mask, beam_style="transformers", **kw).sequences
+    )
+    assert not np.array_equal(plain, ref)  # the options changed the output
+    for row in np.asarray(ours):  # and the properties hold
+        ids = [model.cfg.decoder_start_token_id] + [t for t in row if t != PAD]
+        assert EOS not in ids[1:6]
+        grams = [tuple(ids[j : j + 2]) for j in range(len(ids) - 1)]
+        assert len(grams) == len(set(grams))

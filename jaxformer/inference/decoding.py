@@ -56,6 +56,35 @@ class _Options(NamedTuple):  # static: one compiled program per distinct value
     beam_style: str = "jaxformer"
     forced_bos: int = -1  # token forced at the first step (mBART's language); -1: none
     forced_eos: int = -1  # token forced at the last step (max_length); -1: none
+    min_length: int = 0  # EOS is barred before this many generated tokens
+    no_repeat_ngram: int = 0  # n > 0: no n-gram (start token included) occurs twice
+    vocab: int = 0  # the target vocabulary (for the n-gram ban)
+
+
+def _banned_ngrams(seqs, i, opts: _Options):
+    """[B, V] bool: the tokens that would repeat an n-gram of (start, seqs[:, :i]) at step i."""
+    n, (B, L) = opts.no_repeat_ngram, seqs.shape
+    full = jnp.concatenate([jnp.full((B, 1), opts.start, seqs.dtype), seqs], axis=1)  # [B, L+1]
+    full = jnp.pad(full, ((0, 0), (0, n)))
+    starts = jnp.arange(L + 1)
+    grams = jnp.stack([full[:, m : m + L + 1] for m in range(n)], axis=-1)  # [B, L+1, n]
+    last = lax.dynamic_slice_in_dim(full, jnp.maximum(i - n + 2, 0), n - 1, axis=1)  # [B, n-1]
+    match = jnp.all(grams[:, :, : n - 1] == last[:, None, :], axis=-1)
+    match = match & (starts + n - 1 <= i)[None, :] & (i + 2 >= n)  # whole n-gram seen
+    rows = jnp.broadcast_to(jnp.arange(B)[:, None], match.shape)
+    V = opts.vocab
+    return jnp.zeros((B, V), bool).at[rows, jnp.clip(grams[..., n - 1], 0, V - 1)].max(match)
+
+
+def _process(scores, seqs, i, opts: _Options):
+    """transformers' logits processors, in its order: min length, no-repeat n-gram, forced
+    BOS / EOS. scores: [B, V] logits or log-probabilities; seqs: [B, L] generated ids."""
+    if opts.min_length > 0:
+        is_eos = jnp.arange(scores.shape[-1]) == opts.eos
+        scores = jnp.where(is_eos & (i < opts.min_length), NEG_INF, scores)
+    if opts.no_repeat_ngram > 0:
+        scores = jnp.where(_banned_ngrams(seqs, i, opts), NEG_INF, scores)
+    return _force(scores, i, opts)
 
 
 def _force(scores, i, opts: _Options):
@@ -163,7 +192,7 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
     def body(state, first):
         i, seqs, done, scores, cache = state
         logits, cache = logits_fn(cache, seqs, i, first)  # [b, V]
-        logits = _force(logits, i, opts)
+        logits = _process(logits, seqs, i, opts)
         logp = jax.nn.log_softmax(logits, axis=-1)
         if opts.do_sample:
             key = jax.random.fold_in(rng, i)
@@ -219,7 +248,9 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     def body(state, first):
         i, seqs, logp, ended, final, cache = state
         logits, cache = logits_fn(cache, seqs.reshape(b * k, L), i, first)  # [b*k, V]
-        tok_logp = _force(jax.nn.log_softmax(logits, axis=-1), i, opts).reshape(b, k, V)
+        tok_logp = _process(
+            jax.nn.log_softmax(logits, axis=-1), seqs.reshape(b * k, L), i, opts
+        ).reshape(b, k, V)
         cand_logp = logp[..., None] + tok_logp  # [b, k, V]
         # All extensions at step i have length i + 1, so one divisor ranks them against
         # the ended slots' final scores.
@@ -279,7 +310,8 @@ def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
     def body(state, first):
         i, run_seqs, run_logp, seqs, scores, finished, open_, _, cache = state
         logits, cache = logits_fn(cache, run_seqs.reshape(b * k, L), i, first)  # [b*k, V]
-        logp = _force(jax.nn.log_softmax(logits, axis=-1), i, opts).reshape(b, k, V)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        logp = _process(logp, run_seqs.reshape(b * k, L), i, opts).reshape(b, k, V)
         logp = logp + run_logp[..., None]
         top, idx = lax.top_k(logp.reshape(b, k * V), 2 * k)  # [b, 2k]
         parent, tok = idx // V, (idx % V).astype(jnp.int32)
@@ -364,6 +396,8 @@ def generate(
     beam_style: str = "jaxformer",
     forced_bos_token_id: int | None = None,
     forced_eos_token_id: int | None = None,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
@@ -374,8 +408,10 @@ def generate(
     log-probability / generated_length ** alpha, its early-stop heuristic; alpha=1.0 is its
     default), whose ids equal `transformers.generate`'s. `forced_bos_token_id` /
     `forced_eos_token_id` force that token at the first / last (`max_length`) step, as
-    transformers does (defaults: the config's, when it has them; BART forces EOS). Token ids
-    default to the config's.
+    transformers does (defaults: the config's, when it has them; BART forces EOS).
+    `min_length` bars EOS before that many generated tokens (transformers' min_new_tokens);
+    `no_repeat_ngram_size` n bars any n-gram from occurring twice in (start token, generated
+    ids). Token ids default to the config's.
     `max_length` counts generated tokens (the start token is not counted). Returns
     `GenerateOutput`.
     """
@@ -428,6 +464,10 @@ def generate(
     ]:
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
+    if not 0 <= min_length <= max_length:
+        raise ValueError(f"min_length={min_length} must be in [0, max_length={max_length}].")
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0 (0 = off).")
     if beam_style not in ("jaxformer", "transformers"):
         raise ValueError(f"beam_style={beam_style!r} is not one of 'jaxformer', 'transformers'.")
     if do_sample:
@@ -464,6 +504,9 @@ def generate(
         beam_style if beam else "jaxformer",
         -1 if forced_bos_token_id is None else int(forced_bos_token_id),
         -1 if forced_eos_token_id is None else int(forced_eos_token_id),
+        int(min_length),
+        int(no_repeat_ngram_size),
+        int(V),
     )
     rng = jax.random.key(0) if rng is None else rng
     return _generate(
