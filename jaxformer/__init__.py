@@ -5,6 +5,8 @@ from jaxformer.models import __all__ as _models_all
 from jaxformer.convert import from_pretrained, save_pretrained
 from jaxformer.inference.decoding import generate
 from jaxformer.models.seq2seq_configs import TransformerConfig, transformer_config
+from jaxformer.models.bart import Bart, BartConfig
+from jaxformer.models.t5 import T5, T5Config
 from jaxformer.models.transformer import Transformer
 
 __version__ = "0.1.0"
@@ -12,6 +14,10 @@ __all__ = list(_models_all) + [
     "from_pretrained",
     "save_pretrained",
     "generate",
+    "Bart",
+    "BartConfig",
+    "T5",
+    "T5Config",
     "Transformer",
     "TransformerConfig",
     "transformer_config",

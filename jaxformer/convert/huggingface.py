@@ -120,8 +120,8 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
 def from_pretrained(
     path: str, head: str | None = None, dtype: str = "float32", seed: int = 0, **overrides
 ) -> tuple[EncoderModel, dict]:
-    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA (or ModernBERT, Marian) directory ->
-    `(model, params)`.
+    """Loads a HF BERT / RoBERTa / ALBERT / ELECTRA directory (or ModernBERT, Marian, T5,
+    BART, mBART: routed by `model_type`) -> `(model, params)`.
 
     head: None keeps the checkpoint's head (from `architectures[0]`); "base" drops it; another
     head name builds that head, initialising with `seed` the head weights the checkpoint lacks
@@ -143,6 +143,22 @@ def from_pretrained(
                 "an encoder-decoder with its language-model head."
             )
         return marian_from_pretrained(path, **overrides)
+    if hf.get("model_type") == "t5":
+        from jaxformer.convert.t5 import t5_from_pretrained
+
+        if head is not None:
+            raise ValueError("head= applies to BERT-family encoders; T5 keeps its LM head.")
+        if dtype != "float32":
+            overrides = {"dtype": dtype, **overrides}
+        return t5_from_pretrained(path, **overrides)
+    if hf.get("model_type") in ("bart", "mbart"):
+        from jaxformer.convert.bart import bart_from_pretrained
+
+        if head is not None:
+            raise ValueError("head= applies to BERT-family encoders; BART keeps its LM head.")
+        if dtype != "float32":
+            overrides = {"dtype": dtype, **overrides}
+        return bart_from_pretrained(path, **overrides)
     ckpt = encoder_config_from_hf(hf)
     sd = load_hf_state_dict(path)
     changes = dict(dtype=dtype, **overrides)
@@ -209,6 +225,17 @@ def save_pretrained(model, params, path: str) -> None:
         from jaxformer.convert.modernbert import modernbert_save_pretrained
 
         return modernbert_save_pretrained(model, params, path)
+    from jaxformer.models.bart import Bart
+    from jaxformer.models.t5 import T5
+
+    if isinstance(model, Bart):
+        from jaxformer.convert.bart import bart_save_pretrained
+
+        return bart_save_pretrained(model, params, path)
+    if isinstance(model, T5):
+        from jaxformer.convert.t5 import t5_save_pretrained
+
+        return t5_save_pretrained(model, params, path)
     if not isinstance(model, EncoderModel):  # the encoder-decoder Transformer -> Marian
         from jaxformer.convert.marian import marian_save_pretrained
 

@@ -53,6 +53,48 @@ class _Options(NamedTuple):  # static: one compiled program per distinct value
     pad: int
     start: int
     use_cache: bool
+    beam_style: str = "jaxformer"
+    forced_bos: int = -1  # token forced at the first step (mBART's language); -1: none
+    forced_eos: int = -1  # token forced at the last step (max_length); -1: none
+    min_length: int = 0  # EOS is barred before this many generated tokens
+    no_repeat_ngram: int = 0  # n > 0: no n-gram (start token included) occurs twice
+    vocab: int = 0  # the target vocabulary (for the n-gram ban)
+
+
+def _banned_ngrams(seqs, i, opts: _Options):
+    """[B, V] bool: the tokens that would repeat an n-gram of (start, seqs[:, :i]) at step i."""
+    n, (B, L) = opts.no_repeat_ngram, seqs.shape
+    full = jnp.concatenate([jnp.full((B, 1), opts.start, seqs.dtype), seqs], axis=1)  # [B, L+1]
+    full = jnp.pad(full, ((0, 0), (0, n)))
+    starts = jnp.arange(L + 1)
+    grams = jnp.stack([full[:, m : m + L + 1] for m in range(n)], axis=-1)  # [B, L+1, n]
+    last = lax.dynamic_slice_in_dim(full, jnp.maximum(i - n + 2, 0), n - 1, axis=1)  # [B, n-1]
+    match = jnp.all(grams[:, :, : n - 1] == last[:, None, :], axis=-1)
+    match = match & (starts + n - 1 <= i)[None, :] & (i + 2 >= n)  # whole n-gram seen
+    rows = jnp.broadcast_to(jnp.arange(B)[:, None], match.shape)
+    V = opts.vocab
+    return jnp.zeros((B, V), bool).at[rows, jnp.clip(grams[..., n - 1], 0, V - 1)].max(match)
+
+
+def _process(scores, seqs, i, opts: _Options):
+    """transformers' logits processors, in its order: min length, no-repeat n-gram, forced
+    BOS / EOS. scores: [B, V] logits or log-probabilities; seqs: [B, L] generated ids."""
+    if opts.min_length > 0:
+        is_eos = jnp.arange(scores.shape[-1]) == opts.eos
+        scores = jnp.where(is_eos & (i < opts.min_length), NEG_INF, scores)
+    if opts.no_repeat_ngram > 0:
+        scores = jnp.where(_banned_ngrams(seqs, i, opts), NEG_INF, scores)
+    return _force(scores, i, opts)
+
+
+def _force(scores, i, opts: _Options):
+    """transformers' forced BOS / EOS processors: at the first (last) step every score but the
+    forced token's becomes -inf and the forced one 0. scores: [..., V]."""
+    for tok, step in ((opts.forced_bos, 0), (opts.forced_eos, opts.max_length - 1)):
+        if tok >= 0:
+            only = jnp.where(jnp.arange(scores.shape[-1]) == tok, 0.0, NEG_INF)
+            scores = jnp.where(i == step, only.astype(scores.dtype), scores)
+    return scores
 
 
 def length_penalty(length, alpha: float):
@@ -150,6 +192,7 @@ def _greedy_or_sample(model, params, encoded, enc_mask, rng, opts: _Options):
     def body(state, first):
         i, seqs, done, scores, cache = state
         logits, cache = logits_fn(cache, seqs, i, first)  # [b, V]
+        logits = _process(logits, seqs, i, opts)
         logp = jax.nn.log_softmax(logits, axis=-1)
         if opts.do_sample:
             key = jax.random.fold_in(rng, i)
@@ -205,7 +248,9 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     def body(state, first):
         i, seqs, logp, ended, final, cache = state
         logits, cache = logits_fn(cache, seqs.reshape(b * k, L), i, first)  # [b*k, V]
-        tok_logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, V)
+        tok_logp = _process(
+            jax.nn.log_softmax(logits, axis=-1), seqs.reshape(b * k, L), i, opts
+        ).reshape(b, k, V)
         cand_logp = logp[..., None] + tok_logp  # [b, k, V]
         # All extensions at step i have length i + 1, so one divisor ranks them against
         # the ended slots' final scores.
@@ -250,6 +295,75 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     )
 
 
+def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
+    """Beam search as transformers runs it (early_stopping=False): each step keeps the top 2k
+    extensions; the best k that have not just ended run on, and those among the first k that
+    ended (EOS or the length limit) enter a pool of the k best finished hypotheses, scored
+    log-probability / generated_length ** alpha. The loop stops when no running beam can beat
+    the pool's worst (transformers' heuristic: the best running score at the current length)."""
+    k, L, V = opts.num_beams, opts.max_length, model.cfg.tgt_vocab_size
+    b = encoded.shape[0] // k
+    init_cache, logits_fn = _step_fns(model, params, encoded, enc_mask, opts)
+    big = jnp.float32(-1.0e9)  # transformers' "excluded" score, kept for equal tie-breaking
+    first_k = jnp.arange(2 * k) < k
+
+    def body(state, first):
+        i, run_seqs, run_logp, seqs, scores, finished, open_, _, cache = state
+        logits, cache = logits_fn(cache, run_seqs.reshape(b * k, L), i, first)  # [b*k, V]
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        logp = _process(logp, run_seqs.reshape(b * k, L), i, opts).reshape(b, k, V)
+        logp = logp + run_logp[..., None]
+        top, idx = lax.top_k(logp.reshape(b, k * V), 2 * k)  # [b, 2k]
+        parent, tok = idx // V, (idx % V).astype(jnp.int32)
+        cand = jnp.take_along_axis(run_seqs, parent[..., None], axis=1)  # [b, 2k, L]
+        cand = lax.dynamic_update_slice_in_dim(cand, tok[..., None], i, axis=2)
+        hits = (tok == opts.eos) | (i == L - 1)  # [b, 2k]
+        # The k best candidates that did not just end run on.
+        run_top = top + hits.astype(jnp.float32) * big
+        keep = lax.top_k(run_top, k)[1]  # [b, k]
+        run_seqs = jnp.take_along_axis(cand, keep[..., None], axis=1)
+        run_logp = jnp.take_along_axis(run_top, keep, axis=1)
+        run_parent = jnp.take_along_axis(parent, keep, axis=1)
+        # Those among the first k that ended join the finished pool, if still improvable.
+        just = hits & first_k[None, :]
+        fin = top / jnp.asarray(i + 1, jnp.float32) ** opts.alpha
+        fin = fin + (~open_)[:, None].astype(jnp.float32) * big + (~just).astype(jnp.float32) * big
+        m_scores = jnp.concatenate([scores, fin], axis=1)  # [b, 3k]
+        sel = lax.top_k(m_scores, k)[1]
+        seqs = jnp.take_along_axis(jnp.concatenate([seqs, cand], axis=1), sel[..., None], axis=1)
+        scores = jnp.take_along_axis(m_scores, sel, axis=1)
+        finished = jnp.take_along_axis(jnp.concatenate([finished, just], axis=1), sel, axis=1)
+        # Early-stop heuristic at the new length (i + 1 generated tokens).
+        best_running = run_logp[:, 0] / jnp.asarray(i + 1, jnp.float32) ** opts.alpha
+        worst = jnp.where(finished, jnp.min(scores, axis=1, keepdims=True), big)  # [b, k]
+        open_ = open_ & jnp.any(best_running[:, None] > worst, axis=1)
+        cache = _gather_beams(cache, run_parent, b, k)
+        return i + 1, run_seqs, run_logp, seqs, scores, finished, open_, jnp.all(hits), cache
+
+    def cond(state):
+        return (state[0] < L) & jnp.any(state[6]) & ~state[7]
+
+    state = (
+        jnp.array(0, jnp.int32),
+        jnp.full((b, k, L), opts.pad, jnp.int32),
+        jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, big), (b, 1)),
+        jnp.full((b, k, L), opts.pad, jnp.int32),
+        jnp.full((b, k), big, jnp.float32),
+        jnp.zeros((b, k), bool),
+        jnp.ones((b,), bool),
+        jnp.array(False),
+        init_cache(),
+    )
+    steps, _, _, seqs, scores, _, _, _, _ = _peeled_loop(body, cond, state)
+    return GenerateOutput(
+        sequences=seqs[:, 0],
+        scores=scores[:, 0],
+        steps=steps,
+        beam_sequences=seqs,
+        beam_scores=scores,
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
 def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
     encoded = model.apply({"params": params}, input_ids, attention_mask, method="encode")
@@ -257,7 +371,8 @@ def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
         return _greedy_or_sample(model, params, encoded, attention_mask, rng, opts)
     k = opts.num_beams
     rep = lambda x: jnp.repeat(x, k, axis=0)  # [b, ...] -> [b*k, ...], beams of an item adjacent
-    return _beam_search(model, params, rep(encoded), rep(attention_mask), opts)
+    search = _beam_search_transformers if opts.beam_style == "transformers" else _beam_search
+    return search(model, params, rep(encoded), rep(attention_mask), opts)
 
 
 def generate(
@@ -278,12 +393,25 @@ def generate(
     pad_token_id: int | None = None,
     decoder_start_token_id: int | None = None,
     use_cache: bool = True,
+    beam_style: str = "jaxformer",
+    forced_bos_token_id: int | None = None,
+    forced_eos_token_id: int | None = None,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
     num_beams=1: greedy, or sampling with `do_sample=True` (temperature, top_k (0 = off),
     top_p (1.0 = off), an explicit PRNG key `rng`); num_beams>1: beam search ranked by
-    log-probability / length_penalty(alpha). Token ids default to the model config's.
+    log-probability / length_penalty(alpha). `beam_style="transformers"` runs transformers'
+    beam search instead (a pool of finished hypotheses beside k running beams, scores
+    log-probability / generated_length ** alpha, its early-stop heuristic; alpha=1.0 is its
+    default), whose ids equal `transformers.generate`'s. `forced_bos_token_id` /
+    `forced_eos_token_id` force that token at the first / last (`max_length`) step, as
+    transformers does (defaults: the config's, when it has them; BART forces EOS).
+    `min_length` bars EOS before that many generated tokens (transformers' min_new_tokens);
+    `no_repeat_ngram_size` n bars any n-gram from occurring twice in (start token, generated
+    ids). Token ids default to the config's.
     `max_length` counts generated tokens (the start token is not counted). Returns
     `GenerateOutput`.
     """
@@ -297,7 +425,8 @@ def generate(
         raise ValueError("empty batch: input_ids has no rows; nothing to decode.")
     if s == 0:
         raise ValueError("input_ids has zero length; give at least one source token.")
-    if s > cfg.max_len:
+    limit = getattr(cfg, "max_len", None)  # None: relative positions (T5), no table
+    if limit is not None and s > limit:
         raise ValueError(
             f"source length {s} exceeds the model's max_len={cfg.max_len}; truncate the source."
         )
@@ -307,9 +436,9 @@ def generate(
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(b, s)}."
         )
-    if not 1 <= max_length <= cfg.max_len:
+    if max_length < 1 or (limit is not None and max_length > limit):
         raise ValueError(
-            f"max_length={max_length} must be in [1, max_len={cfg.max_len}] "
+            f"max_length={max_length} must be in [1, max_len={limit}] "
             "(the decoder's position table)."
         )
     if not 1 <= num_beams <= V:
@@ -320,13 +449,27 @@ def generate(
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
     start = cfg.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
-    for name, v in (
+    if forced_bos_token_id is None:
+        forced_bos_token_id = getattr(cfg, "forced_bos_token_id", None)
+    if forced_eos_token_id is None:
+        forced_eos_token_id = getattr(cfg, "forced_eos_token_id", None)
+    forced = [
+        ("forced_bos_token_id", forced_bos_token_id),
+        ("forced_eos_token_id", forced_eos_token_id),
+    ]
+    for name, v in [(n, v) for n, v in forced if v is not None] + [
         ("eos_token_id", eos),
         ("pad_token_id", pad),
         ("decoder_start_token_id", start),
-    ):
+    ]:
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
+    if not 0 <= min_length <= max_length:
+        raise ValueError(f"min_length={min_length} must be in [0, max_length={max_length}].")
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size={no_repeat_ngram_size} must be >= 0 (0 = off).")
+    if beam_style not in ("jaxformer", "transformers"):
+        raise ValueError(f"beam_style={beam_style!r} is not one of 'jaxformer', 'transformers'.")
     if do_sample:
         if num_beams != 1:
             raise ValueError("sampling is for num_beams=1; beam search is deterministic.")
@@ -358,6 +501,12 @@ def generate(
         int(pad),
         int(start),
         bool(use_cache),
+        beam_style if beam else "jaxformer",
+        -1 if forced_bos_token_id is None else int(forced_bos_token_id),
+        -1 if forced_eos_token_id is None else int(forced_eos_token_id),
+        int(min_length),
+        int(no_repeat_ngram_size),
+        int(V),
     )
     rng = jax.random.key(0) if rng is None else rng
     return _generate(

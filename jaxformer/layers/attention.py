@@ -82,6 +82,7 @@ class MultiHeadAttention(nn.Module):
     init_std: float = 0.02
     out_init_std: Optional[float] = None  # the output projection's; None: init_std
     local_window: Optional[int] = None  # self-attention band |i - j| <= local_window
+    scale: Optional[float] = None  # logit scale; None: 1/sqrt(head_dim) (T5: 1.0)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -94,9 +95,11 @@ class MultiHeadAttention(nn.Module):
         deterministic: bool = True,
         use_cached_kv: bool = False,
         rope: Optional[tuple[Array, Array]] = None,
+        bias: Optional[Array] = None,
     ) -> Array:
         """rope: optional (cos, sin) [b, t, head_dim] tables from `rotary.rotary_tables`;
-        queries and keys are rotated by them (self-attention)."""
+        queries and keys are rotated by them (self-attention). bias: an additive logit bias
+        [b|1, heads, q, kv] (with a cache, kv spans the whole cache)."""
         is_self = inputs_kv is None and not use_cached_kv
         features = self.out_features or inputs_q.shape[-1]
         proj = lambda name: Projection(  # [b, t, embed] -> [b, t, heads, kv]
@@ -144,6 +147,8 @@ class MultiHeadAttention(nn.Module):
             else self.make_rng("dropout"),
             deterministic=deterministic,
             local_window=self.local_window,
+            bias=bias,
+            scale=self.scale,
         )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         return Projection(

@@ -91,10 +91,12 @@ def segment_ids_from_mask(mask: Array) -> tuple[Array, Array]:
 
 
 # -- kernels -------------------------------------------------------------------------------
-def _einsum(q, k, v, mask, scale, dropout_rate=0.0, dropout_rng=None):
+def _einsum(q, k, v, mask, scale, dropout_rate=0.0, dropout_rng=None, bias=None):
     # Softmax in float32 whatever the compute dtype: bf16 logits lose the small
     # probabilities that matter for long rows.
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
@@ -103,9 +105,18 @@ def _einsum(q, k, v, mask, scale, dropout_rate=0.0, dropout_rng=None):
     return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
 
 
-def _xla(q, k, v, mask, scale, window=None):
+def _xla(q, k, v, mask, scale, window=None, bias=None):
+    if bias is not None:
+        bias = bias.astype(q.dtype)
     return jax.nn.dot_product_attention(
-        q, k, v, mask=mask, scale=scale, local_window_size=window, implementation="xla"
+        q,
+        k,
+        v,
+        bias=bias,
+        mask=mask,
+        scale=scale,
+        local_window_size=window,
+        implementation="xla",
     )
 
 
@@ -243,6 +254,8 @@ def attend(
     interpret: Optional[bool] = None,
     backend: Optional[str] = None,
     local_window: Optional[int] = None,
+    bias: Optional[Array] = None,
+    scale: Optional[float] = None,
 ) -> Array:
     """Scaled dot-product attention with the kernel `resolve_kernel` picks.
 
@@ -251,12 +264,17 @@ def attend(
     local_window: w limits query i to keys j with |i - j| <= w (self-attention, a
     bidirectional band); `xla` takes it as `local_window_size`, every other kernel as part of
     the mask (cuDNN in jax rejects a window open to the right, so the band runs `xla` there).
+    bias: an additive float logit bias broadcastable to [batch, heads, q_len, kv_len] (T5's
+    relative positions); only `einsum` and `xla` take one, so any other kernel runs `xla`.
+    scale: the logit scale (default 1/sqrt(head_dim); T5 uses 1.0).
     Returns [batch, q_len, heads, head_dim]. Rows whose keys are all masked return zeros.
     `interpret` runs the Pallas kernels in interpret mode (default: off the accelerator).
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     use_dropout = dropout_rate > 0.0 and not deterministic
     name = resolve_kernel(kernel, backend, dropout=use_dropout)
+    if bias is not None and name not in ("einsum", "xla"):
+        name = "xla"  # the fused kernels here take no dense bias
     if interpret is None:  # the platform itself, not the (mockable) default backend name
         interpret = jax.devices()[0].platform == "cpu"
     window, any_key_mask = None, mask
@@ -268,9 +286,9 @@ def attend(
         else:
             mask = any_key_mask
     if name == "einsum":
-        out = _einsum(q, k, v, mask, scale, dropout_rate if use_dropout else 0.0, dropout_rng)
+        out = _einsum(q, k, v, mask, scale, dropout_rate if use_dropout else 0.0, dropout_rng, bias)
     elif name == "xla":
-        out = _xla(q, k, v, mask, scale, window)
+        out = _xla(q, k, v, mask, scale, window, bias)
     elif name == "cudnn":
         out = _cudnn(q, k, v, mask, scale)
     elif name == "splash":

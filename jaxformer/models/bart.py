@@ -1,0 +1,356 @@
+"""BART (Lewis et al., 2020) and mBART: an encoder-decoder with learned positions (offset by 2),
+an embedding LayerNorm, post-LN layers (mBART: pre-LN with final norms), encoder and decoder of
+their own head counts and FFN widths, and a logits bias.
+
+The interface is the `Transformer`'s (`encode` / `decode`, `use_cache=True` for decoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxformer.layers import masks as masks_lib
+from jaxformer.layers.attention import MultiHeadAttention, zeros_init
+from jaxformer.layers.dropout import Dropout
+from jaxformer.layers.embeddings import Embed
+from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
+from jaxformer.models.configs import ConfigError, _ConfigMixin
+from jaxformer.models.outputs import Seq2SeqOutput
+from jaxformer.models.transformer import _check_ids
+
+__all__ = ["Bart", "BartConfig"]
+
+POSITION_OFFSET = 2  # BART's learned table keeps two rows before position 0
+
+
+@dataclasses.dataclass(frozen=True)
+class BartConfig(_ConfigMixin):
+    """BART (`pre_ln=False`) and mBART (`pre_ln=True`, final norms)."""
+
+    vocab_size: int = 50265
+    d_model: int = 1024
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    encoder_attention_heads: int = 16
+    decoder_attention_heads: int = 16
+    encoder_ffn_dim: int = 4096
+    decoder_ffn_dim: int = 4096
+    max_position_embeddings: int = 1024  # longest source / target
+    activation_function: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    scale_embedding: bool = False  # token embeddings x sqrt(d_model)
+    pre_ln: bool = False  # mBART
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    decoder_start_token_id: int = 2
+    forced_bos_token_id: int | None = None  # mBART: the target language token
+    forced_eos_token_id: int | None = 2
+    init_std: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.activation_function not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation_function={self.activation_function!r} is not supported; use one "
+                f"of {sorted(ACTIVATIONS)}."
+            )
+        for heads, name in (
+            (self.encoder_attention_heads, "encoder_attention_heads"),
+            (self.decoder_attention_heads, "decoder_attention_heads"),
+        ):
+            if self.d_model % heads:
+                raise ConfigError(f"d_model={self.d_model} is not divisible by {name}={heads}.")
+
+    @property
+    def max_len(self) -> int:
+        return self.max_position_embeddings
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.vocab_size
+
+    @classmethod
+    def from_hf(cls, hf, generation=None, **overrides) -> BartConfig:
+        """From a transformers `BartConfig` / `MBartConfig` (object or config.json dict) and,
+        optionally, its generation config (object or generation_config.json dict), whose
+        forced BOS / EOS and start ids win (transformers 5 keeps mBART's forced language token
+        only there)."""
+        get = lambda c, k, d=None: c.get(k, d) if isinstance(c, Mapping) else getattr(c, k, d)
+        g = lambda k, d=None: get(hf, k, d)
+        kind = g("model_type")
+        if kind not in ("bart", "mbart"):
+            raise ConfigError(f"model_type={kind!r} is not 'bart' or 'mbart'.")
+        if g("activation_dropout", 0.0):
+            raise ConfigError(
+                f"activation_dropout={g('activation_dropout')} is not supported; set it to 0."
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        fields = {n: g(n) for n in names if g(n) is not None and n not in ("dtype", "param_dtype")}
+        fields["forced_eos_token_id"] = g("forced_eos_token_id")
+        fields["forced_bos_token_id"] = g("forced_bos_token_id")
+        fields["decoder_start_token_id"] = g("decoder_start_token_id")
+        fields["pre_ln"] = kind == "mbart"
+        for key in ("forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id"):
+            if generation is not None and get(generation, key) is not None:
+                fields[key] = get(generation, key)
+        # transformers starts from the BOS id when no start token is named (mBART).
+        if fields.get("decoder_start_token_id") is None:
+            fields["decoder_start_token_id"] = g("bos_token_id", 0)
+        fields.pop("init_std", None)
+        fields.update(overrides)
+        return cls.from_dict(fields)
+
+    def to_hf(self) -> dict[str, Any]:
+        d = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("pre_ln", "dtype", "param_dtype")
+        }
+        kind = "mbart" if self.pre_ln else "bart"
+        arch = "MBartForConditionalGeneration" if self.pre_ln else "BartForConditionalGeneration"
+        return {
+            "model_type": kind,
+            "architectures": [arch],
+            **d,
+            "activation_dropout": 0.0,
+            "is_encoder_decoder": True,
+            "tie_word_embeddings": True,
+        }
+
+
+def _dt(cfg: BartConfig):
+    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+
+class BartLayer(nn.Module):
+    """Self-attention, cross-attention (decoder), feed-forward; post-LN or pre-LN residuals."""
+
+    cfg: BartConfig
+    is_decoder: bool = False
+    decode: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x, self_mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
+    ):
+        cfg = self.cfg
+        dt, pdt = _dt(cfg)
+        heads = cfg.decoder_attention_heads if self.is_decoder else cfg.encoder_attention_heads
+        ffn = cfg.decoder_ffn_dim if self.is_decoder else cfg.encoder_ffn_dim
+
+        def attention(name):
+            return MultiHeadAttention(
+                heads,
+                cfg.d_model // heads,
+                dropout_rate=cfg.attention_dropout,
+                decode=self.decode,
+                init_std=cfg.init_std,
+                dtype=dt,
+                param_dtype=pdt,
+                name=name,
+            )
+
+        def block(name, fn, x):
+            norm = layer_norm(1e-5, dt, pdt, name=f"{name}_norm")
+            h = Dropout(cfg.dropout)(fn(norm(x) if cfg.pre_ln else x), deterministic)
+            return x + h if cfg.pre_ln else norm(x + h)
+
+        x = block(
+            "self_attention",
+            lambda h: attention("self_attention")(h, mask=self_mask, deterministic=deterministic),
+            x,
+        )
+        if self.is_decoder:
+            x = block(
+                "cross_attention",
+                lambda h: attention("cross_attention")(
+                    h,
+                    None if use_cached_kv else encoded,
+                    mask=cross_mask,
+                    deterministic=deterministic,
+                    use_cached_kv=use_cached_kv,
+                ),
+                x,
+            )
+        mlp = FeedForward(
+            ffn,
+            cfg.activation_function,
+            init_std=cfg.init_std,
+            dtype=dt,
+            param_dtype=pdt,
+            name="mlp",
+        )
+        return block("mlp", mlp, x)
+
+
+class BartStack(nn.Module):
+    """Token embeddings [b, t, d] -> states: + learned positions, embedding LayerNorm,
+    dropout, layers, and (pre-LN) a final norm."""
+
+    cfg: BartConfig
+    is_decoder: bool = False
+    decode: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
+    ):
+        cfg = self.cfg
+        dt, pdt = _dt(cfg)
+        t = x.shape[1]
+        positions = jnp.arange(t)
+        if self.decode:
+            cached = self.has_variable("cache", "position")
+            index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+            if cached:
+                positions = index.value + positions
+                index.value = index.value + t
+        table = Embed(
+            cfg.max_position_embeddings + POSITION_OFFSET,
+            cfg.d_model,
+            ("length", "embed"),
+            cfg.init_std,
+            dt,
+            pdt,
+            name="positions",
+        )
+        x = x + table(positions + POSITION_OFFSET)
+        x = layer_norm(1e-5, dt, pdt, name="embedding_norm")(x)
+        x = Dropout(cfg.dropout)(x, deterministic)
+        n = cfg.decoder_layers if self.is_decoder else cfg.encoder_layers
+        for i in range(n):
+            x = BartLayer(cfg, self.is_decoder, self.decode, name=f"layer_{i}")(
+                x, mask, encoded, cross_mask, deterministic, use_cached_kv
+            )
+        if cfg.pre_ln:
+            x = layer_norm(1e-5, dt, pdt, name="final_norm")(x)
+        return x
+
+
+class Bart(nn.Module):
+    """BART / mBART for conditional generation. `use_cache=True` turns on the decoding cache."""
+
+    cfg: BartConfig
+    use_cache: bool = False
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = _dt(cfg)
+        self.shared_embedding = Embed(
+            cfg.vocab_size, cfg.d_model, init_std=cfg.init_std, dtype=dt, param_dtype=pdt
+        )
+        self.encoder = BartStack(cfg)
+        self.decoder = BartStack(cfg, is_decoder=True, decode=self.use_cache)
+        self.logits_bias = self.param(
+            "final_logits_bias", zeros_init(("vocab",)), (cfg.vocab_size,), pdt
+        )
+
+    def _embed(self, ids, what: str):
+        cfg = self.cfg
+        if ids.ndim != 2:
+            raise ValueError(f"{what} must be [batch, length], got shape {ids.shape}.")
+        _check_ids(ids, cfg.vocab_size, what)
+        x = self.shared_embedding(ids)
+        if cfg.scale_embedding:
+            x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)
+        return x
+
+    def _check_length(self, n: int, what: str) -> None:
+        limit = self.cfg.max_position_embeddings
+        if n > limit:
+            raise ValueError(
+                f"{what} length {n} exceeds max_position_embeddings={limit} (BART's learned "
+                "position table); truncate the input."
+            )
+
+    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
+        """[b, s] source ids (+ [b, s] mask) -> [b, s, d_model] encoder states."""
+        self._check_length(input_ids.shape[1], "source")
+        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        return self.encoder(self._embed(input_ids, "input_ids"), mask, deterministic=deterministic)
+
+    def decode(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ):
+        """Target ids [b, t] attending to `encoded` -> float32 logits [b, t, vocab]."""
+        return self._logits(
+            self._decode_hidden(
+                encoded,
+                attention_mask,
+                decoder_input_ids,
+                decoder_attention_mask,
+                deterministic,
+                use_cached_kv,
+            )
+        )
+
+    def _decode_hidden(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask,
+        deterministic,
+        use_cached_kv=False,
+    ):
+        t = decoder_input_ids.shape[1]
+        if not self.use_cache:
+            self._check_length(t, "target")
+        pad = (
+            None
+            if decoder_attention_mask is None
+            else masks_lib.padding_mask(decoder_attention_mask)
+        )
+        self_mask = pad if self.use_cache else masks_lib.combine(masks_lib.causal_mask(t), pad)
+        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        return self.decoder(
+            self._embed(decoder_input_ids, "decoder_input_ids"),
+            self_mask,
+            encoded,
+            cross_mask,
+            deterministic,
+            use_cached_kv,
+        )
+
+    def _logits(self, h):
+        logits = self.shared_embedding.attend(h).astype(jnp.float32)
+        logits = logits + self.logits_bias.astype(jnp.float32)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+    ) -> Seq2SeqOutput:
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids is required (teacher forcing).")
+        encoded = self.encode(input_ids, attention_mask, deterministic)
+        h = self._decode_hidden(
+            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
+        )
+        return Seq2SeqOutput(
+            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
+        )
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        ids = jnp.zeros((batch, min(length, self.cfg.max_position_embeddings)), jnp.int32)
+        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}

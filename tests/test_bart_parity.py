@@ -1,0 +1,204 @@
+"""Parity with transformers' BartForConditionalGeneration and MBartForConditionalGeneration
+(random tiny models with unequal encoder/decoder heads and FFN widths, float32, eval)."""
+
+import numpy as np
+import pytest
+
+import torch
+import transformers
+
+import jaxformer
+from jaxformer.convert import bart as conv
+from jaxformer.models.bart import Bart, BartConfig
+from jaxformer.models.configs import ConfigError
+
+PAD, EOS, VOCAB, MAX_NEW, LANG = 1, 2, 97, 9, 50
+
+
+def _hf_model(kind: str):
+    mbart = kind == "mbart"
+    cls = transformers.MBartConfig if mbart else transformers.BartConfig
+    cfg = cls(
+        vocab_size=VOCAB,
+        d_model=40,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=5,
+        encoder_ffn_dim=56,
+        decoder_ffn_dim=44,
+        max_position_embeddings=24,
+        scale_embedding=True,
+        init_std=0.3,
+        forced_bos_token_id=LANG if mbart else None,
+    )
+    model_cls = (
+        transformers.MBartForConditionalGeneration
+        if mbart
+        else transformers.BartForConditionalGeneration
+    )
+    torch.manual_seed(0)
+    model = model_cls(cfg).eval()
+    if mbart:  # transformers 5 keeps the forced language token in the generation config
+        model.generation_config.forced_bos_token_id = LANG
+    with torch.no_grad():  # norms and the logits bias away from their init values
+        model.final_logits_bias.normal_()
+        model.final_logits_bias[0, EOS] += 1.0  # some rows end early
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "layernorm" in name:
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.normal_(0.0, 0.1)
+    return model
+
+
+def _inputs(seed=0, src_len=11):
+    rs = np.random.RandomState(seed)
+    x = rs.randint(3, VOCAB, (4, src_len))
+    mask = np.ones_like(x)
+    mask[1, 7:] = 0
+    mask[2, 2:] = 0
+    x[mask == 0] = PAD
+    y = rs.randint(3, VOCAB, (4, 8))
+    y[:, 0] = EOS
+    ymask = np.ones_like(y)
+    ymask[3, 5:] = 0
+    return x, mask, y, ymask
+
+
+@pytest.fixture(scope="module", params=["bart", "mbart"])
+def pair(request):
+    hf = _hf_model(request.param)
+    cfg = BartConfig.from_hf(hf.config, hf.generation_config)
+    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    return hf, Bart(cfg), conv.params_from_bart_state_dict(state, cfg)
+
+
+def _hf_forward(hf, x, mask, y, ymask=None):
+    with torch.no_grad():
+        return hf(
+            input_ids=torch.tensor(x),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(y),
+            decoder_attention_mask=None if ymask is None else torch.tensor(ymask),
+        )
+
+
+def test_config_mapping(pair):
+    hf, model, _ = pair
+    cfg = model.cfg
+    assert cfg.pre_ln == (hf.config.model_type == "mbart")
+    assert (cfg.encoder_attention_heads, cfg.decoder_attention_heads) == (4, 5)
+    assert (cfg.encoder_ffn_dim, cfg.decoder_ffn_dim) == (56, 44)
+    assert cfg.forced_eos_token_id == EOS
+    assert cfg.forced_bos_token_id == (LANG if cfg.pre_ln else None)
+    assert BartConfig.from_hf(cfg.to_hf()) == cfg
+    if cfg.pre_ln:
+        assert cfg.decoder_start_token_id == hf.config.bos_token_id
+
+
+def test_unsupported_variant_and_length_are_named(pair):
+    _, model, params = pair
+    with pytest.raises(ConfigError, match="activation_dropout=0.1"):
+        BartConfig.from_hf({"model_type": "bart", "activation_dropout": 0.1})
+    x = np.full((1, 25), 5)
+    with pytest.raises(ValueError, match="max_position_embeddings=24"):
+        model.apply({"params": params}, x, None, x[:, :3])
+    with pytest.raises(ValueError, match="max_len=24"):
+        jaxformer.generate(model, params, x)
+
+
+def test_encoder_states_and_logits_match(pair):
+    hf, model, params = pair
+    x, mask, y, ymask = _inputs()
+    ref = _hf_forward(hf, x, mask, y, ymask)
+    out = model.apply({"params": params}, x, mask, y, ymask)
+    real, dreal = mask.astype(bool), ymask.astype(bool)
+    enc = np.abs(
+        np.asarray(out.encoder_hidden_state)[real] - ref.encoder_last_hidden_state.numpy()[real]
+    )
+    logits = np.abs(np.asarray(out.logits)[dreal] - ref.logits.numpy()[dreal])
+    print(f"max |diff| encoder {enc.max():.2e} logits {logits.max():.2e}")
+    assert enc.max() < 1e-4 and logits.max() < 1e-4
+
+
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_generate_matches_transformers(pair, num_beams):
+    """The family's defaults: start token, forced EOS at the limit, mBART's forced BOS."""
+    hf, model, params = pair
+    x, mask, _, _ = _inputs(seed=1)
+    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
+    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
+    with torch.no_grad():
+        ref = hf.generate(
+            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
+        ).numpy()[:, 1:]
+    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    out = jaxformer.generate(
+        model,
+        params,
+        x,
+        mask,
+        max_length=MAX_NEW,
+        num_beams=num_beams,
+        length_penalty_alpha=1.0,
+        beam_style="transformers",
+    )
+    ours = np.asarray(out.sequences)
+    np.testing.assert_array_equal(ours, ref)
+    assert len(set(map(tuple, ours))) > 1
+    assert (ours[:, -1] == EOS).any()  # the forced EOS at the limit is exercised
+    if model.cfg.pre_ln:
+        assert (ours[:, 0] == LANG).all()  # mBART's forced language token
+
+
+def test_save_and_load_round_trip(pair, tmp_path):
+    hf, model, params = pair
+    x, mask, y, _ = _inputs(seed=2)
+    jaxformer.save_pretrained(model, params, str(tmp_path / "ours"))
+    cls = type(hf)
+    hf2 = cls.from_pretrained(str(tmp_path / "ours")).eval()
+    np.testing.assert_allclose(
+        _hf_forward(hf2, x, mask, y).logits.numpy(),
+        _hf_forward(hf, x, mask, y).logits.numpy(),
+        atol=1e-6,
+    )
+    hf.save_pretrained(str(tmp_path / "hf"))
+    model3, params3 = jaxformer.from_pretrained(str(tmp_path / "hf"))
+    assert model3.cfg == model.cfg
+    a = model.apply({"params": params}, x, mask, y).logits
+    b = model3.apply({"params": params3}, x, mask, y).logits
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_min_length_and_no_repeat_ngram_match_transformers(pair, num_beams):
+    hf, model, params = pair
+    x, mask, _, _ = _inputs(seed=1)
+    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
+    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
+    gc.min_new_tokens, gc.no_repeat_ngram_size = 5, 2
+    with torch.no_grad():
+        ref = hf.generate(
+            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
+        ).numpy()[:, 1:]
+    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    kw = dict(max_length=MAX_NEW, num_beams=num_beams, length_penalty_alpha=1.0)
+    ours = jaxformer.generate(
+        model,
+        params,
+        x,
+        mask,
+        beam_style="transformers",
+        min_length=5,
+        no_repeat_ngram_size=2,
+        **kw,
+    ).sequences
+    np.testing.assert_array_equal(np.asarray(ours), ref)
+    plain = np.asarray(
+        jaxformer.generate(model, params, x, mask, beam_style="transformers", **kw).sequences
+    )
+    assert not np.array_equal(plain, ref)  # the options changed the output
+    for row in np.asarray(ours):  # and the properties hold
+        ids = [model.cfg.decoder_start_token_id] + [t for t in row if t != PAD]
+        assert EOS not in ids[1:6]
+        grams = [tuple(ids[j : j + 2]) for j in range(len(ids) - 1)]
+        assert len(grams) == len(set(grams))
