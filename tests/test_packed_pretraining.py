@@ -158,6 +158,7 @@ def test_tiny_packed_run_trains_and_evaluates(real, masking, tmp_path, monkeypat
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 30 and all(np.isfinite(losses))
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    print(f"packed rows, {masking} masking: loss {first:.3f} -> {last:.3f} (first/last 5 steps)")
     assert last < first - 0.3, (first, last)
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
     assert len(evals) == 2 and all(np.isfinite(evals))
