@@ -96,6 +96,7 @@ def electra_loss(
     inputs = dict(
         attention_mask=batch.get("attention_mask"),
         token_type_ids=batch.get("token_type_ids"),
+        segment_ids=batch.get("segment_ids"),  # packed rows: segments attend only within
         deterministic=deterministic,
     )
     gen_out = generator.apply(

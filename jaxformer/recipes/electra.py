@@ -10,7 +10,7 @@ import jax
 from jaxformer.models import EncoderConfig, EncoderModel
 from jaxformer.models.configs import generator_dims
 from jaxformer.objectives import pretraining as obj
-from jaxformer.training.tasks import PretrainTask, Task, check_masking
+from jaxformer.training.tasks import PretrainTask, Task, check_masking, check_pack
 
 
 def generator_config(disc: EncoderConfig, fraction: float) -> EncoderConfig:
@@ -31,6 +31,7 @@ class ElectraTask(PretrainTask):
     def __init__(self, config, workdir: str):
         Task.__init__(self, config, workdir)
         check_masking(config)
+        check_pack(config, "none")
         d = config.data
         self.seq_len, self.objective = d.seq_len, "none"
         disc = dict(config.model)

@@ -28,6 +28,9 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.data.whole_word = False
     # dynamic (RoBERTa: host, each read) | static (BERT: host, once) | device (in the step)
     c.data.masking = "dynamic"
+    # pack consecutive instances into each row (segment_ids keep them apart; MLM-only
+    # objectives on a store source; eval rows are packed too)
+    c.data.pack = False
     c.data.short_seq_prob = 0.1
     c.data.dupe_factor = 1
     c.data.label_smoothing = 0.0

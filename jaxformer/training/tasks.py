@@ -112,6 +112,23 @@ def check_masking(config) -> None:
         )
 
 
+def check_pack(config, objective: str) -> None:
+    """A clear error for `data.pack=true` with what packed rows cannot train."""
+    d = config.data
+    if not d.get("pack", False):
+        return
+    if objective != "none":
+        raise ValueError(
+            f"data.pack=true supports objective='none' only; objective={objective!r} needs a "
+            "per-segment pair head: set --config.data.pack=false or --config.data.objective=none."
+        )
+    if d.source == "synthetic":
+        raise ValueError(
+            "data.pack=true needs a store, default_corpus or text: source; data.source="
+            "'synthetic' rows are not packed: set --config.data.pack=false."
+        )
+
+
 def synthetic_instances(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[dict]:
     """Learnable token sequences: [CLS] a, a+d, a+2d, ... (mod the non-special vocab) [SEP];
     a masked token is predictable from its neighbours."""
@@ -143,6 +160,7 @@ class PretrainTask(Task):
         super().__init__(config, workdir)
         d = config.data
         check_masking(config)
+        check_pack(config, d.objective)
         self.seq_len = d.seq_len
         self.objective = d.objective
         model_cfg = dict(config.model)
@@ -234,6 +252,7 @@ class PretrainTask(Task):
             documents=documents,
             seed=seed,
             masking=masking,
+            pack=bool(self.config.data.get("pack", False)),
         )
 
     def _synthetic(self, instances, masking, seed, epochs, batch_size, pi, pc):
@@ -280,8 +299,9 @@ class PretrainTask(Task):
         return DataIterator(ds, prefetch=d.prefetch)
 
     def eval_batches(self, batch_size, process_index, process_count):
-        """Up to `log.eval_batches` statically masked batches of the held-out documents; a
-        held-out set smaller than one batch is repeated to fill it, with a warning."""
+        """Up to `log.eval_batches` statically masked batches of the held-out documents (packed
+        rows with data.pack); a held-out set smaller than one batch is repeated to fill it,
+        with a warning."""
         from jaxformer.data.lazy import held_out_warning, store_batches
 
         self.tokenizer  # noqa: B018
@@ -359,6 +379,9 @@ class PretrainTask(Task):
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
+            # packed rows: the block-diagonal mask and per-segment positions (the model adds
+            # its family's position offset, which the rows' 0-based position_ids lack)
+            segment_ids=batch.get("segment_ids"),
             mlm_positions=batch["mlm_positions"],
             deterministic=deterministic,
             rngs={"dropout": rng},
