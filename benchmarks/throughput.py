@@ -290,19 +290,12 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
     same loss when `which == "own"` or the training package is unavailable."""
     if which == "system":
         try:
-            import ml_collections
+            from jaxformer.training.defaults import base_config
             from jaxformer.training.tasks import PretrainTask
 
-            conf = ml_collections.ConfigDict(
-                {
-                    "model": cfg.to_dict(),
-                    "data": {
-                        "seq_len": seq,
-                        "objective": "none",
-                        "label_smoothing": 0.0,
-                        "max_predictions": predictions,
-                    },
-                }
+            conf = base_config(cfg.to_dict(), task="pretrain")
+            conf.data.update(
+                seq_len=seq, objective="none", label_smoothing=0.0, max_predictions=predictions
             )
             return PretrainTask(conf, "/tmp/jaxformer_bench"), "training.tasks.PretrainTask"
         except ImportError as e:  # pragma: no cover

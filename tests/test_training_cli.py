@@ -72,7 +72,10 @@ def test_help_shows_the_given_config_and_overrides(capsys):
 @pytest.mark.parametrize(
     "override, expect",
     [
-        ("optimizer.name=sgd", "optimizer.name='sgd' is not an optimizer; use one of adamw, lamb"),
+        (
+            "optimizer.name=sgd",
+            "optimizer.name='sgd' is not an optimizer; use one of adamw, stable_adamw, lamb",
+        ),
         ("optimizer.schedule=cosine", "use one of constant, warmup_linear"),
         ("task=nope", "task='nope' is not a task; use one of mlm, pretrain, seq2seq"),
         ("task=jaxformer.recipes.finetune:Nope", "task='jaxformer.recipes.finetune:Nope'"),

@@ -22,7 +22,7 @@ from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
 from jaxformer.models.configs import ConfigError, _ConfigMixin
 from jaxformer.models.outputs import Seq2SeqOutput
-from jaxformer.models.transformer import _check_ids
+from jaxformer.models.common import check_ids, dtypes
 
 __all__ = ["Bart", "BartConfig"]
 
@@ -127,10 +127,6 @@ class BartConfig(_ConfigMixin):
         }
 
 
-def _dt(cfg: BartConfig):
-    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-
-
 class BartLayer(nn.Module):
     """Self-attention, cross-attention (decoder), feed-forward; post-LN or pre-LN residuals."""
 
@@ -143,7 +139,7 @@ class BartLayer(nn.Module):
         self, x, self_mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
     ):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
+        dt, pdt = dtypes(cfg)
         heads = cfg.decoder_attention_heads if self.is_decoder else cfg.encoder_attention_heads
         ffn = cfg.decoder_ffn_dim if self.is_decoder else cfg.encoder_ffn_dim
 
@@ -205,7 +201,7 @@ class BartStack(nn.Module):
         self, x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
     ):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
+        dt, pdt = dtypes(cfg)
         t = x.shape[1]
         positions = jnp.arange(t)
         if self.decode:
@@ -244,7 +240,7 @@ class Bart(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
+        dt, pdt = dtypes(cfg)
         self.shared_embedding = Embed(
             cfg.vocab_size, cfg.d_model, init_std=cfg.init_std, dtype=dt, param_dtype=pdt
         )
@@ -258,7 +254,7 @@ class Bart(nn.Module):
         cfg = self.cfg
         if ids.ndim != 2:
             raise ValueError(f"{what} must be [batch, length], got shape {ids.shape}.")
-        _check_ids(ids, cfg.vocab_size, what)
+        check_ids(ids, cfg.vocab_size, what)
         x = self.shared_embedding(ids)
         if cfg.scale_embedding:
             x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)

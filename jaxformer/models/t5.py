@@ -24,7 +24,7 @@ from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, GatedFeedForward, activation, dense
 from jaxformer.models.configs import DTYPES, KERNELS, ConfigError, _ConfigMixin, check_choice
 from jaxformer.models.outputs import Seq2SeqOutput
-from jaxformer.models.transformer import _check_ids
+from jaxformer.models.common import check_ids, dtypes
 
 __all__ = ["T5", "T5Config", "relative_position_bucket"]
 
@@ -237,7 +237,7 @@ class T5FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dt, pdt = dtypes(cfg)
         if cfg.is_gated:
             return GatedFeedForward(
                 cfg.d_ff,
@@ -347,7 +347,7 @@ class T5(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dt, pdt = dtypes(cfg)
         self.shared_embedding = Embed(
             cfg.vocab_size, cfg.d_model, init_std=1.0, dtype=dt, param_dtype=pdt
         )
@@ -360,7 +360,7 @@ class T5(nn.Module):
         """[b, s] source ids (+ [b, s] mask, 1 = real) -> [b, s, d_model] encoder states."""
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
-        _check_ids(input_ids, self.cfg.vocab_size, "input_ids")
+        check_ids(input_ids, self.cfg.vocab_size, "input_ids")
         mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         return self.encoder(self.shared_embedding(input_ids), mask, deterministic=deterministic)
 
@@ -395,7 +395,7 @@ class T5(nn.Module):
         deterministic,
         use_cached_kv=False,
     ):
-        _check_ids(decoder_input_ids, self.cfg.vocab_size, "decoder_input_ids")
+        check_ids(decoder_input_ids, self.cfg.vocab_size, "decoder_input_ids")
         t = decoder_input_ids.shape[1]
         pad = (
             None
