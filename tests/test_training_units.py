@@ -281,3 +281,32 @@ def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, monkeypatch):
         loop.train(config, str(tmp_path), log=lambda s: None)
     assert os.path.isdir(tmp_path / "checkpoints")
     assert any(d.isdigit() for d in os.listdir(tmp_path / "checkpoints"))
+
+
+def test_failed_restore_reads_are_not_logged_but_other_asyncio_errors_are(caplog):
+    """After a failed restore, orbax's abandoned array reads (coroutine `async_deserialize`)
+    end as tasks whose exception nobody retrieves; asyncio would log each with a traceback."""
+    import asyncio
+    import gc
+
+    from jaxformer.training import checkpoint
+
+    checkpoint._quiet_closed_loop_callbacks()
+
+    async def async_deserialize():
+        raise ValueError("DATA_LOSS: damaged index")
+
+    async def something_else():
+        raise ValueError("a real bug")
+
+    async def abandon():
+        for coro in (async_deserialize(), something_else()):
+            asyncio.ensure_future(coro)
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(abandon())
+        gc.collect()
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert any("something_else" in m for m in logged), logged
+    assert not any("async_deserialize" in m for m in logged), logged

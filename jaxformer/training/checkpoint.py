@@ -229,7 +229,18 @@ def _quiet_closed_loop_callbacks():
         previous(unraisable)
 
     sys.unraisablehook = hook
+    # The sibling reads that failed on the same damaged index end as asyncio tasks whose
+    # exception nobody retrieves; asyncio logs each one with its traceback when the task is
+    # collected. Only orbax's array reads are dropped, every other asyncio record is kept.
+    logging.getLogger("asyncio").addFilter(_drop_unretrieved_array_reads)
     _quiet_hook_installed = True
+
+
+def _drop_unretrieved_array_reads(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (
+        message.startswith("Task exception was never retrieved") and "async_deserialize" in message
+    )
 
 
 def gather_json(obj) -> list:
