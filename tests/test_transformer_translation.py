@@ -106,6 +106,15 @@ def test_saved_tokenizer_serves_as_the_pipelines_read_it(corpus, tmp_path):
     assert loaded.decode(row[:-3]) == c["test"][0][1]
 
 
+def test_translation_scores_count_exact_matches():
+    from jaxformer.tasks.seq2seq import translation_scores
+
+    refs = ["one two three four", "five six seven eight"]
+    assert translation_scores(refs, refs) == {"bleu": pytest.approx(100.0), "exact_match": 100.0}
+    half = translation_scores(["one two three four", "five six seven"], refs)
+    assert half["exact_match"] == 50.0 and 0.0 < half["bleu"] < 100.0
+
+
 @pytest.mark.slow
 def test_numbers_through_train_py_reach_bleu_99_and_are_served(tmp_path, capsys):
     """The numbers recipe through train.py (in-process): the held-out BLEU the loop reports

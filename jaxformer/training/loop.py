@@ -297,7 +297,9 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
         say(f"resumed from step {start} ({ckpt.directory})")
     else:
         state, _, _ = state_lib.create_state(task, tx, mesh, seed=config.seed)
-        params = task.pretrained_params(jax.device_get(state.params))
+        # Only a task that overrides the hook pays for a host copy of the fresh params.
+        overridden = type(task).pretrained_params is not Task.pretrained_params
+        params = task.pretrained_params(jax.device_get(state.params)) if overridden else None
         if params is not None:  # fine-tuning / continued pretraining
             state = state.replace(params=jax.device_put(params, state_sh.params))
             say("initialised from pretrained weights")
