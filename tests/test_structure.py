@@ -6,6 +6,7 @@ is an edge to `pkg.name` when that is a module, else to `pkg`; a module's own pa
 packages are not edges (Python imports them first, always)."""
 
 import ast
+import functools
 import os
 
 import pytest
@@ -30,6 +31,7 @@ def _modules() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = _modules()
     graph = {}
