@@ -106,3 +106,15 @@ def test_the_package_has_no_import_cycle():
 def test_training_imports_no_model_family_and_no_task(module):
     bad = sorted(t for t in import_graph()[module] if not t.startswith(TRAINING_MAY_IMPORT))
     assert not bad, f"{module} imports {bad}; training/ receives its task and knows no model"
+
+
+def test_every_registered_task_is_a_task_and_old_names_still_resolve():
+    from jaxformer.tasks import TASKS, task_class
+    from jaxformer.training import Task
+
+    for name in TASKS:
+        assert issubclass(task_class(name), Task), name
+    assert task_class("jaxformer.recipes.electra:ElectraTask") is task_class("electra")
+    assert task_class("jaxformer.recipes.finetune:FineTuneTask") is task_class("finetune")
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        task_class("nope")
