@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer import benchmarking as B
+from jaxformer.training.task import Task
 
 OPTIMIZER = {
     "name": "adamw",
@@ -267,7 +268,7 @@ class Side:
         raise NotImplementedError
 
 
-class _SimpleTask:
+class _SimpleTask(Task):
     """The training system's task interface for a model + loss (used for the seq2seq step,
     and for BERT when `--step own`)."""
 
@@ -291,13 +292,13 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
     if which == "system":
         try:
             from jaxformer.training.defaults import base_config
-            from jaxformer.training.tasks import PretrainTask
+            from jaxformer.tasks.pretrain import PretrainTask
 
             conf = base_config(cfg.to_dict(), task="pretrain")
             conf.data.update(
                 seq_len=seq, objective="none", label_smoothing=0.0, max_predictions=predictions
             )
-            return PretrainTask(conf, "/tmp/jaxformer_bench"), "training.tasks.PretrainTask"
+            return PretrainTask(conf, "/tmp/jaxformer_bench"), "tasks.pretrain.PretrainTask"
         except ImportError as e:  # pragma: no cover
             print(f"[throughput] training system unavailable ({e}); using own task")
     from jaxformer.models import encoder_model

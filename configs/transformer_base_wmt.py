@@ -5,6 +5,8 @@ smoothing 0.1, 100k steps, shared BPE vocabulary of 32k, ~25k tokens per batch.
     python train.py --config configs/transformer_base_wmt.py --workdir runs/tx_base
 """
 
+import ml_collections
+
 from jaxformer.models.seq2seq_configs import transformer_config
 from jaxformer.training.defaults import base_config
 
@@ -29,8 +31,13 @@ def get_config():
         weight_decay=0.0,
         clip_norm=0.0,
     )
+    c.decode = ml_collections.ConfigDict()
+    c.decode.num_beams = 4  # eval decoding: 1 = greedy, k = beam search
+    c.decode.length_penalty = 0.6  # beam search: GNMT alpha
+    c.decode.examples = 512  # held-out pairs decoded at each eval (BLEU, exact match)
     c.checkpoint.every_steps = 5000
-    c.checkpoint.best_metric = "eval_loss"
+    c.checkpoint.best_metric = "eval_bleu"
+    c.checkpoint.best_mode = "max"
     c.log.eval_every_steps = 5000
     c.log.every_steps = 100
     return c

@@ -1,7 +1,13 @@
 """Encoder-decoder Transformer, tiny, on the generated digits -> words corpus (CPU, minutes).
 
-python train.py --config configs/transformer_tiny_numbers.py --workdir runs/tx_tiny
+    python train.py --config configs/transformer_tiny_numbers.py --workdir runs/tx_tiny
+    jaxformer translate --model runs/tx_tiny "1234"
+
+Every eval decodes held-out numbers and reports BLEU and exact match; the checkpoint with the
+best BLEU is kept (docs/seq2seq.md has the measured curve).
 """
+
+import ml_collections
 
 from jaxformer.models.seq2seq_configs import transformer_config
 from jaxformer.training.defaults import base_config
@@ -11,10 +17,10 @@ def get_config():
     c = base_config(transformer_config("tiny", vocab_size=64, max_len=64).to_dict(), task="seq2seq")
     c.data.source = "numbers"  # numbers | tfds:NAME
     c.data.seq_len = 32  # source and target length (pairs longer are an error)
-    c.data.synthetic_examples = 20000  # training pairs
+    c.data.synthetic_examples = 20000  # training pairs (256 more are held out)
     c.data.label_smoothing = 0.1
     c.batch_size = 64
-    c.num_train_steps = 2000
+    c.num_train_steps = 1000  # held-out BLEU >= 99 from step ~700 (docs/seq2seq.md)
     c.optimizer.update(
         name="adamw",
         lr=3e-3,
@@ -24,6 +30,12 @@ def get_config():
         eps=1e-9,
         weight_decay=0.0,
     )
-    c.checkpoint.every_steps = 500
-    c.log.eval_every_steps = 500
+    c.decode = ml_collections.ConfigDict()
+    c.decode.num_beams = 1  # eval decoding: 1 = greedy, k = beam search
+    c.decode.length_penalty = 0.6  # beam search: GNMT alpha
+    c.decode.examples = 256  # held-out pairs decoded at each eval
+    c.checkpoint.every_steps = 250
+    c.checkpoint.best_metric = "eval_bleu"
+    c.checkpoint.best_mode = "max"
+    c.log.eval_every_steps = 250
     return c

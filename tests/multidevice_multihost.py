@@ -13,7 +13,7 @@ import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from jaxformer.training.tasks import PretrainTask
+from jaxformer.tasks.pretrain import PretrainTask
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,6 +52,7 @@ class _Skipping:
 
 
 def main(pid: int, port: int, workdir: str, out: str, extra: list[str]):
+    from jaxformer.tasks import get_task
     from jaxformer.training import config_lib, distributed, loop, sharding
 
     delay = float(os.environ.get("JF_STEP_DELAY", "0"))
@@ -81,7 +82,7 @@ def main(pid: int, port: int, workdir: str, out: str, extra: list[str]):
     assert distributed.initialize(config.distributed)
     assert jax.process_count() == 2 and jax.device_count() == 4
     losses = []
-    summary = loop.train(config, workdir, log=lambda s: None)
+    summary = loop.train(config, workdir, get_task, log=lambda s: None)
     with open(os.path.join(workdir, "metrics.jsonl")) if pid == 0 else open(os.devnull) as f:
         losses = [json.loads(l)["loss"] for l in f if '"loss"' in l]
     with open(out, "w") as f:

@@ -24,7 +24,7 @@ from jaxformer.models import bert_config
 from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib
 from jaxformer.training import step as step_lib
 from jaxformer.training.defaults import base_config
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 
 def config():

@@ -10,7 +10,7 @@ from jaxformer.models import EncoderConfig
 from jaxformer.models.configs import BERT_FAMILIES
 from jaxformer.training import config_lib, optim, sharding as sh
 from jaxformer.training.defaults import base_config
-from jaxformer.training.tasks import task_class
+from jaxformer.tasks import task_class
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -53,7 +53,7 @@ def test_config_loads_and_is_complete(path):
 
 
 def test_cli_reports_unknown_keys(capsys):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     assert (
         cli.main(

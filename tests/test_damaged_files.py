@@ -167,7 +167,7 @@ def test_relative_and_missing_model_paths(good, capsys, monkeypatch):
 
 
 def test_fine_tuning_from_a_damaged_directory_is_one_line(model, capsys, tmp_path):
-    from jaxformer.training import cli as train_cli
+    from jaxformer import launch as train_cli
 
     truncate(model / "model.safetensors")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -429,7 +429,7 @@ def test_held_out_warning():
 # ---- the task ---------------------------------------------------------------------------
 def _task(store_path, workdir, **data):
     from jaxformer.recipes import configs as recipes
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     c = recipes.bert_pretrain("tiny")
     c.data.source = f"store:{store_path}"

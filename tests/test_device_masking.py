@@ -309,14 +309,14 @@ def tiny_config(**over):
 
 
 def test_unknown_masking_is_a_clear_error():
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     with pytest.raises(ValueError, match="unknown data.masking 'gpu'"):
         get_task(tiny_config(**{"data.masking": "gpu"}), "/tmp/unused")
 
 
 def test_hook_masks_train_batches_and_passes_eval_batches(tmp_path):
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     task = get_task(tiny_config(), str(tmp_path))
     train = next(task.train_iterator(8, 0, 1))
@@ -332,6 +332,7 @@ def test_hook_masks_train_batches_and_passes_eval_batches(tmp_path):
 def test_tiny_run_with_device_masking_trains(tmp_path):
     """Synthetic sequences over 11 ids: the loss starts near ln(11) and falls below it, so
     the model learns from the masks the step draws; eval runs on host-masked batches."""
+    from jaxformer.tasks import get_task
     from jaxformer.training.loop import train
 
     over = {
@@ -341,7 +342,9 @@ def test_tiny_run_with_device_masking_trains(tmp_path):
         "log.tensorboard": False,
         "checkpoint.every_steps": 60,
     }
-    train(tiny_config(num_train_steps=60, batch_size=32, **over), str(tmp_path), log=print)
+    train(
+        tiny_config(num_train_steps=60, batch_size=32, **over), str(tmp_path), get_task, log=print
+    )
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 60
@@ -352,7 +355,7 @@ def test_tiny_run_with_device_masking_trains(tmp_path):
 
 def _setup(config):
     from jaxformer.training import optim, sharding as sh, state as state_lib
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     task = get_task(config, "/tmp/unused")
     mesh = sh.make_mesh({"data": -1})
@@ -408,7 +411,7 @@ def test_grad_accumulation_with_device_masking_equals_one_big_step():
 def test_electra_step_with_device_masking():
     import ml_collections
 
-    config = tiny_config(task="jaxformer.recipes.electra:ElectraTask")
+    config = tiny_config(task="electra")
     config.model.head = "rtd"
     config.electra = ml_collections.ConfigDict({"generator_fraction": 0.5, "rtd_weight": 50.0})
     task, mesh, tx, sched, state, shardings = _setup(config)
@@ -426,7 +429,7 @@ def test_bert_nsp_whole_word_recipe_with_device_masking(setup, tmp_path):
     loop: rows carry ids, pair_label and word_starts; eval batches stay host-masked."""
     from jaxformer.training import loop
     from jaxformer.training.config_lib import load_config_file
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     _, _, docs = setup
     corpus_file = tmp_path / "docs.txt"
@@ -456,7 +459,7 @@ def test_bert_nsp_whole_word_recipe_with_device_masking(setup, tmp_path):
             node = node[p]
         node[leaf] = v
     wd = str(tmp_path / "run")
-    loop.train(c, wd, log=lambda _: None)
+    loop.train(c, wd, get_task, log=lambda _: None)
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
     assert all(np.isfinite(r["loss"]) and "pair_loss" in r for r in rows if "loss" in r)

@@ -12,7 +12,7 @@ from jaxformer.inference import pipelines as P
 
 from jaxformer.data import labelled as L
 from jaxformer.recipes import configs as recipes
-from jaxformer.recipes.finetune import FineTuneTask, config_label_names, file_records
+from jaxformer.tasks.finetune import FineTuneTask, config_label_names, file_records
 from jaxformer.training import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,7 +187,7 @@ QUIET = [
 
 
 def train(args, workdir, capsys):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     config = os.path.join(ROOT, "configs", "finetune_tiny.py")
     assert cli.main(["--config", config, "--workdir", workdir, *args, *QUIET]) == 0
@@ -256,7 +256,7 @@ def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, caps
 
 
 def test_a_bad_row_stops_train_py_with_one_line(tmp_path, capsys):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     f = write(tmp_path / "bad.csv", "text,label\na,pos\nb\n")
     rc = cli.main(
@@ -276,7 +276,7 @@ def test_a_bad_row_stops_train_py_with_one_line(tmp_path, capsys):
 
 
 def test_an_eval_file_smaller_than_one_batch_still_evaluates(tmp_path, capsys):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     rows = "".join(f"word{i} word{i + 1},{'ab'[i % 2]}\n" for i in range(40))
     train_csv = write(tmp_path / "train.csv", "text,label\n" + rows)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxformer.recipes.finetune import tfds_records, tfds_task
+from jaxformer.tasks.finetune import tfds_records, tfds_task
+from jaxformer.tasks import get_task
 from jaxformer.training import loop
 from jaxformer.training.config_lib import load_config_file
 
@@ -121,7 +122,7 @@ def run(task, rows, tmp_path, steps, **overrides):
     tiny = load_config_file("configs/finetune_tiny.py").model
     c.model = tiny
     with mocked(rows):
-        loop.train(c, str(tmp_path), log=lambda *_: None)
+        loop.train(c, str(tmp_path), get_task, log=lambda *_: None)
     with open(os.path.join(tmp_path, "summary.json")) as f:
         return json.load(f)
 
@@ -138,7 +139,7 @@ def test_tfds_tasks_pick_their_heads_and_bad_names_are_clear():
         tfds_task("imdb_reviews")
     c = load_config_file("configs/finetune_tfds.py:glue/sst2")
     c.finetune.num_labels = 3
-    from jaxformer.recipes.finetune import FineTuneTask
+    from jaxformer.tasks.finetune import FineTuneTask
 
     with pytest.raises(
         ValueError, match="needs finetune.head='sequence_classification' and finetune.num_labels=2"

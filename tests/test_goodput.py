@@ -10,7 +10,7 @@ import pytest
 
 from jaxformer.training import goodput as goodput_lib
 from jaxformer.training import loop
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 from test_training_units import tiny_config
 
@@ -46,12 +46,7 @@ def slow_run(tmp_path_factory):
         task.train_iterator = lambda *a, **k: _SlowIterator(make(*a, **k))
         return task
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(loop, "get_task", slow_task)
-    try:
-        summary = loop.train(config, workdir, log=lambda _: None)
-    finally:
-        mp.undo()
+    summary = loop.train(config, workdir, slow_task, log=lambda _: None)
     return workdir, summary
 
 

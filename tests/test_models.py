@@ -282,7 +282,7 @@ def test_out_of_vocab_ids_are_a_clear_error(bert):
 
 @pytest.mark.parametrize("size", ["small", "base", "large"])
 def test_electra_generators_match_released_checkpoints_and_the_recipe(size):
-    from jaxformer.recipes import electra as electra_recipe
+    from jaxformer.tasks import electra as electra_recipe
     from jaxformer.recipes.configs import electra_pretrain
 
     # google/electra-{small,base,large}-generator: hidden 256, 4 heads, MLP 1024 at every size.

@@ -13,7 +13,7 @@ from test_recipes_e2e import configure, small_corpus, summary  # noqa: F401 (fix
 
 from jaxformer.training import loop
 from jaxformer.training.checkpoint import load_params
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def pretrained(small_corpus, tmp_path_factory):  # noqa: F811
             "checkpoint.best_metric": "",
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     return workdir
 
 
@@ -50,7 +50,7 @@ def test_finetuning_learns_and_exports_to_transformers(pretrained, tmp_path):
             "checkpoint.every_steps": 300,
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     s = summary(workdir)
     assert s["eval_accuracy"] >= 0.9, s
     task = get_task(c, workdir)
@@ -83,7 +83,7 @@ def test_frozen_encoder_is_unchanged(pretrained, tmp_path):
             "checkpoint.best_metric": "",
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     before, after = load_params(pretrained), load_params(workdir)
     flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
     flat_a = dict(jax.tree_util.tree_leaves_with_path(after["encoder"]))

@@ -100,7 +100,7 @@ def test_tiny_recipe_trains_through_train_py_and_overfits(tmp_path):
     then the same task overfits one fixed batch (loss below half)."""
     from test_recipes_e2e import configure, overfit
 
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     overrides = {
         "data.source": "synthetic",

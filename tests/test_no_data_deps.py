@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
               "jaxformer.inference", "jaxformer.data", "jaxformer.data.packing",
               "jaxformer.training.step", "jaxformer.training.state",
               "jaxformer.training.sharding", "jaxformer.training.optim",
-              "jaxformer.training.tasks", "jaxformer.training.loop"):
+              "jaxformer.tasks.pretrain", "jaxformer.training.loop"):
         importlib.import_module(m)
 
     outdir, out = sys.argv[1], {}
@@ -72,7 +72,7 @@ def test_runs_without_tfds_grain_tensorflow(tmp_path):
     got = json.loads(line[len("RESULT ") :])
     assert got["loaded"] == []
     train = got["results"]["train"][0]
-    assert train["name"] == "jaxformer" and train["task"] == "training.tasks.PretrainTask"
+    assert train["name"] == "jaxformer" and train["task"] == "tasks.pretrain.PretrainTask"
     assert train["tokens_per_s"] > 0 and 0 < train["last_loss"] < 20
     names = [r["name"] for r in got["results"]["infer"]]
     assert names == ["jaxformer (padded)", "jaxformer (packed)"]

@@ -14,7 +14,7 @@ from jaxformer.data.pretraining import PretrainingConfig, create_instances, pret
 from jaxformer.data.tokenizers import train_tokenizer
 from jaxformer.models import bert_config, modernbert_config, roberta_config
 from jaxformer.training.defaults import base_config
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 SEQ = 64
 
@@ -94,7 +94,7 @@ def test_electra_generator_sees_the_segments(real, tmp_path):
     p = stack(pretraining_dataset(insts, tok, cfg, masking="static", seed=0, pack=True))
     model = _model("bert", tok.vocab_size)
     model["head"] = "rtd"
-    c = base_config(model, task="jaxformer.recipes.electra:ElectraTask")
+    c = base_config(model, task="electra")
     c.data.seq_len = SEQ
     c.electra = ml_collections.ConfigDict({"generator_fraction": 0.5, "rtd_weight": 50.0})
     task = get_task(c, str(tmp_path))
@@ -153,7 +153,7 @@ def test_tiny_packed_run_trains_and_evaluates(real, masking, tmp_path, monkeypat
             node = node[part]
         node[leaf] = v
     wd = tmp_path / "run"
-    loop.train(c, str(wd), log=lambda _: None)
+    loop.train(c, str(wd), get_task, log=lambda _: None)
     rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 30 and all(np.isfinite(losses))

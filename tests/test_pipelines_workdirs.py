@@ -14,6 +14,7 @@ import pytest
 
 from jaxformer import cli
 from jaxformer.inference import pipelines as P
+from jaxformer.tasks import get_task
 from jaxformer.training import loop
 from jaxformer.training.checkpoint import load_params
 from jaxformer.training.config_lib import load_config_file
@@ -57,26 +58,31 @@ def runs(tmp_path_factory):
     loop.train(
         configure("bert_tiny_pretrain", **text, **{"data.objective": "none", "model.head": "mlm"}),
         pt,
+        get_task,
         log=lambda _: None,
     )
     ft = {"init_from": f"run:{pt}", "batch_size": 8}
-    loop.train(configure("finetune_tiny", **ft), str(runs / "ft"), log=lambda _: None)
+    loop.train(configure("finetune_tiny", **ft), str(runs / "ft"), get_task, log=lambda _: None)
     loop.train(
         configure("finetune_tiny", **ft, **{"num_train_steps": 8, "stop_after_steps": 4}),
         str(runs / "ft_noexport"),
+        get_task,
         log=lambda _: None,
     )
     loop.train(
         configure("continued_pretrain_tiny", **text, init_from=f"run:{pt}"),
         str(runs / "cont"),
+        get_task,
         log=lambda _: None,
     )
-    loop.train(configure("electra_tiny_pretrain", **text), str(runs / "el"), log=lambda _: None)
+    loop.train(
+        configure("electra_tiny_pretrain", **text), str(runs / "el"), get_task, log=lambda _: None
+    )
     return root
 
 
 def test_fine_tuning_workdirs_load_with_and_without_their_export(runs, monkeypatch):
-    from jaxformer.recipes.finetune import FineTuneTask
+    from jaxformer.tasks.finetune import FineTuneTask
 
     monkeypatch.chdir(runs)
     assert not os.path.exists("runs/ft_noexport/hf_export")

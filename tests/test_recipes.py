@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxformer import EncoderModel, bert_config
-from jaxformer.recipes import finetune as ft
+from jaxformer.tasks import finetune as ft
 
 V = 53
 
@@ -110,7 +110,7 @@ def test_keyword_task_labels_follow_the_rule_and_are_balanced():
     labels = np.array([e["label"] for e in examples])
     assert abs(labels.mean() - 0.5) < 1e-9
     for e in examples:
-        assert e["label"] == int(bool(set(ft._words(e["text"])) & set(keywords)))
+        assert e["label"] == int(bool(set(ft.data._words(e["text"])) & set(keywords)))
     with pytest.raises(ValueError, match="usable sentences"):
         ft.keyword_task(["Too short."], seed=0)
 
@@ -172,7 +172,7 @@ def test_token_and_qa_losses_match_numpy():
 
 
 def test_merge_encoder_drops_unused_pretrained_parts_and_names_missing_ones():
-    from jaxformer.recipes.finetune import merge_encoder
+    from jaxformer.tasks.finetune import merge_encoder
 
     fresh = {
         "encoder": {"layer": {"kernel": np.zeros((2, 3), np.float32)}},

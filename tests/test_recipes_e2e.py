@@ -20,7 +20,7 @@ import pytest
 from jaxformer.training import loop
 from jaxformer.training.checkpoint import load_params
 from jaxformer.training.config_lib import load_config_file
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 pytestmark = pytest.mark.slow
 QUIET = {"log.progress": False, "log.tensorboard": False, "log.plot": False}
@@ -108,7 +108,7 @@ def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
             "model.vocab_size": 1024,
         },
     )
-    out = loop.train(c, str(tmp_path), log=lambda _: None)
+    out = loop.train(c, str(tmp_path), get_task, log=lambda _: None)
     s = summary(str(tmp_path))
     assert s["step"] == 4 and np.isfinite(s["last_loss"]), (out, s)
     assert os.path.isdir(os.path.join(str(tmp_path), "checkpoints", "4"))
@@ -131,7 +131,7 @@ def pretrained(tmp_path_factory):
             "checkpoint.best_metric": "",
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     return workdir
 
 
@@ -149,7 +149,7 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
             "checkpoint.every_steps": 300,
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     s = summary(workdir)
     assert s["eval_accuracy"] >= 0.95, s
 
@@ -192,7 +192,7 @@ def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, t
         jax.tree.leaves(start["encoder"]), jax.tree.leaves(load_params(workdir)["encoder"])
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
-    s2 = loop.train(c2, str(tmp_path / "ft_hf"), log=lambda _: None)
+    s2 = loop.train(c2, str(tmp_path / "ft_hf"), get_task, log=lambda _: None)
     assert s2["step"] == 5 and np.isfinite(s2["last_loss"])
 
 
@@ -208,7 +208,7 @@ def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_
             "checkpoint.best_metric": "",
         },
     )
-    loop.train(c, workdir, log=lambda _: None)
+    loop.train(c, workdir, get_task, log=lambda _: None)
     before, after = load_params(pretrained), load_params(workdir)
     flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
     flat_a = dict(jax.tree_util.tree_leaves_with_path(after["encoder"]))
@@ -236,7 +236,7 @@ def test_continued_pretraining_starts_from_the_checkpoint(pretrained, small_corp
             "checkpoint.best_metric": "",
         },
     )
-    out = loop.train(c, workdir, log=lambda _: None)
+    out = loop.train(c, workdir, get_task, log=lambda _: None)
     src = load_params(pretrained)
     task = get_task(c, workdir)
     task.tokenizer  # noqa: B018  (loads the source's tokenizer)

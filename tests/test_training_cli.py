@@ -59,7 +59,7 @@ def _get(config, key):
 
 
 def test_help_shows_the_given_config_and_overrides(capsys):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     rc = cli.main(
         ["-h", "--config", os.path.join(ROOT, "configs", "finetune_tiny.py"), "--config.seed=7"]
@@ -77,8 +77,11 @@ def test_help_shows_the_given_config_and_overrides(capsys):
             "optimizer.name='sgd' is not an optimizer; use one of adamw, stable_adamw, lamb",
         ),
         ("optimizer.schedule=cosine", "use one of constant, warmup_linear"),
-        ("task=nope", "task='nope' is not a task; use one of mlm, pretrain, seq2seq"),
-        ("task=jaxformer.recipes.finetune:Nope", "task='jaxformer.recipes.finetune:Nope'"),
+        (
+            "task=nope",
+            "task='nope' is not a task; use one of continued, electra, finetune, mlm, pretrain",
+        ),
+        ("task=jaxformer.tasks.finetune:Nope", "task='jaxformer.tasks.finetune:Nope'"),
         ("num_train_steps=-5", "num_train_steps=-5: must be a positive integer"),
         ("num_train_steps=0", "num_train_steps=0: must be a positive integer"),
         ("batch_size=0", "batch_size=0: must be a positive integer"),
@@ -93,7 +96,7 @@ def test_help_shows_the_given_config_and_overrides(capsys):
     ],
 )
 def test_bad_values_are_one_line_before_anything_is_written(tmp_path, capsys, override, expect):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     workdir = tmp_path / "run"
     rc = cli.main(["--config", TINY, "--workdir", str(workdir), f"--config.{override}"])
@@ -121,7 +124,7 @@ def test_accepted_zero_values_pass_the_checks():
 
 @pytest.mark.parametrize("kind", ["run", "hf"])
 def test_missing_init_from_is_one_line_naming_it(tmp_path, capsys, monkeypatch, kind):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -190,7 +193,7 @@ def test_readme_finetune_from_a_relative_run(project):
 
 @pytest.mark.slow
 def test_relative_checkpoint_and_continued_pretraining_sources(project, monkeypatch):
-    from jaxformer.recipes.continued import ContinuedPretrainTask
+    from jaxformer.tasks.continued import ContinuedPretrainTask
     from jaxformer.training import config_lib
     from jaxformer.training.checkpoint import load_params
 
@@ -212,19 +215,22 @@ def test_relative_checkpoint_and_continued_pretraining_sources(project, monkeypa
 def test_every_shipped_config_passes_the_checks():
     import glob
 
+    from jaxformer.tasks import check_task
     from jaxformer.training import checks, config_lib
 
     paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
     assert len(paths) > 10
     for path in paths:
-        checks.check_config(config_lib.load_config_file(path))
+        config = config_lib.load_config_file(path)
+        checks.check_config(config)
+        check_task(config.task)
 
 
 @pytest.mark.parametrize("key", ["source", "eval_source"])
 def test_missing_labelled_file_is_one_line_before_anything_is_written(
     tmp_path, capsys, monkeypatch, key
 ):
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "train.csv").write_text("text,label\na,x\nb,y\n")

@@ -80,7 +80,7 @@ def test_pretraining_on_a_few_text_files_evaluates(tmp_path, monkeypatch):
             "--config.log.tensorboard=False",
         ]
     )
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     # The store's held-out documents make fewer examples than one batch: they are repeated
     # to fill it, with a warning, so the eval still runs (it used to run nothing).
@@ -89,7 +89,7 @@ def test_pretraining_on_a_few_text_files_evaluates(tmp_path, monkeypatch):
     assert task.eval_warning and "fewer than one eval batch of 8" in task.eval_warning
     assert [len(b["input_ids"]) for b in held_out] == [config.batch_size]
 
-    summary = loop.train(config, "run", log=lambda s: None)
+    summary = loop.train(config, "run", get_task, log=lambda s: None)
     assert np.isfinite(summary["eval_loss"])
     rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "eval_loss" in r] == [2]

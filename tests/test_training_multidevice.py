@@ -87,7 +87,7 @@ def test_checkpoint_from_8_devices_restores_on_1(report):
     sys.path.insert(0, HERE)
     from multidevice_parity import config
     from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib
-    from jaxformer.training.tasks import get_task
+    from jaxformer.tasks import get_task
 
     _, ckpt_dir = report
     cfg = config()

@@ -13,7 +13,7 @@ import pytest
 from jaxformer.objectives import losses
 from jaxformer.training import config_lib, optim, sharding as sh, state as state_lib
 from jaxformer.training import step as step_lib
-from jaxformer.training.tasks import get_task
+from jaxformer.tasks import get_task
 
 HERE = os.path.dirname(__file__)
 
@@ -262,7 +262,8 @@ def test_nonfinite_step_is_skipped_and_counted():
 
 def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, monkeypatch):
     """The loop stops after max_bad_steps in a row, saving the last good state."""
-    from jaxformer.training import loop, tasks
+    from jaxformer.tasks import pretrain as tasks
+    from jaxformer.training import loop
 
     config = tiny_config(max_bad_steps=3, num_train_steps=20)
     config.optimizer.lr = 1e6  # diverges to inf within a few steps
@@ -278,7 +279,7 @@ def test_too_many_nonfinite_steps_stop_with_a_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tasks.PretrainTask, "loss_fn", poisoned)
     with pytest.raises(loop.NonFiniteError, match="3 consecutive steps"):
-        loop.train(config, str(tmp_path), log=lambda s: None)
+        loop.train(config, str(tmp_path), get_task, log=lambda s: None)
     assert os.path.isdir(tmp_path / "checkpoints")
     assert any(d.isdigit() for d in os.listdir(tmp_path / "checkpoints"))
 

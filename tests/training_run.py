@@ -18,7 +18,8 @@ jax.config.update(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from jaxformer.training import cli, sharding
+from jaxformer import launch as cli
+from jaxformer.training import sharding
 
 _delay = float(os.environ.get("JF_STEP_DELAY", "0"))
 if _delay:

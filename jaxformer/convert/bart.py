@@ -123,7 +123,7 @@ def bart_state_dict_from_params(params: Mapping, cfg: BartConfig) -> dict[str, n
 def bart_from_pretrained(path: str, **overrides) -> tuple[Bart, dict]:
     """A local HF BART / mBART directory -> `(Bart(cfg), params)` (float32)."""
     from jaxformer.convert.hf_params import _to_numpy
-    from jaxformer.convert.huggingface import (
+    from jaxformer.convert.hf_files import (
         ModelFileError,
         load_hf_state_dict,
         read_hf_config,

@@ -266,14 +266,14 @@ def _read_state(path: str) -> dict:
     """The directory's weights as numpy (`huggingface.load_hf_state_dict`: safetensors,
     sharded or not, or pytorch_model.bin; damaged files are a ModelFileError)."""
     from jaxformer.convert.hf_params import _to_numpy
-    from jaxformer.convert.huggingface import load_hf_state_dict
+    from jaxformer.convert.hf_files import load_hf_state_dict
 
     return {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
 
 
 def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
     """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
-    from jaxformer.convert.huggingface import ModelFileError, read_hf_config
+    from jaxformer.convert.hf_files import ModelFileError, read_hf_config
 
     hf = read_hf_config(path)
     if hf.get("model_type") != "marian":

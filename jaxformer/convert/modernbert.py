@@ -379,7 +379,7 @@ def modernbert_from_pretrained(
     path: str, head=None, dtype: str = "float32", seed: int = 0, **overrides
 ) -> tuple[ModernBertModel, dict]:
     """A HF ModernBERT directory -> `(ModernBertModel, params)`; as `from_pretrained`."""
-    from jaxformer.convert.huggingface import fresh_arrays, load_hf_state_dict, read_hf_config
+    from jaxformer.convert.hf_files import fresh_arrays, load_hf_state_dict, read_hf_config
 
     ckpt = modernbert_config_from_hf(read_hf_config(path))
     changes = dict(dtype=dtype, **overrides)
@@ -407,7 +407,7 @@ def modernbert_save_pretrained(model: ModernBertModel, params, path: str) -> Non
     the model's head loads with the same outputs."""
     from safetensors.flax import save_file
 
-    from jaxformer.convert.huggingface import SAFETENSORS
+    from jaxformer.convert.hf_files import SAFETENSORS
 
     cfg = model.cfg
     hf = hf_config_from_modernbert(cfg)

@@ -136,7 +136,7 @@ def t5_state_dict_from_params(params: Mapping, cfg: T5Config) -> dict[str, np.nd
 def t5_from_pretrained(path: str, **overrides) -> tuple[T5, dict]:
     """A local HF T5 / Flan-T5 directory -> `(T5(cfg), params)` (float32). `overrides` are
     `T5Config` fields (e.g. `dropout_rate=0.0`, `dtype="bfloat16"`)."""
-    from jaxformer.convert.huggingface import ModelFileError, load_hf_state_dict, read_hf_config
+    from jaxformer.convert.hf_files import ModelFileError, load_hf_state_dict, read_hf_config
     from jaxformer.convert.hf_params import _to_numpy
 
     hf = read_hf_config(path)

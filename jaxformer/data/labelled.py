@@ -12,7 +12,7 @@ is a `DataFileError` (a ValueError) naming the file and line: a missing or empty
 unknown label, a number that does not parse, tokens and tags of different lengths; so is an
 empty file.
 
-Records come out in the fine-tuning record format of `jaxformer.recipes.finetune`:
+Records come out in the fine-tuning record format of `jaxformer.tasks.finetune`:
 `{"text", "pair", "label"}` (label an int class id, or a float for regression) or
 `{"words", "tags"}` (tags as class ids); SQuAD-style JSONL records pass through as read.
 """

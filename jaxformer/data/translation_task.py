@@ -129,17 +129,41 @@ class Seq2SeqTokenizer:
     def eos_id(self) -> int:
         return self.hf.token_to_id(EOS)
 
+    @property
+    def sep_id(self) -> int:
+        """The end of a source (EOS), under the name the pipelines read."""
+        return self.eos_id
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
 
-    def decode(self, ids) -> list[str]:
-        """Rows of ids -> text, cut at the first EOS; pad and specials are dropped."""
+    tokenize_ids = encode  # the pipelines' name
+
+    def decode(self, ids, skip_special_tokens: bool = True):
+        """Rows of ids -> texts (one row -> one text), each cut at the first EOS; pad and
+        specials are dropped."""
+        rows = np.asarray(ids)
         out = []
-        for row in np.asarray(ids).tolist():
+        for row in np.atleast_2d(rows).tolist():
             if self.eos_id in row:
                 row = row[: row.index(self.eos_id)]
-            out.append(self.hf.decode(row, skip_special_tokens=True))
-        return out
+            out.append(self.hf.decode(row, skip_special_tokens=skip_special_tokens))
+        return out[0] if rows.ndim == 1 else out
+
+    def save(self, directory: str) -> str:
+        """Writes the vocabulary as a jaxformer tokenizer directory (what the pipelines and
+        `jaxformer.data.load_tokenizer` read): `</s>` is its separator (EOS), and `<s>` and
+        `<mask>`, which the format names, are added after the vocabulary if absent."""
+        import copy
+
+        from jaxformer.data.tokenizers import FAMILIES, Tokenizer
+
+        hf = copy.deepcopy(self.hf)
+        s = FAMILIES["roberta"]  # <s> </s> <mask> <pad> <unk>: our pad, EOS and unk
+        missing = [t for t in (s.cls, s.mask) if hf.token_to_id(t) is None]
+        if missing:
+            hf.add_special_tokens(missing)
+        return Tokenizer(hf, "roberta").save(directory)
 
 
 def train_tokenizer(

@@ -221,7 +221,7 @@ def _load_jaxformer(path: str) -> LoadedModel:
     ELECTRA run loads its discriminator."""
     config, root = _find_config(path)
     model_cfg = config.get("model", config)
-    from jaxformer.recipes.finetune import MODEL_CONFIG_FILE
+    from jaxformer.tasks.finetune.weights import MODEL_CONFIG_FILE
 
     written = _read_json(os.path.join(root, MODEL_CONFIG_FILE))
     export = os.path.join(root, "hf_export")
@@ -231,13 +231,13 @@ def _load_jaxformer(path: str) -> LoadedModel:
         raise PipelineError(
             f"{root!r} is a fine-tuning run from before runs recorded their model "
             "(model_config.json) and has no hf_export/; load it with "
-            "jaxformer.recipes.finetune.FineTuneTask and export it with save_pretrained."
+            "jaxformer.tasks.finetune.FineTuneTask and export it with save_pretrained."
         )
     params = _restore_params(path)
     if isinstance(params, dict) and "discriminator" in params:  # an ELECTRA pretraining run
         params = params["discriminator"]
     tok_dirs = [os.path.join(root, "tokenizer"), root, path]
-    if written:
+    if written and "family" in written:  # an encoder (a seq2seq run writes its Transformer's)
         cfg = encoder_config_from_dict(written)
         from jaxformer.convert.hf_config import label_names
 
@@ -274,7 +274,7 @@ def _load_jaxformer(path: str) -> LoadedModel:
     from jaxformer.models.transformer import Transformer, TransformerConfig
 
     try:
-        cfg = TransformerConfig.from_dict(model_cfg)
+        cfg = TransformerConfig.from_dict(written or model_cfg)
     except (ConfigError, TypeError) as e:
         raise PipelineError(
             f"the model config in {root!r} is neither an EncoderConfig nor a TransformerConfig: {e}"

@@ -1,4 +1,3 @@
-"""Recipe tasks beyond plain MLM pretraining: ELECTRA, fine-tuning, continued pretraining.
-
-Each is a `jaxformer.training.tasks.Task` named in a config as `"jaxformer.recipes.X:Class"`.
-"""
+"""Config builders for the shipped recipes (`recipes.configs`). The tasks they train live in
+`jaxformer.tasks`; `recipes.electra`, `recipes.finetune` and `recipes.continued` are their old
+names, kept for existing configs and imports."""

@@ -137,7 +137,7 @@ ELECTRA_HPARAMS = {  # size: (batch, seq, lr, steps); generator widths: ELECTRA_
 def electra_pretrain(size: str) -> ml_collections.ConfigDict:
     """ELECTRA (Clark et al. 2020): generator (MLM) + discriminator (replaced-token
     detection, λ = 50), shared embeddings, AdamW with 10k warmup and linear decay."""
-    task = "jaxformer.recipes.electra:ElectraTask"
+    task = "electra"
     if size == "tiny":
         c = base_config(_tiny_model(electra_config, head="rtd").to_dict(), task=task)
         c = _tiny(c)
@@ -215,11 +215,11 @@ def finetune(
     from `init_from` ("hf:DIR", "run:WORKDIR" or "" for random init); BERT's fine-tuning
     optimizer (AdamW 2e-5..5e-5 at real size, 10% warmup)."""
     model = _tiny_model(bert_config) if size == "tiny" else bert_config(size)
-    c = base_config(model.to_dict(), task="jaxformer.recipes.finetune:FineTuneTask")
+    c = base_config(model.to_dict(), task="finetune")
     c.init_from = init_from
     head, num_labels = "sequence_classification", 2
     if source.startswith("tfds:"):  # the head the dataset needs (GLUE / SQuAD / CoNLL)
-        from jaxformer.recipes.finetune import tfds_task
+        from jaxformer.tasks.finetune import tfds_task
 
         head, num_labels = tfds_task(source[5:])
     c.finetune = ml_collections.ConfigDict(
@@ -257,7 +257,7 @@ def continued_pretrain(init_from: str = "") -> ml_collections.ConfigDict:
     """Keep training an existing encoder with MLM on a new corpus (`data.source`)."""
     c = base_config(
         _tiny_model(bert_config, head="mlm").to_dict(),
-        task="jaxformer.recipes.continued:ContinuedPretrainTask",
+        task="continued",
     )
     c = _tiny(c, steps=200)
     c.init_from = init_from

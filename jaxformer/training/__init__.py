@@ -1,7 +1,9 @@
 """The training system: optimizers, train state, the sharded step, checkpoints, the loop.
 
-The optimizer helpers, the state and the step import eagerly; the loop, the tasks and the
-checkpointer (orbax, data pipelines) import on first use.
+The optimizer helpers, the state and the step import eagerly; the loop, the task interface
+and the checkpointer (orbax) import on first use. The package knows no model family: the
+tasks live in `jaxformer.tasks`, and `train(config, workdir, task)` receives one;
+`LossTask` makes one from a researcher's own init and loss functions.
 """
 
 import importlib
@@ -18,20 +20,24 @@ from jaxformer.training.step import (
 _LAZY = {
     "Checkpointer": "jaxformer.training.checkpoint",
     "load_params": "jaxformer.training.checkpoint",
-    "Task": "jaxformer.training.tasks",
-    "get_task": "jaxformer.training.tasks",
+    "ArrayData": "jaxformer.training.loss_task",
+    "LossTask": "jaxformer.training.loss_task",
+    "default_config": "jaxformer.training.defaults",
+    "Task": "jaxformer.training.task",
     "train": "jaxformer.training.loop",
 }
 
 __all__ = [
+    "ArrayData",
     "Checkpointer",
+    "LossTask",
     "Task",
     "TrainState",
     "compile_eval_step",
     "compile_train_step",
     "create_state",
     "decay_mask",
-    "get_task",
+    "default_config",
     "load_params",
     "make_eval_step",
     "make_optimizer",

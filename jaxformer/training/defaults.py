@@ -9,7 +9,7 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     """Every key the loop reads, with defaults. `model`: the model config as a dict (e.g.
     `bert_config("tiny", head="mlm").to_dict()`)."""
     c = ml_collections.ConfigDict()
-    c.task = task  # key of jaxformer.training.tasks.TASKS or "module:Class"
+    c.task = task  # key of jaxformer.tasks.TASKS or "module:Class"
     c.seed = 0  # params init, dropout keys
     c.workdir = ""  # default: runs/<config name>; --workdir wins
     c.model = ml_collections.ConfigDict(model)  # the model config's fields, all overridable
@@ -93,4 +93,22 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.distributed.num_processes = 0
     c.distributed.process_id = -1
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process CPU runs
+    return c
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+    """The loop's keys with their defaults and no model or task (for `LossTask`), with
+    overrides by dotted key: `default_config(num_train_steps=50, **{"optimizer.lr": 1e-3})`.
+    An unknown key is an error naming it."""
+    c = base_config({}, task="")
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = c
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise KeyError(f"default_config: no config group {part!r} in {key!r}.")
+            node = node[part]
+        if last not in node:
+            raise KeyError(f"default_config: unknown key {key!r}; see training/defaults.py.")
+        node[last] = value
     return c

@@ -1,5 +1,6 @@
-"""The training loop: builds mesh, task, optimizer and state, restores the latest good
-checkpoint, runs the compiled step, and owns all IO (metrics, eval, checkpoints, signals)."""
+"""The training loop: builds mesh, optimizer and state for the task it is given, restores the
+latest good checkpoint, runs the compiled step, and owns all IO (metrics, eval, checkpoints,
+signals). It knows no model family: the task (`training.Task`) is its only view of one."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from jaxformer.training.checks import absolute, check_config
 from jaxformer.training.config_lib import to_json
 from jaxformer.training.optim import make_optimizer
 from jaxformer.training.preemption import HostAgreement
-from jaxformer.training.tasks import get_task
+from jaxformer.training.task import Task
 
 
 class NonFiniteError(RuntimeError):
@@ -150,17 +151,101 @@ def fit_eval_batches(batches, global_batch: int, batch_shards: int, say=print) -
     return out
 
 
-def train(config, workdir: str, log: Callable[[str], None] = print) -> dict:
-    """Trains as `config` says, in `workdir`. Returns a summary dict (also written to
+def train(config, workdir: str, task, log: Callable[[str], None] = print) -> dict:
+    """Trains `task` as `config` says, in `workdir`. Returns a summary dict (also written to
     workdir/summary.json). Resumes from workdir/checkpoints when there is one. SIGTERM or
-    Ctrl-C saves a checkpoint and returns (summary["preempted"])."""
+    Ctrl-C saves a checkpoint and returns (summary["preempted"]).
+
+    `task`: a `Task`, or a callable `(config, workdir) -> Task` (a task class, or
+    `jaxformer.tasks.get_task` for the one `config.task` names), called once the config is
+    checked and saved, with the absolute workdir."""
     check_every = config.get("preemption_check_every_steps", 10)
     # From the start: a Ctrl-C while compiling still saves.
     with _Preemption(check_every) as preemption:
-        return _train(config, workdir, log, preemption)
+        return _train(config, workdir, task, log, preemption)
 
 
-def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemption) -> dict:
+class _Window:
+    """The per-step metrics since the last log row, and the row they make: their means, plus
+    learning rate, skipped steps, parameter norm, throughput and MFU."""
+
+    def __init__(self, tokens_per_step: float, flops_per_token: float, peak, compile_s: float):
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.peak, self.compile_s = peak, compile_s
+        self.steps: list[dict] = []
+        self.history: list[tuple[int, float]] = []  # (step, loss) of every step
+        self.last: dict = {}  # the last row written
+        self.t0 = time.perf_counter()
+
+    def add(self, step: int, dev_metrics) -> dict:
+        m = {k: float(v) for k, v in jax.device_get(dev_metrics).items()}
+        self.steps.append(m)
+        self.history.append((step, m["loss"]))
+        return m
+
+    def row(self, state) -> dict:
+        dt = time.perf_counter() - self.t0
+        row = _mean(self.steps)
+        row["lr"] = self.steps[-1].get("lr", 0.0)
+        row["skipped_total"] = float(jax.device_get(state.skipped))
+        row["param_norm"] = float(_param_norm(state.params))
+        sps = len(self.steps) / dt if dt > 0 else 0.0
+        row["steps_per_s"], row["tokens_per_s"] = sps, sps * self.tokens_per_step
+        if not self.last:  # the first row of this process's run
+            row["compile_time_s"] = self.compile_s
+        if self.peak and self.flops_per_token:
+            row["mfu"] = (
+                self.flops_per_token * row["tokens_per_s"] / (self.peak * jax.device_count())
+            )
+        self.last, self.steps, self.t0 = row, [], time.perf_counter()
+        return row
+
+
+def _non_finite(m: dict, at_step: int, state, ckpt) -> NonFiniteError:
+    return NonFiniteError(
+        f"{int(m['bad_streak'])} consecutive steps up to step {at_step} had a non-finite "
+        f"loss or gradient (last loss {m['loss']}, grad norm {m['grad_norm']}); "
+        f"{int(jax.device_get(state.skipped))} skipped in total. The last good state was "
+        f"saved at step {int(jax.device_get(state.step))} in {ckpt.directory}. Lower the "
+        "learning rate, check the data, or raise config.max_bad_steps."
+    )
+
+
+def _summary(step, preempted, preemption, compile_s, train_s, t_start, window, final_eval):
+    history = window.history
+    return {
+        "step": step,
+        "preempted": preempted,
+        "preemption_syncs": preemption.agree.syncs,
+        "compile_time_s": compile_s,
+        "train_time_s": train_s,
+        "total_time_s": time.perf_counter() - t_start,
+        "first_loss": history[0][1] if history else None,
+        "last_loss": history[-1][1] if history else None,
+        "tokens_per_s": window.last.get("tokens_per_s"),
+        "mfu": window.last.get("mfu"),
+        **final_eval,
+    }
+
+
+def _end_of_run_metrics(task: Task, params, eval_batches, preempted, writer, step, say) -> dict:
+    """The task's own metric (`task_metrics`) and its baselines, for the summary."""
+    out = {}
+    if not preempted:
+        tm = {f"eval_task_{k}": float(v) for k, v in task.task_metrics(params).items()}
+        if tm:
+            writer.write(step, tm)
+            say(
+                "task metrics on the eval split: "
+                + ", ".join(f"{k[10:]} {v:.4g}" for k, v in tm.items())
+            )
+            out.update(tm)
+    if eval_batches:
+        out.update(task.baseline_metrics(eval_batches))
+    return out
+
+
+def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -> dict:
     t_start = time.perf_counter()
     check_config(config)  # names, counts and paths, before anything is written
     workdir = absolute(workdir)
@@ -175,10 +260,10 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     accum = config.grad_accum_steps
     sh.check_batch(config.batch_size, mesh, accum)
     total = config.num_train_steps
-    task = get_task(config, workdir)
+    if not isinstance(task, Task) and callable(task):
+        task = task(config, workdir)
     tx, schedule = make_optimizer(config.optimizer, total)
-    if hasattr(task, "wrap_optimizer"):  # e.g. a frozen encoder: zero updates for its params
-        tx = task.wrap_optimizer(tx)
+    tx = task.wrap_optimizer(tx)  # e.g. a frozen encoder: zero updates for its params
     abstract, specs = state_lib.state_specs(task, tx, mesh, seed=config.seed)
     state_sh = sh.named(mesh, specs)
     say(
@@ -212,8 +297,10 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
         say(f"resumed from step {start} ({ckpt.directory})")
     else:
         state, _, _ = state_lib.create_state(task, tx, mesh, seed=config.seed)
-        if hasattr(task, "pretrained_params"):  # fine-tuning / continued pretraining
-            params = task.pretrained_params(jax.device_get(state.params))
+        # Only a task that overrides the hook pays for a host copy of the fresh params.
+        overridden = type(task).pretrained_params is not Task.pretrained_params
+        params = task.pretrained_params(jax.device_get(state.params)) if overridden else None
+        if params is not None:  # fine-tuning / continued pretraining
             state = state.replace(params=jax.device_put(params, state_sh.params))
             say("initialised from pretrained weights")
         start = 0
@@ -250,59 +337,36 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     writer = observe.MetricWriter(workdir, tensorboard=config.log.tensorboard, resume_step=start)
     stop_at = min(total, config.stop_after_steps or total)
     progress = observe.Progress(total, start, enabled=config.log.progress)
-    tokens_per_step = config.batch_size * task.tokens_per_example()
-    flops_per_token = task.flops_per_token(abstract.params)
-    peak = observe.peak_flops_per_device(config.peak_tflops_per_device)
-    window, last_metrics, preempted, history = [], {}, False, []
-    eval_metrics = {}
-    t_window, steps_in_window = time.perf_counter(), 0
+    window = _Window(
+        config.batch_size * task.tokens_per_example(),
+        task.flops_per_token(abstract.params),
+        observe.peak_flops_per_device(config.peak_tflops_per_device),
+        compile_s,
+    )
+    preempted, eval_metrics = False, {}
     step, pending = start, None
     train_time_start = time.perf_counter()
 
     def handle(done_step, dev_metrics):
-        nonlocal t_window, steps_in_window, last_metrics
-        m = {k: float(v) for k, v in jax.device_get(dev_metrics).items()}
-        window.append(m)
-        history.append((done_step, m["loss"]))
-        steps_in_window += 1
+        """Reads a finished step's metrics; writes a row at log steps; stops a bad streak."""
+        m = window.add(done_step, dev_metrics)
         if m["bad_streak"] >= config.max_bad_steps:
-            return m
+            ckpt.save(state, data.get_state(), wait=True)
+            raise _non_finite(m, done_step, state, ckpt)
         if done_step % config.log.every_steps == 0 or done_step == stop_at:
-            dt = time.perf_counter() - t_window
-            row = _mean(window)
-            row["lr"] = m.get("lr", 0.0)
-            row["skipped_total"] = float(jax.device_get(state.skipped))
-            row["param_norm"] = float(_param_norm(state.params))
-            sps = steps_in_window / dt if dt > 0 else 0.0
-            row["steps_per_s"], row["tokens_per_s"] = sps, sps * tokens_per_step
-            if not last_metrics:  # the first row of this process's run
-                row["compile_time_s"] = compile_s
-            if peak and flops_per_token:
-                row["mfu"] = flops_per_token * row["tokens_per_s"] / (peak * jax.device_count())
+            row = window.row(state)
             writer.write(done_step, row)
-            progress.update(done_step, row["loss"], row["lr"], row["tokens_per_s"], sps)
-            last_metrics = row
-            window.clear()
-            t_window, steps_in_window = time.perf_counter(), 0
-        return m
+            progress.update(
+                done_step, row["loss"], row["lr"], row["tokens_per_s"], row["steps_per_s"]
+            )
 
     def run_eval(at_step) -> dict:
-        if not eval_fn:
-            return {}
-        e = evaluate(eval_fn, state.params, eval_batches, eval_sh)
+        e = evaluate(eval_fn, state.params, eval_batches, eval_sh) if eval_fn else {}
+        e.update(task.eval_metrics(state.params))
         e = {f"eval_{k}": v for k, v in e.items()}
-        writer.write(at_step, e)
+        if e:
+            writer.write(at_step, e)
         return e
-
-    def bad_stop(m, at_step):
-        ckpt.save(state, data.get_state(), wait=True)
-        raise NonFiniteError(
-            f"{int(m['bad_streak'])} consecutive steps up to step {at_step} had a non-finite "
-            f"loss or gradient (last loss {m['loss']}, grad norm {m['grad_norm']}); "
-            f"{int(jax.device_get(state.skipped))} skipped in total. The last good state was "
-            f"saved at step {int(jax.device_get(state.step))} in {ckpt.directory}. Lower the "
-            "learning rate, check the data, or raise config.max_bad_steps."
-        )
 
     with preemption, gp.loop():
         try:
@@ -312,9 +376,7 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
                 state, dev_metrics = compiled(state, batch)
                 step += 1
                 if pending is not None:  # read the previous step while this one runs
-                    m = handle(*pending)
-                    if m["bad_streak"] >= config.max_bad_steps:
-                        bad_stop(m, pending[0])
+                    handle(*pending)
                 pending = (step, dev_metrics)
                 eval_metrics = {}
                 if config.log.eval_every_steps and step % config.log.eval_every_steps == 0:
@@ -330,9 +392,7 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
                     with gp.timed("data_wait"):
                         batch = sh.to_global(next(data), batch_sh, config.batch_size)
             if pending is not None:
-                m = handle(*pending)
-                if m["bad_streak"] >= config.max_bad_steps:
-                    bad_stop(m, pending[0])
+                handle(*pending)
         finally:
             progress.close()
             with gp.timed("profile"):
@@ -354,36 +414,16 @@ def _train(config, workdir: str, log: Callable[[str], None], preemption: _Preemp
     if hasattr(data, "close"):
         data.close()
 
-    summary = {
-        "step": step,
-        "preempted": preempted,
-        "preemption_syncs": preemption.agree.syncs,
-        "compile_time_s": compile_s,
-        "train_time_s": train_s,
-        "total_time_s": time.perf_counter() - t_start,
-        "first_loss": history[0][1] if history else None,
-        "last_loss": history[-1][1] if history else None,
-        "tokens_per_s": last_metrics.get("tokens_per_s"),
-        "mfu": last_metrics.get("mfu"),
-        **final_eval,
-    }
-    if not preempted and hasattr(task, "task_metrics"):
-        tm = {f"eval_task_{k}": float(v) for k, v in task.task_metrics(state.params).items()}
-        if tm:
-            writer.write(step, tm)
-            say(
-                "task metrics on the eval split: "
-                + ", ".join(f"{k[10:]} {v:.4g}" for k, v in tm.items())
-            )
-            summary.update(tm)
-    if eval_batches and hasattr(task, "baseline_metrics"):
-        summary.update(task.baseline_metrics(eval_batches))
-        if "eval_mlm_accuracy" in summary and "eval_baseline_mlm_accuracy" in summary:
-            say(
-                f"held-out masked-token accuracy {summary['eval_mlm_accuracy']:.1%} "
-                f"(most-frequent-token baseline {summary['eval_baseline_mlm_accuracy']:.1%}, "
-                f"always {summary['baseline_token']!r})"
-            )
+    summary = _summary(step, preempted, preemption, compile_s, train_s, t_start, window, final_eval)
+    summary.update(
+        _end_of_run_metrics(task, state.params, eval_batches, preempted, writer, step, say)
+    )
+    if "eval_mlm_accuracy" in summary and "eval_baseline_mlm_accuracy" in summary:
+        say(
+            f"held-out masked-token accuracy {summary['eval_mlm_accuracy']:.1%} "
+            f"(most-frequent-token baseline {summary['eval_baseline_mlm_accuracy']:.1%}, "
+            f"always {summary['baseline_token']!r})"
+        )
     if lead and not preempted:
         if config.log.plot:
             png = observe.plot_losses(workdir)

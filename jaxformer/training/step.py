@@ -40,13 +40,6 @@ def _split_micro(batch, n: int):
     return jax.tree.map(split, batch)
 
 
-def _device_batch(task, batch, key):
-    """`task.device_batch` where the task has it: a task need not subclass `Task` (any object
-    with `normalizers` and `loss_fn` trains), and one without the hook ships finished batches."""
-    hook = getattr(task, "device_batch", None)
-    return batch if hook is None else hook(batch, key)
-
-
 def make_train_step(
     task, tx: optax.GradientTransformation, schedule=None, grad_accum_steps: int = 1
 ):
@@ -54,7 +47,7 @@ def make_train_step(
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        batch = _device_batch(task, batch, jax.random.fold_in(rng, DEVICE_BATCH_STREAM))
+        batch = task.device_batch(batch, jax.random.fold_in(rng, DEVICE_BATCH_STREAM))
         norms = task.normalizers(batch)
 
         def loss_fn(params, micro, key):
@@ -127,7 +120,7 @@ def make_eval_step(task):
     key keeps any it does complete the same every eval."""
 
     def eval_step(params, batch):
-        batch = _device_batch(task, batch, jax.random.PRNGKey(DEVICE_BATCH_STREAM))
+        batch = task.device_batch(batch, jax.random.PRNGKey(DEVICE_BATCH_STREAM))
         norms = task.normalizers(batch)
         loss, metrics = task.loss_fn(
             params, batch, jax.random.PRNGKey(0), norms, deterministic=True

@@ -1,4 +1,6 @@
-"""`python train.py [--config configs/NAME.py] [--workdir DIR] [--config.KEY=VALUE ...]`.
+"""`python train.py [--config configs/NAME.py] [--workdir DIR] [--config.KEY=VALUE ...]`:
+checks the config, builds the task it names (`jaxformer.tasks`) and runs the loop
+(`jaxformer.training.train`).
 
 Exit status: 0 done (or stopped by SIGTERM / the first Ctrl-C after saving a checkpoint),
 2 bad arguments or config, 3 too many non-finite steps, 130 a second Ctrl-C.
@@ -23,12 +25,14 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    from jaxformer import tasks
     from jaxformer.training import checks, config_lib
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config, workdir, _ = config_lib.parse_args(argv)
         checks.check_config(config)  # before anything is written
+        tasks.check_task(config.task)
     except config_lib.HelpRequested as h:
         print(h.text)
         return 0
@@ -44,7 +48,7 @@ def _main(argv) -> int:
     from jaxformer.training import loop, sharding
 
     try:
-        loop.train(config, workdir)
+        loop.train(config, workdir, tasks.get_task)
     except (sharding.ShardingError, checks.ConfigError, DataFileError, ModelFileError) as e:
         return _error(e)
     except loop.NonFiniteError as e:

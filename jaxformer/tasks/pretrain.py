@@ -1,22 +1,12 @@
-"""Tasks: what a recipe plugs into the training loop.
+"""BERT-family pretraining (`config.task = "pretrain"` or "mlm"): MLM, plus NSP/SOP.
 
-A task owns its model, its loss and its data; the loop owns everything else (sharding,
-steps, checkpoints, logging). `config.task` names a task in `TASKS` or any importable
-`"package.module:Class"`, so a recipe adds a task without touching this file.
-
-Interface (see `Task`): `init_params(rng)` (boxed, with logical axis names),
-`device_batch(batch, rng)` (the batch completed inside the step, e.g. MLM masks),
-`normalizers(batch)`, `loss_fn(params, batch, rng, norms, deterministic)`,
-`train_iterator(...)` (with `get_state()` / `set_state()`), `eval_batches(...)`,
-`flops_per_token()`, and `finish(params, workdir)` for an end-of-run demo.
+Also the pieces the other MLM tasks reuse: the masking and packing checks, the synthetic
+sequences for tests, and the fill-mask report printed at the end of a run.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, Optional
-from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -24,67 +14,11 @@ import numpy as np
 
 from jaxformer.models import build_encoder
 from jaxformer.objectives import pretraining as objectives
+from jaxformer.training.task import Task
+
+__all__ = ["PretrainTask", "check_masking", "check_pack", "fill_mask_report", "synthetic_instances"]
 
 
-class Task:
-    """Base class. Subclasses set `self.model` and override the data and loss methods."""
-
-    model: Any
-    seq_len: int
-
-    def __init__(self, config, workdir: str):
-        self.config, self.workdir = config, workdir
-
-    # -- model ---------------------------------------------------------------------------
-    def init_inputs(self) -> dict:
-        """Small dummy inputs for `model.init` (shapes only matter)."""
-        return {"input_ids": jnp.zeros((1, self.seq_len), jnp.int32)}
-
-    def init_params(self, rng):
-        """Boxed params (nn.Partitioned leaves carrying logical axis names)."""
-        p, d = jax.random.split(rng)
-        return self.model.init({"params": p, "dropout": d}, **self.init_inputs())["params"]
-
-    # -- loss ----------------------------------------------------------------------------
-    def device_batch(self, batch, rng):
-        """The batch the loss reads, built inside the compiled step from the whole global
-        batch (before `normalizers` and the micro-batch split) with a key of its own per
-        step (e.g. MLM masks drawn on the device). Must be jittable with static shapes, and
-        must return complete batches (eval batches) unchanged."""
-        return batch
-
-    def normalizers(self, batch) -> dict:
-        """Whole-batch denominators, computed before the batch is split into micro-batches."""
-        return {}
-
-    def loss_fn(self, params, batch, rng, norms, deterministic: bool = False):
-        """-> (scalar loss, metrics dict of scalars normalised like the loss)."""
-        raise NotImplementedError
-
-    # -- data ----------------------------------------------------------------------------
-    def train_iterator(self, batch_size: int, process_index: int, process_count: int):
-        """This process's rows of each global batch (numpy dicts), forever, with
-        `get_state()` / `set_state()` for checkpoints."""
-        raise NotImplementedError
-
-    def eval_batches(
-        self, batch_size: int, process_index: int, process_count: int
-    ) -> Optional[Iterable[dict]]:
-        return None
-
-    # -- reporting -----------------------------------------------------------------------
-    def tokens_per_example(self) -> int:
-        return self.seq_len
-
-    def flops_per_token(self, params) -> float:
-        return 0.0
-
-    def finish(self, params, workdir: str) -> str:
-        """Runs at the end on process 0; returns text to print (e.g. predictions)."""
-        return ""
-
-
-# ---------------------------------------------------------------------------------------
 class _IdTokenizer:
     """Just enough of a tokenizer for synthetic data: specials 0..4 like ours (pad unk cls sep
     mask), every other id a whole word."""
@@ -452,25 +386,3 @@ def fill_mask_report(model, params, tokenizer, sentences, top_k: int = 5) -> str
             preds = ", ".join(f"{tokenizer.id_to_token(int(t))!r} {p[t]:.3f}" for t in top)
             lines.append(f"  mask {j + 1}: {preds}")
     return "\n".join(lines)
-
-
-TASKS = {"pretrain": PretrainTask, "mlm": PretrainTask}
-
-
-def task_class(name: str):
-    """The class for a task name: a key of TASKS or "package.module:Class"."""
-    if name == "seq2seq":
-        from jaxformer.training.seq2seq_task import Seq2SeqTask
-
-        return Seq2SeqTask
-    if name in TASKS:
-        return TASKS[name]
-    if ":" in name:
-        module, attr = name.split(":", 1)
-        return getattr(importlib.import_module(module), attr)
-    raise ValueError(f"unknown task {name!r}; use one of {sorted(TASKS)} or 'module:Class'.")
-
-
-def get_task(config, workdir: str) -> Task:
-    """The task named by `config.task`, built for this config and workdir."""
-    return task_class(config.task)(config, workdir)

@@ -3,49 +3,36 @@
 Data: `data.source` = "numbers" (the generated digits -> words corpus, word-level vocab:
 learnable on CPU) or "tfds:NAME" (e.g. tfds:wmt14_translate/de-en, BPE vocab of
 `model.vocab_size`). Loss: label-smoothed cross-entropy per real target token, normalised by
-the whole batch's token count so gradient accumulation is exact.
+the whole batch's token count so gradient accumulation is exact. Every eval also decodes
+`decode.examples` held-out sources (greedy, or beam search with `decode.num_beams`) and
+reports sacrebleu BLEU and exact match (`eval_bleu`, `eval_exact_match`: a checkpoint can be
+kept by them). The run saves its tokenizer and `model_config.json`, so
+`jaxformer translate --model WORKDIR` and `Translate(WORKDIR)` serve it.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from jaxformer.objectives import losses
-from jaxformer.training.tasks import Task
+from jaxformer.training.loss_task import ArrayData
+from jaxformer.training.task import Task
+
+__all__ = ["Seq2SeqTask", "translation_scores"]
 
 
-class ArrayIterator:
-    """Batches of rows from numpy arrays, reshuffled each epoch; batch k is a pure function
-    of (seed, k), so the position is one integer."""
+def translation_scores(hypotheses, references) -> dict:
+    """Corpus BLEU (sacrebleu, 0-100) and exact match (percent) of decoded strings."""
+    import sacrebleu
 
-    def __init__(self, arrays: dict, batch_size: int, seed: int, pi: int = 0, pc: int = 1):
-        self.arrays, self.b, self.seed, self.pi, self.pc = arrays, batch_size, seed, pi, pc
-        self.n = len(next(iter(arrays.values())))
-        self.k = 0
-
-    def _rows(self, k):
-        rows = []
-        for r in range(k * self.b, (k + 1) * self.b):
-            epoch, i = divmod(r, self.n)
-            rows.append(np.random.default_rng([self.seed, epoch]).permutation(self.n)[i])
-        per = self.b // self.pc
-        return np.asarray(rows[self.pi * per : (self.pi + 1) * per])
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        rows = self._rows(self.k)
-        self.k += 1
-        return {k: v[rows] for k, v in self.arrays.items()}
-
-    def get_state(self):
-        return {"batch": self.k}
-
-    def set_state(self, state):
-        self.k = int(state["batch"])
+    refs = list(references)
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), [refs]).score
+    exact = 100.0 * float(np.mean([h == r for h, r in zip(hypotheses, refs)]))
+    return {"bleu": float(bleu), "exact_match": exact}
 
 
 class Seq2SeqTask(Task):
@@ -71,6 +58,7 @@ class Seq2SeqTask(Task):
                 f"unknown data.source {d.source!r} for seq2seq; use 'numbers' or 'tfds:NAME'."
             )
         L = d.seq_len
+        self.tokenizer, self.eval_pairs = tok, eval_pairs
         self.train_arrays = tt.encode_pairs(tok, train_pairs, L, L)
         self.eval_arrays = tt.encode_pairs(tok, eval_pairs, L, L)
         model = dict(config.model)
@@ -85,6 +73,11 @@ class Seq2SeqTask(Task):
         self.model_cfg = TransformerConfig.from_dict(model)
         self.model = Transformer(self.model_cfg)
         self.seq_len = L
+        if jax.process_index() == 0:  # what the pipelines load a run's checkpoints with
+            from jaxformer.tasks.finetune.weights import save_model_config
+
+            tok.save(os.path.join(workdir, "tokenizer"))
+            save_model_config(workdir, self.model_cfg)
 
     def init_inputs(self):
         z = jnp.zeros((1, self.seq_len), jnp.int32)
@@ -124,11 +117,41 @@ class Seq2SeqTask(Task):
         return loss, {"token_accuracy": m["accuracy"]}
 
     def train_iterator(self, batch_size, pi, pc):
-        return ArrayIterator(self.train_arrays, batch_size, self.config.data.seed, pi, pc)
+        return ArrayData(self.train_arrays, batch_size, self.config.data.seed, pi, pc)
 
     def eval_batches(self, batch_size, pi, pc):
-        it = ArrayIterator(self.eval_arrays, batch_size, 1234, pi, pc)
+        it = ArrayData(self.eval_arrays, batch_size, 1234, pi, pc)
         return [next(it) for _ in range(self.config.log.eval_batches)]
+
+    def decode(self, params, sources: dict, num_beams: int = 1, batch_size: int = 256):
+        """Decoded strings of encoded sources (`input_ids`, `attention_mask` rows)."""
+        from jaxformer.inference.decoding import generate
+
+        dec = self.config.get("decode", {})
+        out = []
+        for i in range(0, len(sources["input_ids"]), batch_size):
+            gen = generate(
+                self.model,
+                params,
+                sources["input_ids"][i : i + batch_size],
+                sources["attention_mask"][i : i + batch_size],
+                max_length=self.seq_len,
+                num_beams=num_beams,
+                length_penalty_alpha=dec.get("length_penalty", 0.6),
+            )
+            out += self.tokenizer.decode(np.asarray(jax.device_get(gen.sequences)))
+        return out
+
+    def eval_metrics(self, params):
+        """BLEU and exact match of the first `decode.examples` held-out pairs, decoded with
+        `decode.num_beams` beams (1: greedy)."""
+        dec = self.config.get("decode", {})
+        n = min(len(self.eval_pairs), int(dec.get("examples", 256)))
+        if n == 0:
+            return {}
+        sources = {k: self.eval_arrays[k][:n] for k in ("input_ids", "attention_mask")}
+        hyps = self.decode(params, sources, num_beams=int(dec.get("num_beams", 1)))
+        return translation_scores(hyps, [t for _, t in self.eval_pairs[:n]])
 
     def tokens_per_example(self):
         return 2 * self.seq_len
