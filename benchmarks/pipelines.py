@@ -95,7 +95,7 @@ def bench_jaxformer(dirs, texts, repeats):
     masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t for t in texts]
     ctx = " ".join(texts[:12])
     fm, clf, qa = P.FillMask(dirs["mlm"]), P.Classify(dirs["cls"]), P.Answer(dirs["qa"])
-    tag, emb = P.Tag(dirs["ner"]), P.Embed(dirs["embed"])
+    tag, emb = P.Tag(dirs["ner"]), P.SentenceEmbed(dirs["embed"])
     rows = {
         "fill-mask": measure(fm, fm, masked[0], masked, repeats),
         "classify": measure(clf, clf, texts[0], texts, repeats),

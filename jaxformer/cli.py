@@ -131,16 +131,7 @@ def _run(args) -> tuple[object, str]:
                 [{"text": t, "translation": o} for t, o in zip(texts, out)], ["text", "translation"]
             ),
         )
-    cls = {
-        "fill-mask": P.FillMask,
-        "classify": P.Classify,
-        "answer": P.Answer,
-        "tag": P.Tag,
-        "embed": P.Embed,
-        "similar": P.Embed,
-        "summarize": P.Embed,
-    }[task]
-    pipe = cls(args.model, batch_size=args.batch_size)
+    pipe = P.PIPELINES[task](args.model, batch_size=args.batch_size)
     if task == "fill-mask":
         texts = _inputs(args)
         res = pipe(texts, top_k=args.top_k)

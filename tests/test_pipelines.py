@@ -338,7 +338,7 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def minilm_embed(minilm):
-    return P.Embed(minilm)
+    return P.SentenceEmbed(minilm)
 
 
 def test_similar_ranks_like_transformers_mean_pooling(minilm, minilm_embed):
@@ -506,7 +506,7 @@ def test_wrong_checkpoint_for_the_pipeline(dirs, seq2seq_dir, tmp_path):
     with pytest.raises(P.PipelineError, match="needs an encoder-decoder"):
         P.Translate(dirs["mlm"])
     with pytest.raises(P.PipelineError, match="needs a BERT-family encoder"):
-        P.Embed(seq2seq_dir)
+        P.SentenceEmbed(seq2seq_dir)
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, f)
     with pytest.raises(P.PipelineError, match="'gpt2' model"):
@@ -527,3 +527,15 @@ def test_bad_options(pipes):
         pipes["qa"](" ".join(["where"] * 40), "the tower is in paris.", max_seq_len=32)
     with pytest.raises(P.PipelineError, match="2 questions but 3 contexts"):
         pipes["qa"](["a?", "b?"], ["x", "y", "z"])
+
+
+def test_the_old_embed_name_warns_and_is_the_same_class():
+    import jaxformer.inference as inference
+    from jaxformer.layers import Embed as LayerEmbed
+
+    for module in (P, inference):
+        with pytest.warns(DeprecationWarning, match="use SentenceEmbed"):
+            assert module.Embed is P.SentenceEmbed
+    assert "Embed" not in P.__all__ and "Embed" not in inference.__all__
+    assert LayerEmbed is not P.SentenceEmbed
+    assert inference.load_model is P.load_model and inference.PipelineError is P.PipelineError

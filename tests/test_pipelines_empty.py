@@ -51,7 +51,7 @@ def pipes(dirs):
         "cls": P.Classify(dirs["cls"]),
         "tag": P.Tag(dirs["ner"]),
         "qa": P.Answer(dirs["qa"]),
-        "embed": P.Embed(dirs["cls"]),
+        "embed": P.SentenceEmbed(dirs["cls"]),
         "mt": P.Translate(dirs["mt"]),
     }
 

@@ -124,9 +124,11 @@ def test_pretraining_and_continued_workdirs_fill_masks(runs, monkeypatch):
 def test_an_electra_workdir_embeds_with_its_discriminator(runs, monkeypatch):
     monkeypatch.chdir(runs)
     texts = ["return the value", "the file does not exist"]
-    ours = P.Embed("runs/el")
+    ours = P.SentenceEmbed("runs/el")
     assert ours.loaded.config.head == "rtd"
-    exported = P.Embed("runs/el/discriminator")  # the run's own HF export of the same weights
+    exported = P.SentenceEmbed(
+        "runs/el/discriminator"
+    )  # the run's own HF export of the same weights
     np.testing.assert_allclose(ours(texts), exported(texts), atol=1e-5)
 
 

@@ -13,8 +13,10 @@ _LAZY = {
     "jaxformer.inference.pipelines": (
         "Answer",
         "Classify",
-        "Embed",
+        "Embed",  # deprecated alias of SentenceEmbed (warns)
         "FillMask",
+        "PIPELINES",
+        "SentenceEmbed",
         "Tag",
         "Translate",
         "pipeline",
@@ -22,7 +24,7 @@ _LAZY = {
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["GenerateOutput", "generate", *sorted(_WHERE)]
+__all__ = ["GenerateOutput", "generate", *sorted(set(_WHERE) - {"Embed"})]
 
 
 def __getattr__(name):

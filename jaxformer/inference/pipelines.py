@@ -9,7 +9,7 @@ weights): fill-mask top-k probabilities and strings, text-classification softmax
 question-answering span scoring (windows with `doc_stride` overlap, `max_answer_len`,
 no-answer), token-classification aggregation strategies.
 
-Small inputs: an empty list of inputs gives an empty result ([] or, for `Embed`, a
+Small inputs: an empty list of inputs gives an empty result ([] or, for `SentenceEmbed`, a
 `[0, hidden]` array; `similar` with no candidates gives []); an empty or blank text, question,
 context, query or document is a `PipelineError` naming what is empty.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Optional, Union
 from collections.abc import Sequence
 
@@ -43,10 +44,10 @@ __all__ = [
     "Classify",
     "Answer",
     "Tag",
-    "Embed",
+    "SentenceEmbed",
     "Translate",
     "pipeline",
-    "TASKS",
+    "PIPELINES",
     "split_sentences",
 ]
 
@@ -605,7 +606,7 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in parts if s]
 
 
-class Embed(_EncoderPipeline):
+class SentenceEmbed(_EncoderPipeline):
     """Sentence vectors from any encoder checkpoint (the head is ignored).
 
     `__call__(texts, pooling=None, normalize=True)` -> float32 `[n, hidden]` (one text:
@@ -770,7 +771,7 @@ class Translate:
 
 
 # ---- factory -----------------------------------------------------------------------------
-TASKS = {
+PIPELINES = {
     "fill-mask": FillMask,
     "classify": Classify,
     "text-classification": Classify,
@@ -779,16 +780,29 @@ TASKS = {
     "tag": Tag,
     "ner": Tag,
     "token-classification": Tag,
-    "embed": Embed,
-    "similar": Embed,
-    "summarize": Embed,
+    "embed": SentenceEmbed,
+    "similar": SentenceEmbed,
+    "summarize": SentenceEmbed,
     "translate": Translate,
     "translation": Translate,
 }
 
 
 def pipeline(task: str, model: Union[str, LoadedModel], **kw):
-    """`pipeline("fill-mask", "DIR")` -> the task's pipeline object (see `TASKS`)."""
-    if task not in TASKS:
-        raise PipelineError(f"unknown task {task!r}; known: {sorted(TASKS)}.")
-    return TASKS[task](model, **kw)
+    """`pipeline("fill-mask", "DIR")` -> the task's pipeline object (see `PIPELINES`)."""
+    if task not in PIPELINES:
+        raise PipelineError(f"unknown task {task!r}; known: {sorted(PIPELINES)}.")
+    return PIPELINES[task](model, **kw)
+
+
+def __getattr__(name):
+    # `Embed` was this pipeline's name until it collided with `jaxformer.layers.Embed`.
+    if name == "Embed":
+        warnings.warn(
+            "jaxformer.inference.pipelines.Embed is deprecated; use SentenceEmbed "
+            "(the same class).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SentenceEmbed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
