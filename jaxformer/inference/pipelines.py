@@ -21,7 +21,6 @@ context, query or document is a `PipelineError` naming what is empty.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from typing import Optional, Union
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.data.sources import split_sentences
 from jaxformer.inference.buckets import BucketedFn, batch_buckets, bucket_for, length_buckets
 from jaxformer.inference.loading import LoadedModel, PipelineError, load_model
 from jaxformer.models import ENCODER_FAMILIES
@@ -48,7 +48,6 @@ __all__ = [
     "Translate",
     "pipeline",
     "PIPELINES",
-    "split_sentences",
 ]
 
 
@@ -594,18 +593,6 @@ class Tag(_EncoderPipeline):
 
 
 # ---- embeddings, similarity, extractive summaries ----------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`: breaks after . ! ? followed by space and a capital or a digit,
-    and at blank lines."""
-    parts = []
-    for para in re.split(r"\n\s*\n", text):
-        parts += [s.strip() for s in _SENTENCE_END.split(para.strip())]
-    return [s for s in parts if s]
-
-
 class SentenceEmbed(_EncoderPipeline):
     """Sentence vectors from any encoder checkpoint (the head is ignored).
 
@@ -681,7 +668,8 @@ class SentenceEmbed(_EncoderPipeline):
 
     def summarize(self, text: str, n_sentences: int = 3, pooling: Optional[str] = None) -> dict:
         """Extractive summary: the `n_sentences` sentences whose embeddings are closest to the
-        centroid of all sentence embeddings, in document order.
+        centroid of all sentence embeddings, in document order. Sentences are split by
+        `jaxformer.data.split_sentences`, for which a line break always ends a sentence.
 
         Returns `{"summary", "sentences", "indices", "scores"}` (scores: cosine to the
         centroid of each kept sentence).
