@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional
 from collections.abc import Sequence
 
 import numpy as np
@@ -118,11 +117,11 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
 
 def _run(args) -> tuple[object, str]:
     """(JSON-able result, table text) for the parsed arguments."""
-    from jaxformer.inference import pipelines as P
+    from jaxformer.inference import pipelines
 
     task = args.task
     if task == "translate":
-        pipe = P.Translate(args.model, batch_size=args.batch_size)
+        pipe = pipelines.Translate(args.model, batch_size=args.batch_size)
         texts = _inputs(args)
         out = pipe(texts, beam=args.beam, max_length=args.max_length)
         return (
@@ -131,7 +130,7 @@ def _run(args) -> tuple[object, str]:
                 [{"text": t, "translation": o} for t, o in zip(texts, out)], ["text", "translation"]
             ),
         )
-    pipe = P.PIPELINES[task](args.model, batch_size=args.batch_size)
+    pipe = pipelines.PIPELINES[task](args.model, batch_size=args.batch_size)
     if task == "fill-mask":
         texts = _inputs(args)
         res = pipe(texts, top_k=args.top_k)
@@ -147,7 +146,7 @@ def _run(args) -> tuple[object, str]:
         texts = _inputs(args)
         if args.pair:
             if len(args.pair) != len(texts):
-                raise P.PipelineError(
+                raise pipelines.PipelineError(
                     f"classify: {len(texts)} texts but {len(args.pair)} --pair values."
                 )
             texts = [(a, b) for a, b in zip(texts, args.pair)]
@@ -162,7 +161,7 @@ def _run(args) -> tuple[object, str]:
         rest = list(args.texts)
         if question is None:
             if not rest:
-                raise P.PipelineError(
+                raise pipelines.PipelineError(
                     "answer: give --question or the question as the first argument."
                 )
             question = rest.pop(0)
@@ -220,7 +219,7 @@ def _run(args) -> tuple[object, str]:
     return res, _table(rows, ["index", "score", "sentence"]) + "\n\n" + res["summary"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jaxformer` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.task == "prepare":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Union
 from collections.abc import Sequence
 
 import jax
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 
-def _check_kind(loaded: LoadedModel, task: str, heads: Sequence[Optional[str]] | None):
+def _check_kind(loaded: LoadedModel, task: str, heads: Sequence[str | None] | None):
     """A clear error when the checkpoint cannot serve `task`."""
     if loaded.kind != ("seq2seq" if task == "translate" else "encoder"):
         want = (
@@ -75,13 +74,13 @@ class _EncoderPipeline:
     """Loads once, keeps a bucketed jit-compiled forward; subclasses post-process."""
 
     task = ""
-    heads: Optional[tuple] = None
+    heads: tuple | None = None
 
     def __init__(
         self,
-        model: Union[str, LoadedModel],
+        model: str | LoadedModel,
         *,
-        max_length: Optional[int] = None,
+        max_length: int | None = None,
         batch_size: int = 32,
         max_unknown_fraction: float = 0.5,
     ):
@@ -275,7 +274,7 @@ class Classify(_EncoderPipeline):
             return "sigmoid"
         return "softmax"
 
-    def __call__(self, texts, top_k: Optional[int] = 1, function: Optional[str] = None):
+    def __call__(self, texts, top_k: int | None = 1, function: str | None = None):
         items, single = (
             ([texts], True)
             if isinstance(texts, (str, dict))
@@ -366,8 +365,8 @@ class Answer(_EncoderPipeline):
         top_k: int = 1,
         max_answer_len: int = 15,
         handle_impossible_answer: bool = False,
-        doc_stride: Optional[int] = None,
-        max_seq_len: Optional[int] = None,
+        doc_stride: int | None = None,
+        max_seq_len: int | None = None,
     ):
         questions, single = _as_list(question)
         contexts, _ = _as_list(context)
@@ -634,7 +633,7 @@ class SentenceEmbed(_EncoderPipeline):
     def compilations(self) -> int:
         return sum(f.compilations for f in self._by_pooling.values())
 
-    def __call__(self, texts, pooling: Optional[str] = None, normalize: bool = True):
+    def __call__(self, texts, pooling: str | None = None, normalize: bool = True):
         texts, single = _as_list(texts)
         fn = self._fn(pooling or self.pooling)
         if not texts:
@@ -650,8 +649,8 @@ class SentenceEmbed(_EncoderPipeline):
         self,
         query: str,
         texts: Sequence[str],
-        top_k: Optional[int] = None,
-        pooling: Optional[str] = None,
+        top_k: int | None = None,
+        pooling: str | None = None,
     ) -> list[dict]:
         """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`
         ([] when there are no texts)."""
@@ -666,7 +665,7 @@ class SentenceEmbed(_EncoderPipeline):
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [{"index": int(i), "text": texts[i], "score": float(scores[i])} for i in order]
 
-    def summarize(self, text: str, n_sentences: int = 3, pooling: Optional[str] = None) -> dict:
+    def summarize(self, text: str, n_sentences: int = 3, pooling: str | None = None) -> dict:
         """Extractive summary: the `n_sentences` sentences whose embeddings are closest to the
         centroid of all sentence embeddings, in document order. Sentences are split by
         `jaxformer.data.split_sentences`, for which a line break always ends a sentence.
@@ -706,7 +705,7 @@ class Translate:
 
     task = "translate"
 
-    def __init__(self, model: Union[str, LoadedModel], *, batch_size: int = 16):
+    def __init__(self, model: str | LoadedModel, *, batch_size: int = 16):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(os.fspath(model))
         _check_kind(self.loaded, self.task, None)
         self.model, self.cfg = self.loaded.model, self.loaded.config
@@ -776,7 +775,7 @@ PIPELINES = {
 }
 
 
-def pipeline(task: str, model: Union[str, LoadedModel], **kw):
+def pipeline(task: str, model: str | LoadedModel, **kw):
     """`pipeline("fill-mask", "DIR")` -> the task's pipeline object (see `PIPELINES`)."""
     if task not in PIPELINES:
         raise PipelineError(f"unknown task {task!r}; known: {sorted(PIPELINES)}.")

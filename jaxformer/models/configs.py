@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Optional
+from typing import Any
 
 from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
 
@@ -77,14 +77,14 @@ class EncoderConfig(_ConfigMixin):
     num_layers: int = 12  # L: number of layer applications
     num_heads: int = 12  # A: H must divide by it
     intermediate_size: int = 3072  # feed-forward width, usually 4H
-    embedding_size: Optional[int] = None  # E: None means E = H (no projection)
+    embedding_size: int | None = None  # E: None means E = H (no projection)
     max_position_embeddings: int = 512
     type_vocab_size: int = 2  # segment (token type) vocabulary; RoBERTa: 1
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"  # gelu (exact) | gelu_new/gelu_tanh | relu | tanh
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
-    classifier_dropout: Optional[float] = None  # None: hidden_dropout
+    classifier_dropout: float | None = None  # None: hidden_dropout
     initializer_range: float = 0.02
     pad_token_id: int = 0
     position_offset: int = 0  # RoBERTa: pad_token_id + 1 (positions skip past pad)
@@ -96,9 +96,9 @@ class EncoderConfig(_ConfigMixin):
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     # Heads
-    head: Optional[str] = None  # None | pretraining | mlm | rtd | *_classification | qa
+    head: str | None = None  # None | pretraining | mlm | rtd | *_classification | qa
     num_labels: int = 2
-    label_names: Optional[tuple] = None  # the classes' names (HF id2label); None: LABEL_i
+    label_names: tuple | None = None  # the classes' names (HF id2label); None: LABEL_i
     # pooler (BERT/ALBERT) | cls_mlp: MLP on the first token (RoBERTa tanh, ELECTRA gelu)
     classifier_style: str = "pooler"
     # Numerics and performance

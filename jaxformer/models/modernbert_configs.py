@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
@@ -46,7 +45,7 @@ class ModernBertConfig(_ConfigMixin):
     max_position_embeddings: int = 8192  # longest sequence (rotary: no table, a limit)
     # Per layer "full_attention" | "sliding_attention"; None: full every `global_every`
     # layers from layer 0, sliding in between (the released models: every 3rd).
-    layer_types: Optional[tuple] = None
+    layer_types: tuple | None = None
     global_every: int = 3
     local_window: int = 128  # total window of sliding layers (HF local_attention): +-W/2
     global_rope_theta: float = 160000.0
@@ -67,9 +66,9 @@ class ModernBertConfig(_ConfigMixin):
     initializer_range: float = 0.02
     pad_token_id: int = 50283
     # Heads
-    head: Optional[str] = None  # None | mlm | sequence_classification | token_classification
+    head: str | None = None  # None | mlm | sequence_classification | token_classification
     num_labels: int = 2
-    label_names: Optional[tuple] = None
+    label_names: tuple | None = None
     # Numerics and performance
     dtype: str = "float32"
     param_dtype: str = "float32"
