@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 from typing import Any
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
 
 BERT_FAMILIES = ("bert", "roberta", "albert", "electra")  # the families of EncoderConfig
@@ -22,10 +23,6 @@ HEADS = (
 )
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots", "dots_no_batch")
-
-
-class ConfigError(ValueError):
-    """A configuration field has an unknown name or an impossible value."""
 
 
 def _nearest(name: str, valid) -> str:
