@@ -35,6 +35,17 @@ def check_choice(field: str, value, choices) -> None:
         raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.")
 
 
+def check_positive(cfg, names, optional=()) -> None:
+    """Each field in `names` is >= 1; each in `optional` is >= 1 or None."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    for name in optional:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1 or None, got {value}.")
+
+
 class _ConfigMixin:
     """Shared helpers: `replace` with checked keys, dict round trip, unknown-key errors."""
 
@@ -121,28 +132,28 @@ class EncoderConfig(_ConfigMixin):
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("remat_policy", self.remat_policy, REMAT)
         check_choice("classifier_style", self.classifier_style, ("pooler", "cls_mlp"))
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "num_hidden_groups",
-            "inner_group_num",
-            "num_labels",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_positive(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "intermediate_size",
+                "max_position_embeddings",
+                "type_vocab_size",
+                "num_hidden_groups",
+                "inner_group_num",
+                "num_labels",
+            ),
+            optional=("embedding_size",),
+        )
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
                 "pick num_heads so that hidden_size / num_heads is an integer."
             )
         e = self.embedding_size
-        if e is not None and e < 1:
-            raise ConfigError(f"embedding_size must be >= 1 or None, got {e}.")
         if e is not None and e > self.hidden_size and self.sharing != "none":
             raise ConfigError(
                 f"embedding_size={e} > hidden_size={self.hidden_size} with sharing="

@@ -14,6 +14,7 @@ from jaxformer.models.configs import (
     _nearest,
     _size,
     check_choice,
+    check_positive,
 )
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -90,18 +91,19 @@ class ModernBertConfig(_ConfigMixin):
                     f"{name}={act!r} is not one of {sorted(ACTIVATIONS)}."
                     f"{_nearest(act, ACTIVATIONS)}"
                 )
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "global_every",
-            "num_labels",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_positive(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "intermediate_size",
+                "max_position_embeddings",
+                "global_every",
+                "num_labels",
+            ),
+        )
         if self.hidden_size % self.num_heads or self.head_dim % 2:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} / num_heads={self.num_heads} must be an even "
