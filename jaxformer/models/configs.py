@@ -35,6 +35,17 @@ def check_choice(field: str, value, choices) -> None:
         raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.")
 
 
+# The size fields every encoder config has (each >= 1).
+ENCODER_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
 def check_positive(cfg, names, optional=()) -> None:
     """Each field in `names` is >= 1; each in `optional` is >= 1 or None."""
     for name in names:
@@ -135,12 +146,7 @@ class EncoderConfig(_ConfigMixin):
         check_positive(
             self,
             (
-                "vocab_size",
-                "hidden_size",
-                "num_layers",
-                "num_heads",
-                "intermediate_size",
-                "max_position_embeddings",
+                *ENCODER_SIZES,
                 "type_vocab_size",
                 "num_hidden_groups",
                 "inner_group_num",

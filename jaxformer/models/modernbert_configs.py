@@ -7,6 +7,7 @@ import dataclasses
 from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
     DTYPES,
+    ENCODER_SIZES,
     KERNELS,
     REMAT,
     ConfigError,
@@ -91,19 +92,7 @@ class ModernBertConfig(_ConfigMixin):
                     f"{name}={act!r} is not one of {sorted(ACTIVATIONS)}."
                     f"{_nearest(act, ACTIVATIONS)}"
                 )
-        check_positive(
-            self,
-            (
-                "vocab_size",
-                "hidden_size",
-                "num_layers",
-                "num_heads",
-                "intermediate_size",
-                "max_position_embeddings",
-                "global_every",
-                "num_labels",
-            ),
-        )
+        check_positive(self, (*ENCODER_SIZES, "global_every", "num_labels"))
         if self.hidden_size % self.num_heads or self.head_dim % 2:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} / num_heads={self.num_heads} must be an even "
