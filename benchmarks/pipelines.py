@@ -90,12 +90,16 @@ def measure(call_one, call_many, one, many, repeats: int) -> dict:
 
 
 def bench_jaxformer(dirs, texts, repeats):
-    from jaxformer.inference import pipelines as P
+    from jaxformer.inference import pipelines
 
     masked = [t.replace(" the ", " [MASK] ", 1) if " the " in t else "[MASK] " + t for t in texts]
     ctx = " ".join(texts[:12])
-    fm, clf, qa = P.FillMask(dirs["mlm"]), P.Classify(dirs["cls"]), P.Answer(dirs["qa"])
-    tag, emb = P.Tag(dirs["ner"]), P.Embed(dirs["embed"])
+    fm, clf, qa = (
+        pipelines.FillMask(dirs["mlm"]),
+        pipelines.Classify(dirs["cls"]),
+        pipelines.Answer(dirs["qa"]),
+    )
+    tag, emb = pipelines.Tag(dirs["ner"]), pipelines.SentenceEmbed(dirs["embed"])
     rows = {
         "fill-mask": measure(fm, fm, masked[0], masked, repeats),
         "classify": measure(clf, clf, texts[0], texts, repeats),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -50,7 +49,7 @@ PEAK_BF16_TFLOPS = {
 }
 
 
-def device_peak_tflops(device_kind: str) -> Optional[float]:
+def device_peak_tflops(device_kind: str) -> float | None:
     """bf16 peak of a device from its `device_kind` string, None if not in the table."""
     kind = device_kind.lower()
     for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
@@ -72,9 +71,7 @@ def mlm_head_flops(hidden: int, emb: int, vocab: int) -> float:
     return 2.0 * hidden * emb + 2.0 * emb * vocab
 
 
-def encoder_flops(
-    cfg, seq_len: int, mode: str = "train", predictions: Optional[int] = None
-) -> dict:
+def encoder_flops(cfg, seq_len: int, mode: str = "train", predictions: int | None = None) -> dict:
     """FLOPs per token of a BERT-family encoder (`EncoderConfig`) or of ModernBERT.
 
     mode: "train" (x3) or "infer" (forward). predictions: MLM head slots per row (P); None
@@ -106,7 +103,7 @@ def encoder_flops(
 
 
 def modernbert_flops(
-    cfg, seq_len: int, mode: str = "train", predictions: Optional[int] = None
+    cfg, seq_len: int, mode: str = "train", predictions: int | None = None
 ) -> dict:
     """FLOPs per token of ModernBERT (`ModernBertConfig`), as `encoder_flops`.
 
@@ -208,7 +205,7 @@ class RSSSampler:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def device_peak_memory(device=None) -> Optional[int]:
+def device_peak_memory(device=None) -> int | None:
     """Peak bytes in use from the device's memory stats (GPU/TPU); None where unsupported."""
     import jax
 
@@ -235,7 +232,7 @@ def summarize(times) -> dict:
     }
 
 
-def fmt_si(x: Optional[float], unit: str = "") -> str:
+def fmt_si(x: float | None, unit: str = "") -> str:
     if x is None or not math.isfinite(x):
         return "-"
     for p, s in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +37,15 @@ TASK_HELP = {
 }
 
 
+# Options left out take the pipeline's own default (one place: the pipeline's signature).
+DEFAULT = "default: the pipeline's"
+
+
+def _given(**options) -> dict:
+    """The options given on the command line (not None)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxformer", description="jaxformer inference pipelines.")
     sub = p.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -49,10 +57,10 @@ def _parser() -> argparse.ArgumentParser:
             help="HuggingFace model directory or jaxformer checkpoint directory",
         )
         s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        s.add_argument("--batch-size", type=int, default=32)
+        s.add_argument("--batch-size", type=int, help=DEFAULT)
         s.add_argument("texts", nargs="*", help="inputs (default: lines of stdin)")
         if task in ("fill-mask", "classify", "answer", "similar"):
-            s.add_argument("--top-k", type=int, default=5 if task == "fill-mask" else 1)
+            s.add_argument("--top-k", type=int, help=DEFAULT)
         if task == "classify":
             s.add_argument(
                 "--pair",
@@ -64,29 +72,25 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--question", help="the question (else the first argument)")
             s.add_argument("--context", help="the context (else --context-file, or stdin)")
             s.add_argument("--context-file")
-            s.add_argument("--max-answer-len", type=int, default=15)
-            s.add_argument("--max-seq-len", type=int, default=None)
-            s.add_argument("--doc-stride", type=int, default=None)
+            s.add_argument("--max-answer-len", type=int, help=DEFAULT)
+            s.add_argument("--max-seq-len", type=int, help=DEFAULT)
+            s.add_argument("--doc-stride", type=int, help=DEFAULT)
             s.add_argument(
                 "--allow-no-answer",
                 action="store_true",
                 help="SQuAD 2.0 models: return the empty answer when it wins",
             )
         if task == "tag":
-            s.add_argument(
-                "--aggregation",
-                default="first",
-                choices=["none", "simple", "first", "average", "max"],
-            )
+            s.add_argument("--aggregation", help="none, simple, first, average or max; " + DEFAULT)
         if task in ("embed", "similar", "summarize"):
-            s.add_argument("--pooling", choices=["mean", "cls", "max"], default=None)
+            s.add_argument("--pooling", help="mean, cls or max; " + DEFAULT)
         if task == "similar":
             s.add_argument("--query", required=True)
         if task == "summarize":
-            s.add_argument("--sentences", type=int, default=3)
+            s.add_argument("--sentences", type=int, help=DEFAULT)
         if task == "translate":
-            s.add_argument("--beam", type=int, default=4)
-            s.add_argument("--max-length", type=int, default=64)
+            s.add_argument("--beam", type=int, help=DEFAULT)
+            s.add_argument("--max-length", type=int, help=DEFAULT)
     from jaxformer.data.store import add_prepare_parser
 
     add_prepare_parser(sub)
@@ -118,32 +122,23 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
 
 def _run(args) -> tuple[object, str]:
     """(JSON-able result, table text) for the parsed arguments."""
-    from jaxformer.inference import pipelines as P
+    from jaxformer.inference import pipelines
 
     task = args.task
     if task == "translate":
-        pipe = P.Translate(args.model, batch_size=args.batch_size)
+        pipe = pipelines.Translate(args.model, **_given(batch_size=args.batch_size))
         texts = _inputs(args)
-        out = pipe(texts, beam=args.beam, max_length=args.max_length)
+        out = pipe(texts, **_given(beam=args.beam, max_length=args.max_length))
         return (
             [{"text": t, "translation": o} for t, o in zip(texts, out)],
             _table(
                 [{"text": t, "translation": o} for t, o in zip(texts, out)], ["text", "translation"]
             ),
         )
-    cls = {
-        "fill-mask": P.FillMask,
-        "classify": P.Classify,
-        "answer": P.Answer,
-        "tag": P.Tag,
-        "embed": P.Embed,
-        "similar": P.Embed,
-        "summarize": P.Embed,
-    }[task]
-    pipe = cls(args.model, batch_size=args.batch_size)
+    pipe = pipelines.PIPELINES[task](args.model, **_given(batch_size=args.batch_size))
     if task == "fill-mask":
         texts = _inputs(args)
-        res = pipe(texts, top_k=args.top_k)
+        res = pipe(texts, **_given(top_k=args.top_k))
         rows = []
         for t, r in zip(texts, res):
             per_mask = r if r and isinstance(r[0], list) else [r]
@@ -156,11 +151,11 @@ def _run(args) -> tuple[object, str]:
         texts = _inputs(args)
         if args.pair:
             if len(args.pair) != len(texts):
-                raise P.PipelineError(
+                raise pipelines.PipelineError(
                     f"classify: {len(texts)} texts but {len(args.pair)} --pair values."
                 )
             texts = [(a, b) for a, b in zip(texts, args.pair)]
-        res = pipe(texts, top_k=args.top_k)
+        res = pipe(texts, **_given(top_k=args.top_k))
         rows = []
         for t, r in zip(texts, res):
             for c in r if isinstance(r, list) else [r]:
@@ -171,7 +166,7 @@ def _run(args) -> tuple[object, str]:
         rest = list(args.texts)
         if question is None:
             if not rest:
-                raise P.PipelineError(
+                raise pipelines.PipelineError(
                     "answer: give --question or the question as the first argument."
                 )
             question = rest.pop(0)
@@ -184,17 +179,19 @@ def _run(args) -> tuple[object, str]:
         res = pipe(
             question,
             context,
-            top_k=args.top_k,
-            max_answer_len=args.max_answer_len,
             handle_impossible_answer=args.allow_no_answer,
-            max_seq_len=args.max_seq_len,
-            doc_stride=args.doc_stride,
+            **_given(
+                top_k=args.top_k,
+                max_answer_len=args.max_answer_len,
+                max_seq_len=args.max_seq_len,
+                doc_stride=args.doc_stride,
+            ),
         )
         rows = res if isinstance(res, list) else [res]
         return res, _table(rows, ["answer", "score", "start", "end"])
     if task == "tag":
         texts = _inputs(args)
-        res = pipe(texts, aggregation=args.aggregation)
+        res = pipe(texts, **_given(aggregation=args.aggregation))
         key = "entity" if args.aggregation == "none" else "entity_group"
         rows = [{"text": i + 1, **e} for i, r in enumerate(res) for e in r]
         return res, _table(rows, ["text", key, "word", "score", "start", "end"])
@@ -214,14 +211,12 @@ def _run(args) -> tuple[object, str]:
         return res, _table(rows, ["text", "dim", "norm", "head"])
     if task == "similar":
         texts = _inputs(args)
-        res = pipe.similar(
-            args.query, texts, top_k=args.top_k if args.top_k > 1 else None, pooling=args.pooling
-        )
+        res = pipe.similar(args.query, texts, top_k=args.top_k, pooling=args.pooling)
         return res, _table(
             [{"rank": k + 1, **r} for k, r in enumerate(res)], ["rank", "score", "text"]
         )
     text = " ".join(args.texts) if args.texts else sys.stdin.read()
-    res = pipe.summarize(text, n_sentences=args.sentences, pooling=args.pooling)
+    res = pipe.summarize(text, pooling=args.pooling, **_given(n_sentences=args.sentences))
     rows = [
         {"index": i, "score": s, "sentence": t}
         for i, s, t in zip(res["indices"], res["scores"], res["sentences"])
@@ -229,7 +224,7 @@ def _run(args) -> tuple[object, str]:
     return res, _table(rows, ["index", "score", "sentence"]) + "\n\n" + res["summary"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jaxformer` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.task == "prepare":

@@ -170,3 +170,20 @@ def test_console_script_help():
         "translate",
     ):
         assert task in out.stdout
+
+
+def test_options_left_out_take_the_pipelines_defaults(models, capsys):
+    """Without --top-k / --aggregation the command answers as the pipeline called with its
+    own defaults; a bad --aggregation is the pipeline's one-line error (exit 2)."""
+    import inspect
+
+    from jaxformer.inference import pipelines
+
+    top_k = inspect.signature(pipelines.FillMask.__call__).parameters["top_k"].default
+    code, out, _ = run(capsys, "fill-mask", "--model", models["mlm"], "--json", "[MASK] works.")
+    assert code == 0 and len(json.loads(out)[0]) == top_k
+    text = "john smith works at google in paris."
+    code, out, _ = run(capsys, "tag", "--model", models["ner"], "--json", text)
+    assert json.loads(out) == json.loads(json.dumps(pipelines.Tag(models["ner"])([text])))
+    code, _, err = run(capsys, "tag", "--model", models["ner"], "--aggregation", "mean", text)
+    assert code == 2 and "use one of" in err and len(err.strip().splitlines()) == 1

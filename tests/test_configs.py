@@ -2,7 +2,9 @@
 accepts overrides of its keys and rejects unknown ones."""
 
 import glob
+import math
 import os
+import re
 
 import pytest
 
@@ -20,9 +22,17 @@ CONFIGS = sorted(
 )
 
 
-def test_there_are_configs():
-    names = {os.path.basename(p) for p in CONFIGS}
-    assert "default.py" in names and "bert_tiny_mlm.py" in names
+def test_every_config_the_docs_name_exists():
+    """Each config path the README and docs/ give (not the placeholders NAME, FILE) is a
+    file under configs/, so every config they run is among those tested below."""
+    texts = [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]
+    named = set()
+    for path in texts:
+        with open(path) as f:
+            named |= set(re.findall(r"configs/([a-z0-9_]+)\.py", f.read()))
+    files = {os.path.basename(p)[: -len(".py")] for p in CONFIGS}
+    assert {"default", "bert_base_pretrain", "finetune_tiny"} <= named  # the parse found them
+    assert not named - files, f"the docs name missing configs: {sorted(named - files)}"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -41,11 +51,12 @@ def test_config_loads_and_is_complete(path):
 
         TransformerConfig.from_dict(model)
     tx, sched = optim.make_optimizer(c.optimizer, c.num_train_steps)
-    assert float(sched(c.optimizer.warmup_steps)) > 0
-    sh.mesh_shape(
-        dict(c.mesh),
-        8 if -1 in dict(c.mesh).values() else __import__("math").prod(dict(c.mesh).values()),
-    )
+    # Every schedule peaks at the configured lr when warmup ends (constant: everywhere).
+    assert float(sched(c.optimizer.warmup_steps)) == pytest.approx(c.optimizer.lr, rel=1e-5)
+    mesh = dict(c.mesh)
+    n = 8 if -1 in mesh.values() else math.prod(mesh.values())
+    shape = sh.mesh_shape(mesh, n)
+    assert math.prod(shape) == n
     config_lib.apply_override(c, "optimizer.lr", "0.5")
     assert c.optimizer.lr == 0.5
     with pytest.raises(config_lib.ConfigOverrideError, match="Nearest valid keys"):

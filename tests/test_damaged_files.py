@@ -14,7 +14,7 @@ from test_pipelines_helpers import make_hf_dir
 
 from jaxformer import cli
 from jaxformer.convert import ModelFileError, from_pretrained
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def truncate(file, keep=0.5):
 
 def check(capsys, path, pattern):
     with pytest.raises(ModelFileError, match=pattern) as e:
-        P.FillMask(str(path))
+        pipelines.FillMask(str(path))
     assert "\n" not in str(e.value)
     err = cli_error(capsys, path)
     assert str(e.value) in err and str(path) in err
@@ -87,7 +87,7 @@ def test_sharded_index_and_its_shards(model, capsys):
         save_file({k: sd[k] for k in ks}, str(model / name), metadata={"format": "pt"})
     index = {"weight_map": {k: name for name, ks in shards.items() for k in ks}}
     (model / "model.safetensors.index.json").write_text(json.dumps(index))
-    assert P.FillMask(str(model))("the [MASK] of it.", top_k=1)  # the sharded form loads
+    assert pipelines.FillMask(str(model))("the [MASK] of it.", top_k=1)  # the sharded form loads
     truncate(model / "model-2.safetensors")
     check(capsys, model, r"^model-2\.safetensors in .*model is truncated or corrupt")
     os.remove(model / "model-2.safetensors")
@@ -108,7 +108,7 @@ def test_truncated_pytorch_model_bin(model, capsys):
 
     torch.save(load_file(str(model / "model.safetensors")), str(model / "pytorch_model.bin"))
     os.remove(model / "model.safetensors")
-    assert P.FillMask(str(model))("the [MASK] of it.", top_k=1)  # the .bin form loads
+    assert pipelines.FillMask(str(model))("the [MASK] of it.", top_k=1)  # the .bin form loads
     truncate(model / "pytorch_model.bin")
     check(
         capsys, model, r"^pytorch_model\.bin in .*model is truncated or corrupt \(.+\); re-download"
@@ -163,7 +163,7 @@ def test_relative_and_missing_model_paths(good, capsys, monkeypatch):
     err = cli_error(capsys, "runs/nowhere")
     assert "model directory 'runs/nowhere' does not exist" in err
     with pytest.raises(FileNotFoundError, match="'runs/nowhere' does not exist"):
-        P.FillMask("runs/nowhere")
+        pipelines.FillMask("runs/nowhere")
 
 
 def test_fine_tuning_from_a_damaged_directory_is_one_line(model, capsys, tmp_path):

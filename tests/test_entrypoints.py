@@ -53,7 +53,36 @@ def test_from_pretrained_routes_marian_and_save_pretrained_writes_it_back(marian
         jf.from_pretrained(marian_dir, head="mlm")
 
 
-def test_generate_is_the_top_level_decoding_entry(marian_dir):
+def greedy_reference(path, src, max_length, min_length, eos=1, start=0):
+    """(ids, sum of log-probabilities) of greedy decoding by argmax over transformers' logits
+    of the whole prefix at every step (no cache), in float64, EOS barred for `min_length`."""
+    hf = transformers.MarianMTModel.from_pretrained(path).eval()
+    prefix, score = [start], 0.0
+    for t in range(max_length):
+        with torch.no_grad():
+            logits = hf(input_ids=torch.tensor(src), decoder_input_ids=torch.tensor([prefix]))
+        z = logits.logits[0, -1].double().numpy()
+        if t < min_length:
+            z[eos] = -np.inf
+        logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        prefix.append(int(z.argmax()))
+        score += logp[prefix[-1]]
+        if prefix[-1] == eos:
+            break
+    return prefix[1:], score
+
+
+def test_generate_is_the_top_level_decoding_entry_and_decodes_greedily(marian_dir):
+    """`jf.generate` on a padded batch equals argmax decoding with transformers' forward on
+    each unpadded source: the ids up to EOS, padding after it, and the summed log-probs."""
     model, params = jf.from_pretrained(marian_dir)
-    out = jf.generate(model, params, np.array([[5, 6, 7, 1]], np.int32), max_length=5)
-    assert out.sequences.shape == (1, 5)
+    src = np.array([[5, 6, 7, 1], [9, 3, 1, 0]], np.int32)
+    lengths = [4, 3]
+    mask = (np.arange(4)[None] < np.array(lengths)[:, None]).astype(np.int32)
+    out = jf.generate(model, params, src, mask, max_length=8, min_length=5)
+    seqs, scores = np.asarray(out.sequences), np.asarray(out.scores)
+    for row, n in enumerate(lengths):
+        ids, score = greedy_reference(marian_dir, src[row : row + 1, :n], 8, 5)
+        assert seqs[row, : len(ids)].tolist() == ids
+        assert (seqs[row, len(ids) :] == 0).all()  # pad after EOS
+        np.testing.assert_allclose(scores[row], score, rtol=1e-5)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 
 from jaxformer.data import labelled as L
 from jaxformer.recipes import configs as recipes
@@ -227,7 +227,7 @@ def test_the_worked_example_fine_tunes_and_evaluates(tmp_path, monkeypatch, caps
         capsys, "classify", "--model", "runs/reviews", "the kettle is awful", "--pair", "kettle"
     )
     assert got[0]["label"] == "negative"
-    got = P.Classify("runs/reviews/hf_export")(
+    got = pipelines.Classify("runs/reviews/hf_export")(
         [
             ("honestly a superb lamp for the price", "lamp"),
             ("the desk is plain and arrived on time", "desk"),

@@ -252,6 +252,8 @@ def test_named_sizes():
         (dict(embedding_size=256, sharing="all"), "factorized embeddings"),
         (dict(family="gpt"), "family='gpt'"),
         (dict(num_hidden_groups=2), "need sharing='all'"),
+        (dict(num_labels=0), "num_labels must be >= 1, got 0"),
+        (dict(embedding_size=0), "embedding_size must be >= 1 or None, got 0"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, match):

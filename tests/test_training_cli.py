@@ -242,3 +242,14 @@ def test_missing_labelled_file_is_one_line_before_anything_is_written(
     assert rc == 2 and err.count("\n") == 1, err
     assert f"data.{key}='tsv:nope.tsv'" in err and str(tmp_path / "nope.tsv") in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_model_field_is_one_line(tmp_path, capsys):
+    """The model config's error type is the training checks' one, so train.py reports it as
+    one line (exit 2), not a traceback."""
+    from jaxformer.training import cli
+
+    rc = cli.main(["--config", TINY, "--workdir", str(tmp_path), "--config.model.num_heads=5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("train.py: "), err
+    assert "not divisible by num_heads=5" in err, err

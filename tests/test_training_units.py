@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxformer.objectives import losses
@@ -62,6 +63,27 @@ def test_unknown_schedule_and_optimizer():
     cfg.name = "sgd"
     with pytest.raises(ValueError, match="unknown optimizer"):
         optim.make_optimizer(cfg, 10)
+
+
+def test_make_optimizer_takes_missing_keys_from_the_base_config():
+    """A partial optimizer dict behaves as base_config's optimizer with those keys changed:
+    the default global-norm clip (1.0) applies, which a hand-computed AdamW step shows."""
+    from jaxformer.training.defaults import base_config
+
+    params = {"w": jnp.zeros((4,))}
+    grads = {"w": jnp.array([30.0, 40.0, 0.0, 0.0])}  # global norm 50 -> clipped to 1
+    partial, _ = optim.make_optimizer({"lr": 0.5, "schedule": "constant"}, 10)
+    full = base_config({}).optimizer
+    full.update(lr=0.5, schedule="constant")
+    whole, _ = optim.make_optimizer(full, 10)
+    u_partial, _ = partial.update(grads, partial.init(params), params)
+    u_whole, _ = whole.update(grads, whole.init(params), params)
+    np.testing.assert_allclose(u_partial["w"], u_whole["w"], rtol=1e-6)
+    # AdamW's first step is -lr * g / (|g| + eps) (bias-corrected) whatever the clip, so
+    # the clip shows in the second moment: clipped g = [0.6, 0.8, 0, 0], nu = (1 - b2) g^2.
+    _, state = partial.update(grads, partial.init(params), params)
+    nu = optax.tree_utils.tree_get(state, "nu")["w"]
+    np.testing.assert_allclose(nu, (1 - 0.999) * np.array([0.36, 0.64, 0.0, 0.0]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["adamw", "lamb", "adafactor"])

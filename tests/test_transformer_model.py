@@ -51,6 +51,8 @@ def test_named_sizes_match_the_paper():
         ({"eos_token_id": V}, "outside the target vocabulary"),
         ({"share_embeddings": True, "target_vocab_size": V + 1}, "one vocabulary"),
         ({"dropout": 1.0}, r"\[0, 1\)"),
+        ({"d_ff": 0}, "d_ff must be >= 1, got 0"),
+        ({"target_vocab_size": 0}, "target_vocab_size must be >= 1 or None, got 0"),
     ],
 )
 def test_config_errors(kwargs, match):

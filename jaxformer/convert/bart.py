@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 
@@ -146,12 +145,9 @@ def bart_from_pretrained(path: str, **overrides) -> tuple[Bart, dict]:
 def bart_save_pretrained(model: Bart, params: Mapping, path: str) -> None:
     """Writes a directory that `BartForConditionalGeneration` (mBART: `MBart...`) loads, with
     a generation_config.json holding the start and forced token ids."""
-    from safetensors.numpy import save_file
+    from jaxformer.convert.huggingface import write_model_dir
 
-    os.makedirs(path, exist_ok=True)
     cfg = model.cfg
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg.to_hf(), f, indent=2)
     keys = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
     gen = {k: getattr(cfg, k) for k in keys}
     gen.update(
@@ -161,10 +157,6 @@ def bart_save_pretrained(model: Bart, params: Mapping, path: str) -> None:
             if getattr(cfg, k) is not None
         }
     )
-    with open(os.path.join(path, "generation_config.json"), "w") as f:
-        json.dump(gen, f, indent=2)
-    save_file(
-        bart_state_dict_from_params(params, model.cfg),
-        os.path.join(path, "model.safetensors"),
-        metadata={"format": "pt"},
+    write_model_dir(
+        path, cfg.to_hf(), bart_state_dict_from_params(params, cfg), generation_config=gen
     )

@@ -6,7 +6,7 @@ import json
 import os
 import warnings
 
-import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.convert.hf_config import encoder_config_from_hf, hf_config_from_encoder_config
@@ -119,7 +119,6 @@ def save_pretrained(model, params, path: str) -> None:
     written too. Raises `ConfigError` for configs HF cannot express (pre-LN, ...). A
     `Transformer` (encoder-decoder) is written as a `MarianMTModel` directory, a
     `ModernBertModel` as the ModernBERT class of its head."""
-    from safetensors.flax import save_file
 
     if isinstance(model, ModernBertModel):
         from jaxformer.convert.modernbert import modernbert_save_pretrained
@@ -141,14 +140,23 @@ def save_pretrained(model, params, path: str) -> None:
 
         return marian_save_pretrained(model, params, path)
     cfg = model.cfg
-    hf = hf_config_from_encoder_config(cfg)
-    sd = hf_state_dict_from_params(params, cfg)
+    write_model_dir(
+        path, hf_config_from_encoder_config(cfg), hf_state_dict_from_params(params, cfg)
+    )
+
+
+def write_model_dir(path: str, hf_config: dict, state_dict: dict, **extra_json: dict) -> None:
+    """Writes a HuggingFace model directory: `config.json`, `model.safetensors` and one
+    `NAME.json` per `extra_json` entry (e.g. `generation_config=`)."""
+    from safetensors.flax import save_file
+
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2, sort_keys=True)
+    for name, obj in {"config": hf_config, **extra_json}.items():
+        with open(os.path.join(path, f"{name}.json"), "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
     # flax's writer keeps bf16; metadata format=pt is what transformers checks for.
     save_file(
-        {k: jax.numpy.asarray(v) for k, v in sd.items()},
+        {k: jnp.asarray(v) for k, v in state_dict.items()},
         os.path.join(path, SAFETENSORS),
         metadata={"format": "pt"},
     )

@@ -9,8 +9,6 @@ are [in, out] with those splits as axes.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from typing import Any
 
@@ -405,18 +403,9 @@ def modernbert_from_pretrained(
 def modernbert_save_pretrained(model: ModernBertModel, params, path: str) -> None:
     """Writes `config.json` + `model.safetensors` that transformers' ModernBERT class for
     the model's head loads with the same outputs."""
-    from safetensors.flax import save_file
-
-    from jaxformer.convert.hf_files import SAFETENSORS
+    from jaxformer.convert.huggingface import write_model_dir
 
     cfg = model.cfg
-    hf = hf_config_from_modernbert(cfg)
-    sd = modernbert_state_dict_from_params(params, cfg)
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2, sort_keys=True)
-    save_file(
-        {k: jnp.asarray(v) for k, v in sd.items()},
-        os.path.join(path, SAFETENSORS),
-        metadata={"format": "pt"},
+    write_model_dir(
+        path, hf_config_from_modernbert(cfg), modernbert_state_dict_from_params(params, cfg)
     )

@@ -7,8 +7,6 @@ and write a local directory (config.json + model.safetensors).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -156,13 +154,6 @@ def t5_from_pretrained(path: str, **overrides) -> tuple[T5, dict]:
 def t5_save_pretrained(model: T5, params: Mapping, path: str) -> None:
     """Writes `path/config.json` and `path/model.safetensors` for
     `T5ForConditionalGeneration.from_pretrained`."""
-    from safetensors.numpy import save_file
+    from jaxformer.convert.huggingface import write_model_dir
 
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(model.cfg.to_hf(), f, indent=2)
-    save_file(
-        t5_state_dict_from_params(params, model.cfg),
-        os.path.join(path, "model.safetensors"),
-        metadata={"format": "pt"},
-    )
+    write_model_dir(path, model.cfg.to_hf(), t5_state_dict_from_params(params, model.cfg))

@@ -36,7 +36,7 @@ _EXPORTS = {
     ),
     "jaxformer.data.store": ("PairStore", "Store", "StoreError", "prepare"),
     "jaxformer.data.tokenizers": (
-        "FAMILIES",
+        "SPECIAL_TOKENS",
         "MissingSpecialTokenError",
         "Tokenizer",
         "load_tokenizer",

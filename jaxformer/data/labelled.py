@@ -25,7 +25,6 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from typing import Optional
 
 __all__ = [
     "FILE_FORMATS",
@@ -56,7 +55,7 @@ class Fields:
     tags: str = "tags"
 
 
-def parse_file_source(source: str) -> Optional[tuple[str, str]]:
+def parse_file_source(source: str) -> tuple[str, str] | None:
     """("csv", PATH) for "csv:PATH" (likewise tsv, jsonl); None for any other source."""
     fmt, sep, path = str(source).partition(":")
     if not sep or fmt not in FILE_FORMATS:
@@ -149,7 +148,7 @@ def _label_key(value) -> str:
     return str(value).strip()
 
 
-def _as_int(s: str) -> Optional[int]:
+def _as_int(s: str) -> int | None:
     try:
         return int(s)
     except ValueError:
@@ -167,7 +166,7 @@ def label_names_from(values: Sequence[str]) -> tuple[str, ...]:
 class _Labels:
     """Maps a row's label to a class id, collecting names from the data when none are given."""
 
-    def __init__(self, path: str, names: Optional[Sequence[str]], origin: str, ids=True):
+    def __init__(self, path: str, names: Sequence[str] | None, origin: str, ids=True):
         self.path, self.origin, self.ids = path, origin, ids
         self.names = tuple(names) if names else None
         self.index = {n: i for i, n in enumerate(self.names)} if self.names else None
@@ -200,11 +199,11 @@ def classification_records(
     path: str,
     fields: Fields = Fields(),
     *,
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Sequence[str] | None = None,
     regression: bool = False,
     origin: str = "finetune.label_names",
     class_ids: bool = True,
-) -> tuple[list[dict], Optional[tuple[str, ...]]]:
+) -> tuple[list[dict], tuple[str, ...] | None]:
     """(records {"text", "pair", "label"}, label names) from rows of `read_rows`.
 
     Classification: with `label_names` each label must be one of them; without, the names
@@ -245,7 +244,7 @@ def token_records(
     path: str,
     fields: Fields = Fields(),
     *,
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Sequence[str] | None = None,
     origin: str = "finetune.label_names",
     class_ids: bool = True,
 ) -> tuple[list[dict], tuple[str, ...]]:

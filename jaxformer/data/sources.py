@@ -205,5 +205,7 @@ _SENTENCE_END = re.compile(rf"(?<=[.!?])\s+{_NEXT}|(?<=[.!?][\"')\]])\s+{_NEXT}|
 
 
 def split_sentences(text: str) -> list[str]:
-    """Splits a document into sentences (rule-based; line breaks are always boundaries)."""
+    """Splits a document into sentences (rule-based; line breaks are always boundaries, as in
+    BERT's one-sentence-per-line corpus files). The one splitter: pretraining examples, the
+    corpus store and the summarize pipeline all use it."""
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]

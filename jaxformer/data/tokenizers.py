@@ -23,7 +23,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 __all__ = [
-    "FAMILIES",
+    "SPECIAL_TOKENS",
     "SpecialTokens",
     "Tokenizer",
     "MissingSpecialTokenError",
@@ -49,7 +49,8 @@ class SpecialTokens:
         return [self.pad, self.unk, self.cls, self.sep, self.mask]
 
 
-FAMILIES = {
+# The special tokens of each tokenizer family (aliases in `_ALIASES`).
+SPECIAL_TOKENS = {
     "bert": SpecialTokens("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"),
     "roberta": SpecialTokens("<s>", "</s>", "<mask>", "<pad>", "<unk>"),
     "albert": SpecialTokens("[CLS]", "[SEP]", "[MASK]", "<pad>", "<unk>"),
@@ -68,10 +69,10 @@ _WORD_MARK = {"bert": ("continuation", "##"), "roberta": ("start", "Ġ"), "alber
 
 def _family(name: str) -> str:
     name = _ALIASES.get(name, name)
-    if name not in FAMILIES:
+    if name not in SPECIAL_TOKENS:
         raise ValueError(
             f"unknown tokenizer family {name!r}; expected one of "
-            f"{sorted(FAMILIES) + sorted(_ALIASES)}"
+            f"{sorted(SPECIAL_TOKENS) + sorted(_ALIASES)}"
         )
     return name
 
@@ -85,7 +86,7 @@ class Tokenizer:
     def __init__(self, hf: HFTokenizer, family: str, specials: SpecialTokens | None = None):
         self.family = _family(family)
         self.hf = hf
-        self.specials = specials or FAMILIES[self.family]
+        self.specials = specials or SPECIAL_TOKENS[self.family]
         ids = {}
         for field in dataclasses.fields(SpecialTokens):
             tok = getattr(self.specials, field.name)
@@ -257,7 +258,7 @@ def train_tokenizer(
     """
     family = _family(family)
     lowercase = (family != "roberta") if lowercase is None else lowercase
-    specials = FAMILIES[family]
+    specials = SPECIAL_TOKENS[family]
     if family == "bert":
         model = models.WordPiece(unk_token=specials.unk, continuing_subword_prefix="##")
         trainer = trainers.WordPieceTrainer(
@@ -314,7 +315,7 @@ def _canonical(hf: HFTokenizer, family: str) -> HFTokenizer:
     The characters Unigram appends last, with made-up falling scores in hash-set order, get
     those scores in character order instead."""
     j = json.loads(hf.to_str())
-    keep = set(FAMILIES[family].as_list())
+    keep = set(SPECIAL_TOKENS[family].as_list())
     j["added_tokens"] = [t for t in j["added_tokens"] if t["content"] in keep]
     if family == "albert":
         vocab = [[p, round(s, 9)] for p, s in j["model"]["vocab"]]
@@ -383,7 +384,7 @@ def load_tokenizer(path: str, family: str | None = None) -> Tokenizer:
     else:
         raise FileNotFoundError(f"no tokenizer at {path}")
     family = _family(family or config.get("jaxformer_family") or _guess_family(hf))
-    base = FAMILIES[family]
+    base = SPECIAL_TOKENS[family]
 
     def name(key, default):  # HF configs store either "tok" or {"content": "tok", ...}
         v = config.get(key, default)

@@ -1,29 +1,33 @@
-"""Inference: generation for the encoder-decoder, and the task pipelines.
+"""Inference: generation for the encoder-decoder, model loading, and the task pipelines.
 
-`generate` imports eagerly; the pipelines (tokenizers, model loading) on first use.
+`generate` imports eagerly; model loading (`loading`) and the pipelines (`pipelines`) on
+first use.
 """
 
 import importlib
 
 from jaxformer.inference.decoding import GenerateOutput, generate
 
-_PIPELINES = (
-    "Answer",
-    "Classify",
-    "Embed",
-    "FillMask",
-    "LoadedModel",
-    "PipelineError",
-    "Tag",
-    "Translate",
-    "load_model",
-    "pipeline",
-)
+_LAZY = {
+    "jaxformer.inference.loading": ("LoadedModel", "PipelineError", "load_model"),
+    "jaxformer.inference.pipelines": (
+        "Answer",
+        "Classify",
+        "Embed",  # deprecated alias of SentenceEmbed (warns)
+        "FillMask",
+        "PIPELINES",
+        "SentenceEmbed",
+        "Tag",
+        "Translate",
+        "pipeline",
+    ),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["GenerateOutput", "generate", *_PIPELINES]
+__all__ = ["GenerateOutput", "generate", *sorted(set(_WHERE) - {"Embed"})]
 
 
 def __getattr__(name):
-    if name in _PIPELINES:
-        return getattr(importlib.import_module("jaxformer.inference.pipelines"), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'jaxformer.inference' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Task pipelines: fill-mask, classify, answer, tag, embed / similar / summarize, translate.
 
-Each pipeline loads a HuggingFace directory or a jaxformer checkpoint (`load_model`), batches
+Each pipeline loads a HuggingFace directory or a jaxformer checkpoint
+(`jaxformer.inference.loading.load_model`), batches
 its inputs, pads them to a few length buckets and runs a jit-compiled forward
 (`jaxformer.inference.buckets.BucketedFn`), so it compiles once per bucket, not per length.
 Post-processing follows the `transformers` pipelines (scores agree to 1e-4 on the same
@@ -8,7 +9,7 @@ weights): fill-mask top-k probabilities and strings, text-classification softmax
 question-answering span scoring (windows with `doc_stride` overlap, `max_answer_len`,
 no-answer), token-classification aggregation strategies.
 
-Small inputs: an empty list of inputs gives an empty result ([] or, for `Embed`, a
+Small inputs: an empty list of inputs gives an empty result ([] or, for `SentenceEmbed`, a
 `[0, hidden]` array; `similar` with no candidates gives []); an empty or blank text, question,
 context, query or document is a `PipelineError` naming what is empty.
 
@@ -19,23 +20,20 @@ context, query or document is a `PipelineError` naming what is empty.
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import os
-import re
 import warnings
-from typing import Any, Optional, Union
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.data.tokenizers import Tokenizer, load_tokenizer
+from jaxformer.data.sources import split_sentences
 from jaxformer.inference.buckets import BucketedFn, batch_buckets, bucket_for, length_buckets
+from jaxformer.inference.loading import LoadedModel, PipelineError, load_model
+from jaxformer.models import ENCODER_FAMILIES
 from jaxformer.models import heads as heads_lib
-from jaxformer.models import encoder_config_from_dict, encoder_model
-from jaxformer.models.configs import ConfigError, EncoderConfig
+from jaxformer.models.configs import EncoderConfig
 
 __all__ = [
     "PipelineError",
@@ -45,294 +43,14 @@ __all__ = [
     "Classify",
     "Answer",
     "Tag",
-    "Embed",
+    "SentenceEmbed",
     "Translate",
     "pipeline",
-    "TASKS",
-    "split_sentences",
+    "PIPELINES",
 ]
 
-ENCODER_FAMILIES = ("bert", "roberta", "albert", "electra", "modernbert")
 
-
-class PipelineError(ValueError):
-    """Bad input for a pipeline, or a checkpoint that cannot serve it."""
-
-
-# ---- loading -----------------------------------------------------------------------------
-@dataclasses.dataclass
-class LoadedModel:
-    """What a pipeline needs: the module, its params on device, the tokenizer and metadata.
-
-    kind: "encoder" (EncoderModel) or "seq2seq" (Transformer). labels: names of the
-    classifier's outputs. meta: extra settings read next to the weights (problem_type,
-    the sentence-transformers max length and pooling).
-    """
-
-    kind: str
-    model: Any
-    params: Any
-    tokenizer: Any
-    config: Any
-    labels: list[str]
-    path: str
-    meta: dict
-    target_tokenizer: Any = None
-
-
-def _read_json(path: str) -> dict:
-    """The object in an optional JSON file ({} when absent; ModelFileError when damaged)."""
-    if not os.path.isfile(path):
-        return {}
-    from jaxformer.convert.huggingface import read_json_file
-
-    return read_json_file(path)
-
-
-def _labels_from(d: dict, n: int) -> list[str]:
-    id2label = d.get("id2label") or {}
-    if isinstance(d.get("labels"), list):
-        return [str(x) for x in d["labels"]]
-    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
-
-
-def _to_device(params):
-    return jax.tree.map(jnp.asarray, params)
-
-
-def load_model(path: str) -> LoadedModel:
-    """Loads a HuggingFace model directory (BERT / RoBERTa / ALBERT / ELECTRA / ModernBERT,
-    or Marian) or a jaxformer training workdir or checkpoint directory (see
-    `_load_jaxformer`), keeping the checkpoint's head. `path` may be relative to the current
-    directory."""
-    given = os.fspath(path)
-    path = os.path.abspath(os.path.expanduser(given))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model directory {given!r} does not exist (looked for {path}).")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"--model {given!r} is a file; give the directory that holds the model."
-        )
-    from jaxformer.convert import huggingface as H
-
-    weights = [
-        f
-        for f in (H.SAFETENSORS, H.SAFETENSORS_INDEX, H.TORCH_BIN)
-        if os.path.isfile(os.path.join(path, f))
-    ]
-    if weights and not os.path.isfile(os.path.join(path, "config.json")):
-        raise H.ModelFileError(
-            f"config.json is missing in {path} (it holds {weights[0]}); re-download or "
-            "re-export the model."
-        )
-    hf = _read_json(os.path.join(path, "config.json"))
-    if "model_type" in hf:
-        return _load_hf(path, hf)
-    return _load_jaxformer(path)
-
-
-def _load_hf(path: str, hf: dict) -> LoadedModel:
-    family = hf["model_type"]
-    meta = {"problem_type": hf.get("problem_type")}
-    if family == "marian":
-        from jaxformer.convert.marian import marian_from_pretrained
-
-        model, params = marian_from_pretrained(path)
-        src, tgt = _seq2seq_tokenizers(path)
-        return LoadedModel(
-            "seq2seq",
-            model,
-            _to_device(params),
-            src,
-            model.cfg,
-            [],
-            path,
-            meta,
-            target_tokenizer=tgt,
-        )
-    from jaxformer.convert.hf_config import MODEL_TYPE_ALIASES
-
-    family = MODEL_TYPE_ALIASES.get(family, (family,))[0]
-    if family not in ENCODER_FAMILIES:
-        raise PipelineError(
-            f"{path!r} holds a {family!r} model; jaxformer pipelines serve "
-            f"{list(ENCODER_FAMILIES)} encoders and Marian translation models."
-        )
-    from jaxformer.convert.hf_params import MissingWeightError
-    from jaxformer.convert.huggingface import ModelFileError, from_pretrained
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unused-weight notes (e.g. a dropped pooler)
-        try:
-            model, params = from_pretrained(path)
-        except MissingWeightError as e:
-            raise ModelFileError(
-                f"the weights in {path} do not match its config.json ({str(e).rstrip('.')}); "
-                "re-download or re-export the model."
-            ) from None
-    st = _read_json(os.path.join(path, "sentence_bert_config.json"))
-    if st.get("max_seq_length"):
-        meta["max_seq_length"] = int(st["max_seq_length"])
-    pool_cfg = _read_json(os.path.join(path, "1_Pooling", "config.json"))
-    for mode in ("cls", "mean", "max"):
-        if pool_cfg.get(
-            f"pooling_mode_{mode}_token" if mode != "mean" else "pooling_mode_mean_tokens"
-        ):
-            meta["pooling"] = mode
-    labels = _labels_from(hf, model.cfg.num_labels)
-    return LoadedModel(
-        "encoder", model, _to_device(params), _load_tokenizer(path), model.cfg, labels, path, meta
-    )
-
-
-def _find_config(path: str) -> tuple[dict, str]:
-    """The resolved config of a jaxformer checkpoint: `config.json` in `path` or a parent
-    (a workdir holding `checkpoints/STEP`)."""
-    here = os.path.abspath(path)
-    for _ in range(3):
-        for name in ("config.json", "jaxformer_config.json"):
-            f = os.path.join(here, name)
-            if os.path.isfile(f):
-                return _read_json(f), here
-        here = os.path.dirname(here)
-    raise PipelineError(
-        f"{path!r} is neither a HuggingFace directory (config.json with "
-        "model_type) nor a jaxformer checkpoint (config.json with a 'model' "
-        "section next to orbax step directories)."
-    )
-
-
-def _restore_params(path: str):
-    """Params of the newest checkpoint under `path` (see `checkpoint.load_params`)."""
-    from jaxformer.training.checkpoint import load_params
-
-    try:
-        return load_params(path)
-    except FileNotFoundError as e:
-        raise PipelineError(str(e)) from None
-
-
-def _load_jaxformer(path: str) -> LoadedModel:
-    """A jaxformer checkpoint: resolved config JSON (the `model` section is an EncoderConfig
-    or a TransformerConfig; `labels` optional) + orbax steps + tokenizer (`tokenizer/` next
-    to the config, or tokenizer.json in it). A training workdir: pretraining, fine-tuning
-    and continued pretraining runs write the model they train to `model_config.json` (head,
-    classes); an older fine-tuning workdir without it loads from its `hf_export/`; an
-    ELECTRA run loads its discriminator."""
-    config, root = _find_config(path)
-    model_cfg = config.get("model", config)
-    from jaxformer.tasks.finetune.weights import MODEL_CONFIG_FILE
-
-    written = _read_json(os.path.join(root, MODEL_CONFIG_FILE))
-    export = os.path.join(root, "hf_export")
-    if not written and "finetune" in config and os.path.isfile(os.path.join(export, "config.json")):
-        return _load_hf(export, _read_json(os.path.join(export, "config.json")))
-    if not written and "finetune" in config:
-        raise PipelineError(
-            f"{root!r} is a fine-tuning run from before runs recorded their model "
-            "(model_config.json) and has no hf_export/; load it with "
-            "jaxformer.tasks.finetune.FineTuneTask and export it with save_pretrained."
-        )
-    params = _restore_params(path)
-    if isinstance(params, dict) and "discriminator" in params:  # an ELECTRA pretraining run
-        params = params["discriminator"]
-    tok_dirs = [os.path.join(root, "tokenizer"), root, path]
-    if written and "family" in written:  # an encoder (a seq2seq run writes its Transformer's)
-        cfg = encoder_config_from_dict(written)
-        from jaxformer.convert.hf_config import label_names
-
-        regression = cfg.head == "sequence_classification" and cfg.num_labels == 1
-        return LoadedModel(
-            "encoder",
-            encoder_model(cfg),
-            _to_device(params),
-            _first_tokenizer(tok_dirs),
-            cfg,
-            label_names(cfg),
-            path,
-            {"problem_type": "regression" if regression else None},
-        )
-    if "family" in model_cfg:
-        model_cfg = dict(model_cfg)
-        if model_cfg.get("head") is None and config.get("task") in ("pretrain", "mlm"):
-            # PretrainTask picks the head from the objective rather than from model.head.
-            objective = (config.get("data") or {}).get("objective", "none")
-            model_cfg["head"] = "pretraining" if objective in ("nsp", "sop") else "mlm"
-        cfg = encoder_config_from_dict(model_cfg)
-        tok = _first_tokenizer(tok_dirs)
-        labels = _labels_from(config, cfg.num_labels)
-        return LoadedModel(
-            "encoder",
-            encoder_model(cfg),
-            _to_device(params),
-            tok,
-            cfg,
-            labels,
-            path,
-            {"problem_type": config.get("problem_type")},
-        )
-    from jaxformer.models.transformer import Transformer, TransformerConfig
-
-    try:
-        cfg = TransformerConfig.from_dict(written or model_cfg)
-    except (ConfigError, TypeError) as e:
-        raise PipelineError(
-            f"the model config in {root!r} is neither an EncoderConfig nor a TransformerConfig: {e}"
-        ) from None
-    src, tgt = _seq2seq_tokenizers(root)
-    return LoadedModel(
-        "seq2seq",
-        Transformer(cfg),
-        _to_device(params),
-        src,
-        cfg,
-        [],
-        path,
-        {},
-        target_tokenizer=tgt,
-    )
-
-
-def _load_tokenizer(d: str) -> Tokenizer:
-    """`load_tokenizer(d)`, with a damaged tokenizer file as a ModelFileError naming it."""
-    from jaxformer.convert.huggingface import ModelFileError, read_json_file
-
-    if os.path.isfile(os.path.join(d, "tokenizer_config.json")):
-        read_json_file(os.path.join(d, "tokenizer_config.json"))
-    try:
-        return load_tokenizer(d)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # the Rust reader's errors have no common type
-        names = ("tokenizer.json", "vocab.txt", "vocab.json")
-        name = next((n for n in names if os.path.isfile(os.path.join(d, n))), "tokenizer")
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise ModelFileError(
-            f"{name} in {d} is corrupt ({reason}); re-download or re-export it."
-        ) from None
-
-
-def _first_tokenizer(dirs: Sequence[str]) -> Tokenizer:
-    for d in dirs:
-        if glob.glob(os.path.join(d, "tokenizer.json")) or glob.glob(os.path.join(d, "vocab.txt")):
-            return _load_tokenizer(d)
-    raise PipelineError(f"no tokenizer (tokenizer.json or vocab.txt) in {list(dirs)}.")
-
-
-def _seq2seq_tokenizers(root: str):
-    """(source, target) tokenizers: `source_tokenizer/` + `target_tokenizer/`, or one shared
-    `tokenizer.json` / `tokenizer/`."""
-    src_dir, tgt_dir = (
-        os.path.join(root, "source_tokenizer"),
-        os.path.join(root, "target_tokenizer"),
-    )
-    if os.path.isdir(src_dir) and os.path.isdir(tgt_dir):
-        return _load_tokenizer(src_dir), _load_tokenizer(tgt_dir)
-    tok = _first_tokenizer([os.path.join(root, "tokenizer"), root])
-    return tok, tok
-
-
-def _check_kind(loaded: LoadedModel, task: str, heads: Sequence[Optional[str]] | None):
+def _check_kind(loaded: LoadedModel, task: str, heads: Sequence[str | None] | None):
     """A clear error when the checkpoint cannot serve `task`."""
     if loaded.kind != ("seq2seq" if task == "translate" else "encoder"):
         want = (
@@ -356,13 +74,13 @@ class _EncoderPipeline:
     """Loads once, keeps a bucketed jit-compiled forward; subclasses post-process."""
 
     task = ""
-    heads: Optional[tuple] = None
+    heads: tuple | None = None
 
     def __init__(
         self,
-        model: Union[str, LoadedModel],
+        model: str | LoadedModel,
         *,
-        max_length: Optional[int] = None,
+        max_length: int | None = None,
         batch_size: int = 32,
         max_unknown_fraction: float = 0.5,
     ):
@@ -556,7 +274,7 @@ class Classify(_EncoderPipeline):
             return "sigmoid"
         return "softmax"
 
-    def __call__(self, texts, top_k: Optional[int] = 1, function: Optional[str] = None):
+    def __call__(self, texts, top_k: int | None = 1, function: str | None = None):
         items, single = (
             ([texts], True)
             if isinstance(texts, (str, dict))
@@ -647,8 +365,8 @@ class Answer(_EncoderPipeline):
         top_k: int = 1,
         max_answer_len: int = 15,
         handle_impossible_answer: bool = False,
-        doc_stride: Optional[int] = None,
-        max_seq_len: Optional[int] = None,
+        doc_stride: int | None = None,
+        max_seq_len: int | None = None,
     ):
         questions, single = _as_list(question)
         contexts, _ = _as_list(context)
@@ -874,19 +592,7 @@ class Tag(_EncoderPipeline):
 
 
 # ---- embeddings, similarity, extractive summaries ----------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`: breaks after . ! ? followed by space and a capital or a digit,
-    and at blank lines."""
-    parts = []
-    for para in re.split(r"\n\s*\n", text):
-        parts += [s.strip() for s in _SENTENCE_END.split(para.strip())]
-    return [s for s in parts if s]
-
-
-class Embed(_EncoderPipeline):
+class SentenceEmbed(_EncoderPipeline):
     """Sentence vectors from any encoder checkpoint (the head is ignored).
 
     `__call__(texts, pooling=None, normalize=True)` -> float32 `[n, hidden]` (one text:
@@ -927,7 +633,7 @@ class Embed(_EncoderPipeline):
     def compilations(self) -> int:
         return sum(f.compilations for f in self._by_pooling.values())
 
-    def __call__(self, texts, pooling: Optional[str] = None, normalize: bool = True):
+    def __call__(self, texts, pooling: str | None = None, normalize: bool = True):
         texts, single = _as_list(texts)
         fn = self._fn(pooling or self.pooling)
         if not texts:
@@ -943,8 +649,8 @@ class Embed(_EncoderPipeline):
         self,
         query: str,
         texts: Sequence[str],
-        top_k: Optional[int] = None,
-        pooling: Optional[str] = None,
+        top_k: int | None = None,
+        pooling: str | None = None,
     ) -> list[dict]:
         """`texts` ranked by cosine similarity to `query`: `{"index", "text", "score"}`
         ([] when there are no texts)."""
@@ -959,9 +665,10 @@ class Embed(_EncoderPipeline):
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [{"index": int(i), "text": texts[i], "score": float(scores[i])} for i in order]
 
-    def summarize(self, text: str, n_sentences: int = 3, pooling: Optional[str] = None) -> dict:
+    def summarize(self, text: str, n_sentences: int = 3, pooling: str | None = None) -> dict:
         """Extractive summary: the `n_sentences` sentences whose embeddings are closest to the
-        centroid of all sentence embeddings, in document order.
+        centroid of all sentence embeddings, in document order. Sentences are split by
+        `jaxformer.data.split_sentences`, for which a line break always ends a sentence.
 
         Returns `{"summary", "sentences", "indices", "scores"}` (scores: cosine to the
         centroid of each kept sentence).
@@ -998,7 +705,7 @@ class Translate:
 
     task = "translate"
 
-    def __init__(self, model: Union[str, LoadedModel], *, batch_size: int = 16):
+    def __init__(self, model: str | LoadedModel, *, batch_size: int = 16):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(os.fspath(model))
         _check_kind(self.loaded, self.task, None)
         self.model, self.cfg = self.loaded.model, self.loaded.config
@@ -1051,7 +758,7 @@ class Translate:
 
 
 # ---- factory -----------------------------------------------------------------------------
-TASKS = {
+PIPELINES = {
     "fill-mask": FillMask,
     "classify": Classify,
     "text-classification": Classify,
@@ -1060,16 +767,29 @@ TASKS = {
     "tag": Tag,
     "ner": Tag,
     "token-classification": Tag,
-    "embed": Embed,
-    "similar": Embed,
-    "summarize": Embed,
+    "embed": SentenceEmbed,
+    "similar": SentenceEmbed,
+    "summarize": SentenceEmbed,
     "translate": Translate,
     "translation": Translate,
 }
 
 
-def pipeline(task: str, model: Union[str, LoadedModel], **kw):
-    """`pipeline("fill-mask", "DIR")` -> the task's pipeline object (see `TASKS`)."""
-    if task not in TASKS:
-        raise PipelineError(f"unknown task {task!r}; known: {sorted(TASKS)}.")
-    return TASKS[task](model, **kw)
+def pipeline(task: str, model: str | LoadedModel, **kw):
+    """`pipeline("fill-mask", "DIR")` -> the task's pipeline object (see `PIPELINES`)."""
+    if task not in PIPELINES:
+        raise PipelineError(f"unknown task {task!r}; known: {sorted(PIPELINES)}.")
+    return PIPELINES[task](model, **kw)
+
+
+def __getattr__(name):
+    # `Embed` was this pipeline's name until it collided with `jaxformer.layers.Embed`.
+    if name == "Embed":
+        warnings.warn(
+            "jaxformer.inference.pipelines.Embed is deprecated; use SentenceEmbed "
+            "(the same class).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SentenceEmbed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

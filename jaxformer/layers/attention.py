@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -74,15 +74,15 @@ class MultiHeadAttention(nn.Module):
 
     num_heads: int
     head_dim: int
-    out_features: Optional[int] = None
+    out_features: int | None = None
     dropout_rate: float = 0.0
     kernel: str = "auto"  # see jaxformer.layers.kernels
     decode: bool = False
     use_bias: bool = True
     init_std: float = 0.02
-    out_init_std: Optional[float] = None  # the output projection's; None: init_std
-    local_window: Optional[int] = None  # self-attention band |i - j| <= local_window
-    scale: Optional[float] = None  # logit scale; None: 1/sqrt(head_dim) (T5: 1.0)
+    out_init_std: float | None = None  # the output projection's; None: init_std
+    local_window: int | None = None  # self-attention band |i - j| <= local_window
+    scale: float | None = None  # logit scale; None: 1/sqrt(head_dim) (T5: 1.0)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -90,12 +90,12 @@ class MultiHeadAttention(nn.Module):
     def __call__(
         self,
         inputs_q: Array,
-        inputs_kv: Optional[Array] = None,
-        mask: Optional[Array] = None,
+        inputs_kv: Array | None = None,
+        mask: Array | None = None,
         deterministic: bool = True,
         use_cached_kv: bool = False,
-        rope: Optional[tuple[Array, Array]] = None,
-        bias: Optional[Array] = None,
+        rope: tuple[Array, Array] | None = None,
+        bias: Array | None = None,
     ) -> Array:
         """rope: optional (cos, sin) [b, t, head_dim] tables from `rotary.rotary_tables`;
         queries and keys are rotated by them (self-attention). bias: an additive logit bias
@@ -162,7 +162,7 @@ class MultiHeadAttention(nn.Module):
             name="out",
         )(out)  # [b, q, heads, kv] -> [b, q, embed]
 
-    def _update_cache(self, k: Array, v: Array, mask: Optional[Array]):
+    def _update_cache(self, k: Array, v: Array, mask: Array | None):
         """Writes the new keys/values at cache_index; returns the full cache and its mask."""
         initialized = self.has_variable("cache", "cached_key")
         cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -51,7 +50,7 @@ _AUTO = {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}
 _PALLAS_BLOCK = 128  # both Pallas kernels tile q and k by 128 (their default block sizes)
 
 
-def resolve_kernel(kernel: str, backend: Optional[str] = None, *, dropout: bool = False) -> str:
+def resolve_kernel(kernel: str, backend: str | None = None, *, dropout: bool = False) -> str:
     """The kernel that runs for `kernel` on `backend` (default: jax's default backend).
 
     Attention dropout (training with `attention_dropout > 0`) always runs `einsum`: the fused
@@ -245,17 +244,17 @@ def attend(
     q: Array,
     k: Array,
     v: Array,
-    mask: Optional[Array] = None,
+    mask: Array | None = None,
     *,
     kernel: str = "auto",
     dropout_rate: float = 0.0,
     dropout_rng=None,
     deterministic: bool = True,
-    interpret: Optional[bool] = None,
-    backend: Optional[str] = None,
-    local_window: Optional[int] = None,
-    bias: Optional[Array] = None,
-    scale: Optional[float] = None,
+    interpret: bool | None = None,
+    backend: str | None = None,
+    local_window: int | None = None,
+    bias: Array | None = None,
+    scale: float | None = None,
 ) -> Array:
     """Scaled dot-product attention with the kernel `resolve_kernel` picks.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import jax.numpy as jnp
 
@@ -16,7 +15,7 @@ def padding_mask(kv_mask: jnp.ndarray) -> jnp.ndarray:
     return kv_mask.astype(bool)[:, None, None, :]
 
 
-def causal_mask(q_len: int, kv_len: Optional[int] = None, offset: int = 0) -> jnp.ndarray:
+def causal_mask(q_len: int, kv_len: int | None = None, offset: int = 0) -> jnp.ndarray:
     """`[1, 1, q_len, kv_len]`: query i (at absolute position i + offset) sees keys <= it."""
     kv_len = q_len if kv_len is None else kv_len
     q = jnp.arange(q_len)[:, None] + offset
@@ -24,14 +23,14 @@ def causal_mask(q_len: int, kv_len: Optional[int] = None, offset: int = 0) -> jn
     return (k <= q)[None, None]
 
 
-def segment_mask(q_segments: jnp.ndarray, kv_segments: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+def segment_mask(q_segments: jnp.ndarray, kv_segments: jnp.ndarray | None = None) -> jnp.ndarray:
     """Packed rows: `[batch, q_len]` segment ids (0 = padding) -> `[batch, 1, q_len, kv_len]`,
     True where query and key belong to the same segment."""
     kv_segments = q_segments if kv_segments is None else kv_segments
     return q_segments[:, None, :, None] == kv_segments[:, None, None, :]
 
 
-def sliding_window_mask(q_len: int, kv_len: Optional[int] = None, window: int = 0) -> jnp.ndarray:
+def sliding_window_mask(q_len: int, kv_len: int | None = None, window: int = 0) -> jnp.ndarray:
     """`[1, 1, q_len, kv_len]`: bidirectional band, query i sees keys j with |i - j| <= window.
 
     Inside a packed row the band and `segment_mask` together keep each window in its segment.
@@ -41,7 +40,7 @@ def sliding_window_mask(q_len: int, kv_len: Optional[int] = None, window: int = 
     return (jnp.abs(d) <= window)[None, None]
 
 
-def combine(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
+def combine(*masks: jnp.ndarray | None) -> jnp.ndarray | None:
     """Logical AND of the masks that are not None (broadcasting); None if all are None."""
     out = None
     for m in masks:
@@ -52,8 +51,8 @@ def combine(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
 
 
 def make_attention_mask(
-    attention_mask=None, segment_ids=None, causal: bool = False, q_len: Optional[int] = None
-) -> Optional[jnp.ndarray]:
+    attention_mask=None, segment_ids=None, causal: bool = False, q_len: int | None = None
+) -> jnp.ndarray | None:
     """The mask for self-attention from the usual inputs (any may be None)."""
     pad = padding_mask(attention_mask) if attention_mask is not None else None
     seg = segment_mask(segment_ids) if segment_ids is not None else None

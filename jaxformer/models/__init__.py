@@ -5,6 +5,7 @@ from typing import Any
 
 from jaxformer.models.bert import Encoder, EncoderModel
 from jaxformer.models.configs import (
+    BERT_FAMILIES,
     ConfigError,
     EncoderConfig,
     albert_config,
@@ -19,6 +20,7 @@ from jaxformer.models.modernbert_configs import ModernBertConfig, modernbert_con
 from jaxformer.models.outputs import EncoderOutput, Seq2SeqOutput
 
 __all__ = [
+    "ENCODER_FAMILIES",
     "build_encoder",
     "encoder_config_from_dict",
     "encoder_model",
@@ -40,6 +42,9 @@ __all__ = [
     "EncoderOutput",
     "Seq2SeqOutput",
 ]
+
+# Every encoder family: EncoderConfig's (BERT_FAMILIES) and ModernBERT.
+ENCODER_FAMILIES = (*BERT_FAMILIES, "modernbert")
 
 
 def encoder_config_from_dict(fields: dict[str, Any]):

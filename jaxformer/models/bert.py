@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -307,7 +306,7 @@ class EncoderModel(nn.Module):
         token_type_ids=None,
         position_ids=None,
         segment_ids=None,
-        mlm_positions: Optional[jnp.ndarray] = None,
+        mlm_positions: jnp.ndarray | None = None,
         deterministic: bool = True,
     ) -> EncoderOutput:
         cfg = self.cfg

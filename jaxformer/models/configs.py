@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Optional
+from typing import Any
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.kernels import KERNELS  # one list, beside the kernels
 
 BERT_FAMILIES = ("bert", "roberta", "albert", "electra")  # the families of EncoderConfig
@@ -24,10 +25,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots", "dots_no_batch")
 
 
-class ConfigError(ValueError):
-    """A configuration field has an unknown name or an impossible value."""
-
-
 def _nearest(name: str, valid) -> str:
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -36,6 +33,28 @@ def _nearest(name: str, valid) -> str:
 def check_choice(field: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.")
+
+
+# The size fields every encoder config has (each >= 1).
+ENCODER_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
+def check_positive(cfg, names, optional=()) -> None:
+    """Each field in `names` is >= 1; each in `optional` is >= 1 or None."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    for name in optional:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1 or None, got {value}.")
 
 
 class _ConfigMixin:
@@ -77,14 +96,14 @@ class EncoderConfig(_ConfigMixin):
     num_layers: int = 12  # L: number of layer applications
     num_heads: int = 12  # A: H must divide by it
     intermediate_size: int = 3072  # feed-forward width, usually 4H
-    embedding_size: Optional[int] = None  # E: None means E = H (no projection)
+    embedding_size: int | None = None  # E: None means E = H (no projection)
     max_position_embeddings: int = 512
     type_vocab_size: int = 2  # segment (token type) vocabulary; RoBERTa: 1
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"  # gelu (exact) | gelu_new/gelu_tanh | relu | tanh
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
-    classifier_dropout: Optional[float] = None  # None: hidden_dropout
+    classifier_dropout: float | None = None  # None: hidden_dropout
     initializer_range: float = 0.02
     pad_token_id: int = 0
     position_offset: int = 0  # RoBERTa: pad_token_id + 1 (positions skip past pad)
@@ -96,9 +115,9 @@ class EncoderConfig(_ConfigMixin):
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     # Heads
-    head: Optional[str] = None  # None | pretraining | mlm | rtd | *_classification | qa
+    head: str | None = None  # None | pretraining | mlm | rtd | *_classification | qa
     num_labels: int = 2
-    label_names: Optional[tuple] = None  # the classes' names (HF id2label); None: LABEL_i
+    label_names: tuple | None = None  # the classes' names (HF id2label); None: LABEL_i
     # pooler (BERT/ALBERT) | cls_mlp: MLP on the first token (RoBERTa tanh, ELECTRA gelu)
     classifier_style: str = "pooler"
     # Numerics and performance
@@ -124,28 +143,23 @@ class EncoderConfig(_ConfigMixin):
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("remat_policy", self.remat_policy, REMAT)
         check_choice("classifier_style", self.classifier_style, ("pooler", "cls_mlp"))
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "num_hidden_groups",
-            "inner_group_num",
-            "num_labels",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_positive(
+            self,
+            (
+                *ENCODER_SIZES,
+                "type_vocab_size",
+                "num_hidden_groups",
+                "inner_group_num",
+                "num_labels",
+            ),
+            optional=("embedding_size",),
+        )
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
                 "pick num_heads so that hidden_size / num_heads is an integer."
             )
         e = self.embedding_size
-        if e is not None and e < 1:
-            raise ConfigError(f"embedding_size must be >= 1 or None, got {e}.")
         if e is not None and e > self.hidden_size and self.sharing != "none":
             raise ConfigError(
                 f"embedding_size={e} > hidden_size={self.hidden_size} with sharing="

@@ -7,7 +7,6 @@ A sibling of `bert.Encoder` rather than a family of it: see docs/design.md (Mode
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -218,7 +217,7 @@ class ModernBertModel(nn.Module):
         token_type_ids=None,
         position_ids=None,
         segment_ids=None,
-        mlm_positions: Optional[jnp.ndarray] = None,
+        mlm_positions: jnp.ndarray | None = None,
         deterministic: bool = True,
     ) -> EncoderOutput:
         """token_type_ids: accepted for the encoders' call signature; must be None or zeros

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
     DTYPES,
+    ENCODER_SIZES,
     KERNELS,
     REMAT,
     ConfigError,
@@ -15,6 +15,7 @@ from jaxformer.models.configs import (
     _nearest,
     _size,
     check_choice,
+    check_positive,
 )
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -46,7 +47,7 @@ class ModernBertConfig(_ConfigMixin):
     max_position_embeddings: int = 8192  # longest sequence (rotary: no table, a limit)
     # Per layer "full_attention" | "sliding_attention"; None: full every `global_every`
     # layers from layer 0, sliding in between (the released models: every 3rd).
-    layer_types: Optional[tuple] = None
+    layer_types: tuple | None = None
     global_every: int = 3
     local_window: int = 128  # total window of sliding layers (HF local_attention): +-W/2
     global_rope_theta: float = 160000.0
@@ -67,9 +68,9 @@ class ModernBertConfig(_ConfigMixin):
     initializer_range: float = 0.02
     pad_token_id: int = 50283
     # Heads
-    head: Optional[str] = None  # None | mlm | sequence_classification | token_classification
+    head: str | None = None  # None | mlm | sequence_classification | token_classification
     num_labels: int = 2
-    label_names: Optional[tuple] = None
+    label_names: tuple | None = None
     # Numerics and performance
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -91,18 +92,7 @@ class ModernBertConfig(_ConfigMixin):
                     f"{name}={act!r} is not one of {sorted(ACTIVATIONS)}."
                     f"{_nearest(act, ACTIVATIONS)}"
                 )
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "global_every",
-            "num_labels",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_positive(self, (*ENCODER_SIZES, "global_every", "num_labels"))
         if self.hidden_size % self.num_heads or self.head_dim % 2:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} / num_heads={self.num_heads} must be an even "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.struct
 import jax.numpy as jnp
@@ -20,13 +19,13 @@ class EncoderOutput:
     """
 
     last_hidden_state: jnp.ndarray
-    pooled: Optional[jnp.ndarray] = None
-    mlm_logits: Optional[jnp.ndarray] = None
-    pair_logits: Optional[jnp.ndarray] = None
-    rtd_logits: Optional[jnp.ndarray] = None
-    logits: Optional[jnp.ndarray] = None
-    start_logits: Optional[jnp.ndarray] = None
-    end_logits: Optional[jnp.ndarray] = None
+    pooled: jnp.ndarray | None = None
+    mlm_logits: jnp.ndarray | None = None
+    pair_logits: jnp.ndarray | None = None
+    rtd_logits: jnp.ndarray | None = None
+    logits: jnp.ndarray | None = None
+    start_logits: jnp.ndarray | None = None
+    end_logits: jnp.ndarray | None = None
 
 
 @flax.struct.dataclass
@@ -34,5 +33,5 @@ class Seq2SeqOutput:
     """Outputs of an encoder-decoder call."""
 
     logits: jnp.ndarray  # [batch, target_length, vocab]
-    encoder_hidden_state: Optional[jnp.ndarray] = None
-    decoder_hidden_state: Optional[jnp.ndarray] = None
+    encoder_hidden_state: jnp.ndarray | None = None
+    decoder_hidden_state: jnp.ndarray | None = None

@@ -13,6 +13,7 @@ from jaxformer.models.configs import (
     _ConfigMixin,
     _nearest,
     check_choice,
+    check_positive,
 )
 
 LAYOUTS = ("interleaved", "halves")
@@ -63,21 +64,19 @@ class TransformerConfig(_ConfigMixin):
         check_choice("param_dtype", self.param_dtype, DTYPES)
         check_choice("attention_kernel", self.attention_kernel, KERNELS)
         check_choice("remat_policy", self.remat_policy, REMAT)
-        for name in (
-            "vocab_size",
-            "d_model",
-            "num_heads",
-            "d_ff",
-            "num_encoder_layers",
-            "num_decoder_layers",
-            "max_len",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.target_vocab_size is not None and self.target_vocab_size < 1:
-            raise ConfigError(
-                f"target_vocab_size must be >= 1 or None, got {self.target_vocab_size}."
-            )
+        check_positive(
+            self,
+            (
+                "vocab_size",
+                "d_model",
+                "num_heads",
+                "d_ff",
+                "num_encoder_layers",
+                "num_decoder_layers",
+                "max_len",
+            ),
+            optional=("target_vocab_size",),
+        )
         if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
             raise ConfigError(
                 f"share_embeddings=True needs one vocabulary, but vocab_size="

@@ -7,7 +7,6 @@ probabilities that cross-entropy needs).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +55,7 @@ def weighted_cross_entropy(
     *,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
-    normalizer: Optional[jnp.ndarray] = None,
+    normalizer: jnp.ndarray | None = None,
 ):
     """Weighted mean cross-entropy and its metrics.
 
@@ -80,7 +79,7 @@ def weighted_cross_entropy(
 
 
 def sigmoid_binary_cross_entropy(
-    logits, labels, weights=None, *, normalizer: Optional[jnp.ndarray] = None
+    logits, labels, weights=None, *, normalizer: jnp.ndarray | None = None
 ):
     """Weighted mean binary cross-entropy (e.g. ELECTRA's replaced-token detection)."""
     logits = logits.astype(jnp.float32)

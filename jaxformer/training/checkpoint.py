@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import traceback
-from typing import Any, Optional
+from typing import Any
 from collections.abc import Callable
 
 import jax
@@ -92,7 +92,7 @@ class Checkpointer:
         return self.every_steps > 0 and step % self.every_steps == 0
 
     def save(
-        self, state, data_state: Optional[dict], metrics: Optional[dict] = None, wait: bool = False
+        self, state, data_state: dict | None, metrics: dict | None = None, wait: bool = False
     ) -> bool:
         """Starts saving `state` at its step (no-op if that step is already saved)."""
         step = int(jax.device_get(state.step))
@@ -127,7 +127,7 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore(self, abstract_state, shardings) -> Optional[tuple[Any, Optional[dict], int]]:
+    def restore(self, abstract_state, shardings) -> tuple[Any, dict | None, int] | None:
         """The latest good checkpoint as (state, data_state, step), or None if there is none.
         Corrupt ones are reported and skipped (moved aside to `corrupt-STEP`)."""
         target = jax.tree.map(
@@ -167,7 +167,7 @@ class Checkpointer:
                 self._quarantine(step)
         return None
 
-    def _data_state(self, meta: dict, step: int) -> Optional[dict]:
+    def _data_state(self, meta: dict, step: int) -> dict | None:
         """This process's data position in a checkpoint's metadata."""
         per_process = meta.get("data_per_process")
         if per_process is None:  # saved before positions were per process: process 0's

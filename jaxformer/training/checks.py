@@ -8,6 +8,8 @@ from __future__ import annotations
 import glob
 import os
 
+from jaxformer.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "PathError",
@@ -18,10 +20,6 @@ __all__ = [
     "user_glob",
     "user_path",
 ]
-
-
-class ConfigError(ValueError):
-    """A config value that training cannot use."""
 
 
 class PathError(ConfigError, FileNotFoundError):

@@ -75,11 +75,16 @@ class Goodput:
 
 
 class Profiler:
-    """Starts a trace before step `start_step` runs and stops it after `num_steps` steps."""
+    """Starts a trace before step `start_step` runs and stops it after `num_steps` steps
+    (`config.profile`; a key it lacks takes base_config's default: no trace)."""
 
     def __init__(self, config, workdir: str):
-        self.start = int(config.get("start_step", 0)) if config else 0
-        self.num = int(config.get("num_steps", 0)) if config else 0
+        from jaxformer.training.defaults import base_config
+
+        profile = base_config({}).profile.to_dict()
+        profile.update(dict(config or {}))
+        self.start = int(profile["start_step"])
+        self.num = int(profile["num_steps"])
         self.directory = os.path.join(workdir, "profile")
         self.active = False
 

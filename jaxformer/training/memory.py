@@ -120,9 +120,7 @@ def run_aot(config, workdir, task, tx, schedule, abstract, state_sh, first, mesh
         k: jax.ShapeDtypeStruct((v.shape[0] * scale,) + v.shape[1:], v.dtype)
         for k, v in ((k, np.asarray(v)) for k, v in first.items())
     }
-    report = aot_report(
-        train_fn, abstract, state_sh, batch, batch_sh, mesh, config.get("aot_hbm_gib", 0.0)
-    )
+    report = aot_report(train_fn, abstract, state_sh, batch, batch_sh, mesh, config.aot_hbm_gib)
     say(format_report(report))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "memory.json"), "w") as f:

@@ -8,14 +8,13 @@ import math
 import os
 import sys
 import time
-from typing import Optional
 
 import jax
 
 from jaxformer.benchmarking import device_peak_tflops
 
 
-def peak_flops_per_device(override_tflops: float = 0.0) -> Optional[float]:
+def peak_flops_per_device(override_tflops: float = 0.0) -> float | None:
     """Peak FLOP/s of this process's first device for MFU: the override, else the device
     kind's entry in `benchmarking.PEAK_BF16_TFLOPS`; None for unknown devices (CPU)."""
     if override_tflops:
@@ -128,7 +127,7 @@ class Progress:
             print()
 
 
-def plot_losses(workdir: str, out: str = "loss_curve.png") -> Optional[str]:
+def plot_losses(workdir: str, out: str = "loss_curve.png") -> str | None:
     """Train (and eval) loss against step from metrics.jsonl, as a PNG in the workdir."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):

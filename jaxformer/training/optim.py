@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.training.defaults import base_config
+
 SCHEDULES = ("constant", "warmup_linear", "warmup_rsqrt", "warmup_cosine", "warmup_stable_decay")
 OPTIMIZERS = ("adamw", "stable_adamw", "lamb", "adafactor")
 NO_DECAY_NAMES = ("bias", "scale")  # Dense/attention biases, the MLM bias, LayerNorm scale+bias
@@ -131,7 +133,9 @@ def stable_adamw(
 
 def make_optimizer(cfg: Mapping, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
     """(tx, schedule) from config.optimizer: name, lr, schedule, warmup_steps, end_lr,
-    decay_fraction (warmup_stable_decay), weight_decay, b1, b2, eps, clip_norm."""
+    decay_fraction (warmup_stable_decay), weight_decay, b1, b2, eps, clip_norm. A key that
+    `cfg` lacks takes its default from `training.defaults.base_config`."""
+    cfg = {**base_config({}).optimizer.to_dict(), **dict(cfg)}
     name = cfg["name"]
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; use one of {OPTIMIZERS}.")
@@ -140,8 +144,8 @@ def make_optimizer(cfg: Mapping, total_steps: int) -> tuple[optax.GradientTransf
         cfg["lr"],
         cfg["warmup_steps"],
         total_steps,
-        cfg.get("end_lr", 0.0),
-        cfg.get("decay_fraction", 0.1),
+        cfg["end_lr"],
+        cfg["decay_fraction"],
     )
     wd = cfg["weight_decay"]
     if name == "adamw":
@@ -161,7 +165,7 @@ def make_optimizer(cfg: Mapping, total_steps: int) -> tuple[optax.GradientTransf
             sched, weight_decay_rate=wd or None, weight_decay_mask=decay_mask if wd else None
         )
     chain = []
-    if cfg.get("clip_norm", 0.0) and cfg["clip_norm"] > 0 and math.isfinite(cfg["clip_norm"]):
+    if (cfg["clip_norm"] or 0.0) > 0 and math.isfinite(cfg["clip_norm"]):
         chain.append(optax.clip_by_global_norm(cfg["clip_norm"]))
     chain.append(opt)
     return optax.chain(*chain), sched
