@@ -15,8 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "jaxformer")
 
 # What training/ may import from the rest of the package: nothing that names a model family
-# or a task. (benchmarking: the FLOPs tables; data.* is reached only through a task.)
-TRAINING_MAY_IMPORT = ("jaxformer.training", "jaxformer.benchmarking")
+# or a task. (benchmarking: the FLOPs tables; errors: the shared error classes; data.* is
+# reached only through a task.)
+TRAINING_MAY_IMPORT = ("jaxformer.training", "jaxformer.benchmarking", "jaxformer.errors")
 
 
 def _modules() -> dict[str, str]:

@@ -145,7 +145,7 @@ def bart_from_pretrained(path: str, **overrides) -> tuple[Bart, dict]:
 def bart_save_pretrained(model: Bart, params: Mapping, path: str) -> None:
     """Writes a directory that `BartForConditionalGeneration` (mBART: `MBart...`) loads, with
     a generation_config.json holding the start and forced token ids."""
-    from jaxformer.convert.huggingface import write_model_dir
+    from jaxformer.convert.hf_files import write_model_dir
 
     cfg = model.cfg
     keys = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")

@@ -126,3 +126,20 @@ def fresh_arrays(shapes: dict, paths: list[str], std: float, dtype, seed: int) -
             x = np.full(shapes[p], 1.0 if leaf == "scale" else 0.0)
         out[p] = x.astype(jnp.dtype(dtype))
     return out
+
+
+def write_model_dir(path: str, hf_config: dict, state_dict: dict, **extra_json: dict) -> None:
+    """Writes a HuggingFace model directory: `config.json`, `model.safetensors` and one
+    `NAME.json` per `extra_json` entry (e.g. `generation_config=`)."""
+    from safetensors.flax import save_file
+
+    os.makedirs(path, exist_ok=True)
+    for name, obj in {"config": hf_config, **extra_json}.items():
+        with open(os.path.join(path, f"{name}.json"), "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+    # flax's writer keeps bf16; metadata format=pt is what transformers checks for.
+    save_file(
+        {k: jnp.asarray(v) for k, v in state_dict.items()},
+        os.path.join(path, SAFETENSORS),
+        metadata={"format": "pt"},
+    )

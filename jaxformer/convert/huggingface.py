@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.convert.hf_config import encoder_config_from_hf, hf_config_from_encoder_config
@@ -25,6 +22,7 @@ from jaxformer.convert.hf_files import (  # noqa: F401  (their public home stays
     load_hf_state_dict,
     read_hf_config,
     read_json_file,
+    write_model_dir,
 )
 from jaxformer.models.bert import EncoderModel
 from jaxformer.models.configs import EncoderConfig
@@ -142,21 +140,4 @@ def save_pretrained(model, params, path: str) -> None:
     cfg = model.cfg
     write_model_dir(
         path, hf_config_from_encoder_config(cfg), hf_state_dict_from_params(params, cfg)
-    )
-
-
-def write_model_dir(path: str, hf_config: dict, state_dict: dict, **extra_json: dict) -> None:
-    """Writes a HuggingFace model directory: `config.json`, `model.safetensors` and one
-    `NAME.json` per `extra_json` entry (e.g. `generation_config=`)."""
-    from safetensors.flax import save_file
-
-    os.makedirs(path, exist_ok=True)
-    for name, obj in {"config": hf_config, **extra_json}.items():
-        with open(os.path.join(path, f"{name}.json"), "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-    # flax's writer keeps bf16; metadata format=pt is what transformers checks for.
-    save_file(
-        {k: jnp.asarray(v) for k, v in state_dict.items()},
-        os.path.join(path, SAFETENSORS),
-        metadata={"format": "pt"},
     )

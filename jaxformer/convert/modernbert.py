@@ -403,7 +403,7 @@ def modernbert_from_pretrained(
 def modernbert_save_pretrained(model: ModernBertModel, params, path: str) -> None:
     """Writes `config.json` + `model.safetensors` that transformers' ModernBERT class for
     the model's head loads with the same outputs."""
-    from jaxformer.convert.huggingface import write_model_dir
+    from jaxformer.convert.hf_files import write_model_dir
 
     cfg = model.cfg
     write_model_dir(

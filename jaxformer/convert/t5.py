@@ -154,6 +154,6 @@ def t5_from_pretrained(path: str, **overrides) -> tuple[T5, dict]:
 def t5_save_pretrained(model: T5, params: Mapping, path: str) -> None:
     """Writes `path/config.json` and `path/model.safetensors` for
     `T5ForConditionalGeneration.from_pretrained`."""
-    from jaxformer.convert.huggingface import write_model_dir
+    from jaxformer.convert.hf_files import write_model_dir
 
     write_model_dir(path, model.cfg.to_hf(), t5_state_dict_from_params(params, model.cfg))
