@@ -135,10 +135,11 @@ def transformer_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> d
     4 d f; output projection 2 d V per target token.
     """
     mult = {"train": 3.0, "infer": 1.0}[mode]
-    d, f, s, t, v = cfg.d_model, cfg.d_ff, src_len, tgt_len, cfg.tgt_vocab_size
+    d, s, t, v = cfg.d_model, src_len, tgt_len, cfg.tgt_vocab_size
+    f, fd = cfg.ffn_dim(), cfg.ffn_dim(decoder=True)
     enc = cfg.num_encoder_layers * s * (8.0 * d * d + 4.0 * d * f + 4.0 * s * d)
     dec = cfg.num_decoder_layers * (
-        t * (8.0 * d * d + 4.0 * t * d + 4.0 * d * d + 4.0 * s * d + 4.0 * d * f) + s * 4.0 * d * d
+        t * (8.0 * d * d + 4.0 * t * d + 4.0 * d * d + 4.0 * s * d + 4.0 * d * fd) + s * 4.0 * d * d
     )
     logits = t * 2.0 * d * v
     out = {"encoder": mult * enc, "decoder": mult * dec, "logits": mult * logits}

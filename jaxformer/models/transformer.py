@@ -47,11 +47,14 @@ class Sublayer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> MultiHeadAttention:
+def _attention(
+    cfg: TransformerConfig, name: str, decode: bool = False, decoder: bool = False
+) -> MultiHeadAttention:
     dt, pdt = dtypes(cfg)
+    heads = cfg.heads(decoder)
     return MultiHeadAttention(
-        cfg.num_heads,
-        cfg.head_dim,
+        heads,
+        cfg.d_model // heads,
         dropout_rate=cfg.attention_dropout,
         kernel=cfg.attention_kernel,
         decode=decode,
@@ -62,10 +65,15 @@ def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> Multi
     )
 
 
-def _feedforward(cfg: TransformerConfig) -> FeedForward:
+def _feedforward(cfg: TransformerConfig, decoder: bool = False) -> FeedForward:
     dt, pdt = dtypes(cfg)
     return FeedForward(
-        cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name="mlp"
+        cfg.ffn_dim(decoder),
+        cfg.activation,
+        init_std=cfg.init_std,
+        dtype=dt,
+        param_dtype=pdt,
+        name="mlp",
     )
 
 
@@ -101,11 +109,11 @@ class DecoderLayer(nn.Module):
         use_cached_kv: bool = False,
     ):
         cfg = self.cfg
-        self_attn = _attention(cfg, "self_attention", self.decode)
+        self_attn = _attention(cfg, "self_attention", self.decode, decoder=True)
         y = Sublayer(cfg, name="self_attention_block")(
             lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic
         )
-        cross = _attention(cfg, "cross_attention", self.decode)
+        cross = _attention(cfg, "cross_attention", self.decode, decoder=True)
         y = Sublayer(cfg, name="cross_attention_block")(
             lambda h: cross(
                 h,
@@ -117,7 +125,7 @@ class DecoderLayer(nn.Module):
             y,
             deterministic,
         )
-        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg), y, deterministic)
+        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg, decoder=True), y, deterministic)
 
 
 def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
