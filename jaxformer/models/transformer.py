@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, zeros_init
 from jaxformer.layers.dropout import Dropout
-from jaxformer.layers.embeddings import Embed, sinusoidal_table
+from jaxformer.layers.embeddings import Embed, segment_positions, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
 from jaxformer.models.common import check_ids, dtypes
@@ -141,10 +141,15 @@ class EncoderStack(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, attention_mask, deterministic: bool = True):
+    def __call__(self, x, attention_mask, deterministic: bool = True, segment_ids=None):
         cfg = self.cfg
-        x = _add_positions(cfg, x, jnp.arange(x.shape[1]), deterministic)
-        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        if segment_ids is None:
+            positions, seg = jnp.arange(x.shape[1]), None
+        else:  # packed rows: positions restart and attention stays inside each segment
+            positions, seg = segment_positions(segment_ids), masks_lib.segment_mask(segment_ids)
+        x = _add_positions(cfg, x, positions, deterministic)
+        pad = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        mask = masks_lib.combine(pad, seg)
         layer_cls = remat_block(EncoderLayer, cfg, static_argnums=(3,))
         for i in range(cfg.num_encoder_layers):
             x = layer_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
@@ -172,10 +177,18 @@ class DecoderStack(nn.Module):
         decoder_attention_mask=None,
         deterministic: bool = True,
         use_cached_kv: bool = False,
+        segment_ids=None,
+        decoder_segment_ids=None,
     ):
         cfg = self.cfg
         t = y.shape[1]
-        positions = jnp.arange(t)
+        packed = decoder_segment_ids is not None
+        if packed and (self.decode or segment_ids is None):
+            raise ValueError(
+                "decoder_segment_ids (packed rows) need the encoder's segment_ids too and are "
+                "for teacher forcing; decoding with the cache takes unpacked rows."
+            )
+        positions = segment_positions(decoder_segment_ids) if packed else jnp.arange(t)
         if self.decode:
             initialized = self.has_variable("cache", "position")
             index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
@@ -191,6 +204,11 @@ class DecoderStack(nn.Module):
         # In decode mode the cache applies causality relative to its own index.
         self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
         cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        if packed:  # each target segment sees only its own prefix and its own source
+            self_mask = masks_lib.combine(self_mask, masks_lib.segment_mask(decoder_segment_ids))
+            cross_mask = masks_lib.combine(
+                cross_mask, masks_lib.segment_mask(decoder_segment_ids, segment_ids)
+            )
         # The cache path (decode=True) mutates variables step by step: never rematerialised.
         layer_cls = (
             DecoderLayer if self.decode else remat_block(DecoderLayer, cfg, static_argnums=(5, 6))
@@ -241,8 +259,9 @@ class Transformer(nn.Module):
             return self.shared_embedding, self.shared_embedding
         return self.source_embedding, self.target_embedding
 
-    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
-        """[b, s] source ids (+ [b, s] mask, 1 = real) -> [b, s, d_model] encoder states."""
+    def encode(self, input_ids, attention_mask=None, deterministic: bool = True, segment_ids=None):
+        """[b, s] source ids (+ [b, s] mask, 1 = real; [b, s] segment ids of packed rows, 0 =
+        padding) -> [b, s, d_model] encoder states."""
         cfg = self.cfg
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
@@ -253,7 +272,7 @@ class Transformer(nn.Module):
             )
         check_ids(input_ids, cfg.vocab_size, "input_ids")
         x = self._embed(self._tables()[0], input_ids)
-        return self.encoder(x, attention_mask, deterministic)
+        return self.encoder(x, attention_mask, deterministic, segment_ids)
 
     def decode(
         self,
@@ -288,6 +307,8 @@ class Transformer(nn.Module):
         decoder_attention_mask,
         deterministic,
         use_cached_kv=False,
+        segment_ids=None,
+        decoder_segment_ids=None,
     ):
         cfg = self.cfg
         if not self.use_cache and decoder_input_ids.shape[1] > cfg.max_len:
@@ -297,7 +318,14 @@ class Transformer(nn.Module):
         check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
         y = self._embed(self._tables()[1], decoder_input_ids)
         return self.decoder(
-            y, encoded, attention_mask, decoder_attention_mask, deterministic, use_cached_kv
+            y,
+            encoded,
+            attention_mask,
+            decoder_attention_mask,
+            deterministic,
+            use_cached_kv,
+            segment_ids,
+            decoder_segment_ids,
         )
 
     def _logits(self, h):
@@ -315,16 +343,28 @@ class Transformer(nn.Module):
         decoder_input_ids=None,
         decoder_attention_mask=None,
         deterministic: bool = True,
+        *,
+        segment_ids=None,
+        decoder_segment_ids=None,
     ) -> Seq2SeqOutput:
+        """Teacher-forced logits. Packed rows (several pairs per row, `jaxformer.data.pairs`)
+        pass `segment_ids` [b, s] and `decoder_segment_ids` [b, t] (1..k per pair, 0 =
+        padding): attention stays within a pair and positions restart at each pair."""
         if decoder_input_ids is None:
             raise ValueError(
                 "decoder_input_ids is required (teacher forcing: the targets "
                 "shifted right behind the start token; see "
                 "jaxformer.objectives.seq2seq.shift_right)."
             )
-        encoded = self.encode(input_ids, attention_mask, deterministic)
+        encoded = self.encode(input_ids, attention_mask, deterministic, segment_ids)
         h = self._decode_hidden(
-            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
+            encoded,
+            attention_mask,
+            decoder_input_ids,
+            decoder_attention_mask,
+            deterministic,
+            segment_ids=segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
         )
         return Seq2SeqOutput(
             logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
