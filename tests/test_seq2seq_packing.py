@@ -214,7 +214,7 @@ def test_packed_rows_give_each_pair_its_unpacked_loss(model_and_params):
     m = loss_fn(params, packed)
     assert float(m["num_tokens"]) == flat["labels_mask"].sum()
     np.testing.assert_allclose(float(m["nll_sum"]), flat_nll[flat["labels_mask"] == 1].sum(), 1e-5)
-    with pytest.raises(ValueError, match="need the encoder's segment_ids too"):
+    with pytest.raises(ValueError, match="need both segment_ids"):
         jax.eval_shape(
             lambda p: model.apply(
                 {"params": p},

@@ -9,6 +9,7 @@ a key/value cache in the "cache" collection (see `jaxformer.inference.decoding`)
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,8 +20,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, segment_positions, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import check_ids, dtypes
-from jaxformer.models.outputs import Seq2SeqOutput
+from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
     TransformerConfig,
@@ -196,14 +196,9 @@ class DecoderStack(nn.Module):
                 positions = index.value + positions
                 index.value = index.value + t
         y = _add_positions(cfg, y, positions, deterministic)
-        pad = (
-            None
-            if decoder_attention_mask is None
-            else masks_lib.padding_mask(decoder_attention_mask)
+        self_mask, cross_mask = decoder_masks(
+            attention_mask, decoder_attention_mask, t, self.decode
         )
-        # In decode mode the cache applies causality relative to its own index.
-        self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
-        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         if packed:  # each target segment sees only its own prefix and its own source
             self_mask = masks_lib.combine(self_mask, masks_lib.segment_mask(decoder_segment_ids))
             cross_mask = masks_lib.combine(
@@ -222,11 +217,13 @@ class DecoderStack(nn.Module):
         return y
 
 
-class Transformer(nn.Module):
-    """Encoder-decoder Transformer. `use_cache=True` turns on the decoding cache."""
+class Transformer(EncoderDecoder):
+    """Encoder-decoder Transformer. `use_cache=True` turns on the decoding cache; packed rows
+    (`segment_ids`, `decoder_segment_ids`) are supported in training."""
 
     cfg: TransformerConfig
     use_cache: bool = False
+    packing: ClassVar[bool] = True
 
     def setup(self):
         cfg = self.cfg
@@ -274,31 +271,6 @@ class Transformer(nn.Module):
         x = self._embed(self._tables()[0], input_ids)
         return self.encoder(x, attention_mask, deterministic, segment_ids)
 
-    def decode(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
-    ):
-        """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab].
-
-        With `use_cache=True`, the tokens continue the cached prefix; `use_cached_kv=True` reuses
-        the cross-attention keys/values stored by an earlier step (`encoded` may be None).
-        """
-        return self._logits(
-            self._decode_hidden(
-                encoded,
-                attention_mask,
-                decoder_input_ids,
-                decoder_attention_mask,
-                deterministic,
-                use_cached_kv,
-            )
-        )
-
     def _decode_hidden(
         self,
         encoded,
@@ -335,40 +307,6 @@ class Transformer(nn.Module):
         if self.cfg.final_logits_bias:
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        decoder_input_ids=None,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-        *,
-        segment_ids=None,
-        decoder_segment_ids=None,
-    ) -> Seq2SeqOutput:
-        """Teacher-forced logits. Packed rows (several pairs per row, `jaxformer.data.pairs`)
-        pass `segment_ids` [b, s] and `decoder_segment_ids` [b, t] (1..k per pair, 0 =
-        padding): attention stays within a pair and positions restart at each pair."""
-        if decoder_input_ids is None:
-            raise ValueError(
-                "decoder_input_ids is required (teacher forcing: the targets "
-                "shifted right behind the start token; see "
-                "jaxformer.objectives.seq2seq.shift_right)."
-            )
-        encoded = self.encode(input_ids, attention_mask, deterministic, segment_ids)
-        h = self._decode_hidden(
-            encoded,
-            attention_mask,
-            decoder_input_ids,
-            decoder_attention_mask,
-            deterministic,
-            segment_ids=segment_ids,
-            decoder_segment_ids=decoder_segment_ids,
-        )
-        return Seq2SeqOutput(
-            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
-        )
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""
