@@ -45,6 +45,8 @@ def _hf_model(tie: bool, seed: int):
     with torch.no_grad():  # a non-zero logits bias, so its mapping is checked too
         model.final_logits_bias.normal_()
         model.final_logits_bias[0, EOS] += 1.5  # some rows end early
+        model.final_logits_bias[0, PAD] += 6.0  # pad would win often, were it not barred
+    model.generation_config.bad_words_ids = [[PAD]]  # as in the OPUS checkpoints
     return model
 
 
@@ -66,7 +68,7 @@ def _inputs(seed=0):
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def pair(request):
     hf = _hf_model(tie=request.param, seed=0)
-    cfg = conv.config_from_marian(hf.config)
+    cfg = conv.config_from_marian(hf.config, hf.generation_config)
     state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     return hf, Transformer(cfg), conv.params_from_marian_state_dict(state, cfg)
 
@@ -77,7 +79,7 @@ def test_config_mapping(pair):
     assert cfg.position_layout == "halves" and cfg.layer_norm_eps == 1e-5 and not cfg.pre_ln
     assert cfg.final_logits_bias and cfg.scale_embedding and cfg.activation == "swish"
     assert (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (PAD, EOS, PAD)
-    assert cfg.forced_eos_token_id == EOS
+    assert cfg.forced_eos_token_id == EOS and cfg.suppress_tokens == (PAD,)
     assert cfg.share_embeddings == hf.config.share_encoder_decoder_embeddings
     eh, dh, ef, df = SIDES[cfg.share_embeddings]
     assert (cfg.heads(), cfg.heads(decoder=True), cfg.ffn_dim(), cfg.ffn_dim(True)) == SIDES[
@@ -111,7 +113,8 @@ def test_encoder_states_and_logits_match(pair):
 
 @pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
 def test_generate_matches_transformers(pair, num_beams):
-    """Marian's defaults (start from pad, EOS forced at the length limit, length penalty 1)."""
+    """Marian's defaults (start from pad, EOS forced at the length limit, length penalty 1)
+    and its checkpoints' ban on the pad id."""
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
     gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
@@ -135,6 +138,9 @@ def test_generate_matches_transformers(pair, num_beams):
     np.testing.assert_array_equal(ours, ref)
     assert len(set(map(tuple, ours))) > 1  # the check is not vacuous
     assert (ours[:, -1] == EOS).any()  # the forced EOS at the limit is exercised
+    if num_beams == 1:  # the ban is exercised: without it pad is generated
+        free = jaxformer.generate(model, params, x, mask, max_length=MAX_NEW, suppress_tokens=())
+        assert (np.asarray(free.sequences) != ours).any()
 
 
 def test_save_and_load_round_trip(pair, tmp_path):
@@ -154,6 +160,7 @@ def test_save_and_load_round_trip(pair, tmp_path):
     hf2 = transformers.MarianMTModel.from_pretrained(str(tmp_path / "ours")).eval()
     np.testing.assert_allclose(logits(hf), logits(hf2), atol=1e-6)
     assert hf2.generation_config.forced_eos_token_id == EOS
+    assert hf2.generation_config.bad_words_ids == [[PAD]]
     assert hf2.config.decoder_attention_heads == hf.config.decoder_attention_heads
     # HF save_pretrained -> ours
     hf.save_pretrained(str(tmp_path / "hf"))
@@ -170,5 +177,7 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not 'marian'"):
         conv.marian_from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=r"bad_words_ids=\[\[5, 6\]\] bans a multi-token"):
+        conv.config_from_marian(_hf_model(True, 0).config, {"bad_words_ids": [[5, 6]]})
     with pytest.raises(ValueError, match="decoder_num_heads=5"):
         conv.config_from_marian(_hf_model(True, 0).config, decoder_num_heads=5)

@@ -38,7 +38,7 @@ _NORMS = {
 }
 
 
-_GENERATION_KEYS = ("decoder_start_token_id", "forced_eos_token_id")
+_GENERATION_KEYS = ("decoder_start_token_id", "forced_eos_token_id", "bad_words_ids")
 
 
 def _get(c, key, default=None):
@@ -60,6 +60,12 @@ def config_from_marian(hf_config, generation=None, **overrides) -> TransformerCo
         log.warning(
             "activation_dropout=%s is not supported; training will not apply it.",
             g("activation_dropout"),
+        )
+    bad = g("bad_words_ids") or []
+    if any(len(b) != 1 for b in bad):
+        raise ValueError(
+            f"bad_words_ids={bad} bans a multi-token sequence, which jaxformer.generate does "
+            "not support; only single tokens (e.g. [[pad_token_id]]) can be barred."
         )
     eos = g("eos_token_id", 0)
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
@@ -96,6 +102,7 @@ def config_from_marian(hf_config, generation=None, **overrides) -> TransformerCo
         "decoder_start_token_id": g("decoder_start_token_id", pad),
         # MarianConfig's own default is 0, the eos id of the converted OPUS checkpoints.
         "forced_eos_token_id": g("forced_eos_token_id", 0),
+        "suppress_tokens": tuple(b[0] for b in bad) or None,
         "init_std": float(g("init_std", 0.02)),
     }
     fields.update(overrides)
@@ -301,7 +308,8 @@ def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
 
 
 def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:
-    """Writes `path/config.json`, `generation_config.json` (start, EOS and forced EOS ids)
+    """Writes `path/config.json`, `generation_config.json` (start, EOS and forced EOS ids,
+    barred tokens as `bad_words_ids`)
     and `model.safetensors` for `MarianMTModel`."""
     from safetensors.numpy import save_file
 
@@ -311,8 +319,11 @@ def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> No
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf, f, indent=2)
     keys = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_eos_token_id")
+    gen = {k: hf[k] for k in keys}
+    if cfg.suppress_tokens:
+        gen["bad_words_ids"] = [[t] for t in cfg.suppress_tokens]
     with open(os.path.join(path, "generation_config.json"), "w") as f:
-        json.dump({k: hf[k] for k in keys}, f, indent=2)
+        json.dump(gen, f, indent=2)
     save_file(
         marian_state_dict_from_params(params, cfg),
         os.path.join(path, "model.safetensors"),

@@ -46,6 +46,7 @@ class TransformerConfig(_ConfigMixin):
     eos_token_id: int = 1
     decoder_start_token_id: int = 0  # Marian and T5 start decoding from the pad id
     forced_eos_token_id: int | None = None  # forced at generation's length limit (Marian)
+    suppress_tokens: tuple | None = None  # never generated (Marian's checkpoints: the pad id)
     init_std: float = 0.02
     # Numerics and performance
     dtype: str = "float32"
@@ -77,6 +78,14 @@ class TransformerConfig(_ConfigMixin):
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.suppress_tokens is not None:
+            object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens))
+            for t in self.suppress_tokens:
+                if not 0 <= t < self.tgt_vocab_size:
+                    raise ConfigError(
+                        f"suppress_tokens holds {t}, outside the target vocabulary "
+                        f"[0, {self.tgt_vocab_size})."
+                    )
         for name in ("decoder_num_heads", "decoder_d_ff"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")
