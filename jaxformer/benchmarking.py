@@ -123,24 +123,60 @@ def modernbert_flops(
     return out
 
 
-def transformer_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> dict:
-    """FLOPs per row (source + target) of the encoder-decoder (`TransformerConfig`).
-
-    Encoder layer per source token: 8 d^2 + 4 d f + 4 S d. Decoder layer per target token:
-    self-attention 8 d^2 + 4 T d (the full T x T product is computed under the causal mask),
-    cross-attention q/out 4 d^2 + 4 S d, and its k/v 4 d^2 per *source* token; feed-forward
-    4 d f; output projection 2 d V per target token.
-    """
+def _encoder_decoder_flops(d, a, f_enc, f_dec, ffn_mats, l_enc, l_dec, v, s, t, mode) -> dict:
+    """Encoder layer per source token: q/k/v/out 8 d a, scores and mixing 4 S a, feed-forward
+    2 ffn_mats d f (2 matrices, or 3 when gated). Decoder layer per target token:
+    self-attention 8 d a + 4 T a (the full T x T product is computed under the causal mask),
+    cross-attention q/out 4 d a + 4 S a, and its k/v 4 d a per *source* token; feed-forward;
+    output projection 2 d V per target token (a = heads x head width, d_model for the
+    Transformer)."""
     mult = {"train": 3.0, "infer": 1.0}[mode]
-    d, f, s, t, v = cfg.d_model, cfg.d_ff, src_len, tgt_len, cfg.tgt_vocab_size
-    enc = cfg.num_encoder_layers * s * (8.0 * d * d + 4.0 * d * f + 4.0 * s * d)
-    dec = cfg.num_decoder_layers * (
-        t * (8.0 * d * d + 4.0 * t * d + 4.0 * d * d + 4.0 * s * d + 4.0 * d * f) + s * 4.0 * d * d
+    enc = l_enc * s * (8.0 * d * a + 4.0 * s * a + 2.0 * ffn_mats * d * f_enc)
+    dec = l_dec * (
+        t * (8.0 * d * a + 4.0 * t * a + 4.0 * d * a + 4.0 * s * a + 2.0 * ffn_mats * d * f_dec)
+        + s * 4.0 * d * a
     )
     logits = t * 2.0 * d * v
     out = {"encoder": mult * enc, "decoder": mult * dec, "logits": mult * logits}
     out["total"] = sum(out.values())
     return out
+
+
+def transformer_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> dict:
+    """FLOPs per row (source + target) of the encoder-decoder `Transformer` (see
+    `_encoder_decoder_flops`; the decoder's FFN width may differ from the encoder's)."""
+    d = cfg.d_model
+    return _encoder_decoder_flops(
+        d,
+        d,
+        cfg.ffn_dim(),
+        cfg.ffn_dim(decoder=True),
+        2,
+        cfg.num_encoder_layers,
+        cfg.num_decoder_layers,
+        cfg.tgt_vocab_size,
+        src_len,
+        tgt_len,
+        mode,
+    )
+
+
+def t5_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> dict:
+    """FLOPs per row of `T5` (attention width heads x d_kv, which need not be d_model; three
+    FFN matrices when gated). The relative position bias is a gather, not counted."""
+    return _encoder_decoder_flops(
+        cfg.d_model,
+        cfg.num_heads * cfg.d_kv,
+        cfg.d_ff,
+        cfg.d_ff,
+        3 if cfg.is_gated else 2,
+        cfg.num_layers,
+        cfg.num_decoder_layers,
+        cfg.vocab_size,
+        src_len,
+        tgt_len,
+        mode,
+    )
 
 
 # -- measured rates and memory -------------------------------------------------------------

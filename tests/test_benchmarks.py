@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 
 import pytest
@@ -54,6 +55,50 @@ def test_transformer_flops_hand_count():
     dec = t * (8 * d * d + 4 * t * d + 4 * d * d + 4 * s * d + 4 * d * f) + s * 4 * d * d
     out = B.transformer_flops(cfg, s, t, "infer")
     assert out["total"] == enc + dec + t * 2 * d * v
+
+
+def test_t5_flops_hand_count():
+    from jaxformer.models.t5 import T5Config
+
+    # d_kv x heads (a = 24) != d_model (d = 32); gated: three FFN matrices
+    cfg = T5Config(
+        vocab_size=100,
+        d_model=32,
+        d_kv=6,
+        num_heads=4,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=1,
+        feed_forward_proj="gated-gelu",
+    )
+    d, a, f, s, t, v = 32, 24, 48, 5, 3, 100
+    enc = 2 * s * (8 * d * a + 4 * s * a + 6 * d * f)
+    dec = t * (8 * d * a + 4 * t * a + 4 * d * a + 4 * s * a + 6 * d * f) + s * 4 * d * a
+    assert B.t5_flops(cfg, s, t, "train")["total"] == 3 * (enc + dec + t * 2 * d * v)
+
+
+@pytest.mark.slow  # compiles a T5 train step and two decoders: ~25 s on 2 idle cores
+def test_throughput_seq2seq_mode_t5_beside_transformers(tmp_path):
+    """One run: the T5 train step beside T5ForConditionalGeneration of the same shape, then
+    greedy and beam-4 decoding beside its generate."""
+    tp = _load("throughput")
+    out = tmp_path / "out.json"
+    args = "--model t5-tiny --vocab 40 --seq 4 --batch 2 --mode seq2seq --peers torch"
+    args += f" --steps 1 --warmup 0 --matmul-n 64 --json {out}"
+    tp.main(args.split())
+    report = json.loads(out.read_text())
+    ours, peer = report["results"]
+    assert peer["name"] == "transformers (torch eager)" and "error" not in peer
+    assert ours["n_params"] == peer["n_params"]  # the same shape on both sides
+    for r in (ours, peer):
+        assert r["tokens_per_s"] > 0 and math.isfinite(r["last_loss"])
+    assert (
+        ours["flops_per_token"]
+        == B.t5_flops(tp.model_config(tp.parse_args(args.split()))[1], 4, 4)["total"] / 8
+    )
+    assert [r["strategy"] for r in report["decode"]] == ["greedy", "beam4"]
+    for r in report["decode"]:
+        assert r["jaxformer_tokens_per_s"] > 0 and r["transformers (torch eager)_tokens_per_s"] > 0
 
 
 def test_peak_table():

@@ -1,4 +1,5 @@
-"""Parity with transformers' MarianMTModel (random init from a config, float32, eval mode)."""
+"""Parity with transformers' MarianMTModel (random init from a config, float32, eval mode),
+with unequal encoder and decoder head counts and feed-forward widths."""
 
 import jax
 import numpy as np
@@ -7,31 +8,34 @@ import pytest
 import torch
 import transformers
 
+import jaxformer
 from jaxformer.convert import marian as conv
-from jaxformer.inference.decoding import generate
 from jaxformer.models.transformer import Transformer
 
 PAD, EOS, VOCAB, MAX_NEW = 3, 2, 64, 10
+# (encoder heads, decoder heads, encoder ffn, decoder ffn) per variant
+SIDES = {True: (4, 2, 64, 40), False: (2, 8, 48, 72)}
 
 
 def _hf_model(tie: bool, seed: int):
+    eh, dh, ef, df = SIDES[tie]
     cfg = transformers.MarianConfig(
         vocab_size=VOCAB,
         decoder_vocab_size=VOCAB if tie else 48,
         d_model=32,
         encoder_layers=2,
         decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        encoder_attention_heads=eh,
+        decoder_attention_heads=dh,
+        encoder_ffn_dim=ef,
+        decoder_ffn_dim=df,
         max_position_embeddings=40,
         activation_function="swish",
         scale_embedding=True,
         pad_token_id=PAD,
         eos_token_id=EOS,
         decoder_start_token_id=PAD,
-        forced_eos_token_id=None,
+        forced_eos_token_id=EOS,  # as in the converted OPUS checkpoints (there eos = 0)
         init_std=0.3,
         share_encoder_decoder_embeddings=tie,
         tie_word_embeddings=tie,
@@ -41,6 +45,8 @@ def _hf_model(tie: bool, seed: int):
     with torch.no_grad():  # a non-zero logits bias, so its mapping is checked too
         model.final_logits_bias.normal_()
         model.final_logits_bias[0, EOS] += 1.5  # some rows end early
+        model.final_logits_bias[0, PAD] += 6.0  # pad would win often, were it not barred
+    model.generation_config.bad_words_ids = [[PAD]]  # as in the OPUS checkpoints
     return model
 
 
@@ -62,18 +68,27 @@ def _inputs(seed=0):
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def pair(request):
     hf = _hf_model(tie=request.param, seed=0)
-    cfg = conv.config_from_marian(hf.config)
+    cfg = conv.config_from_marian(hf.config, hf.generation_config)
     state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     return hf, Transformer(cfg), conv.params_from_marian_state_dict(state, cfg)
 
 
 def test_config_mapping(pair):
-    hf, model, _ = pair
+    hf, model, params = pair
     cfg = model.cfg
     assert cfg.position_layout == "halves" and cfg.layer_norm_eps == 1e-5 and not cfg.pre_ln
     assert cfg.final_logits_bias and cfg.scale_embedding and cfg.activation == "swish"
     assert (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (PAD, EOS, PAD)
+    assert cfg.forced_eos_token_id == EOS and cfg.suppress_tokens == (PAD,)
     assert cfg.share_embeddings == hf.config.share_encoder_decoder_embeddings
+    eh, dh, ef, df = SIDES[cfg.share_embeddings]
+    assert (cfg.heads(), cfg.heads(decoder=True), cfg.ffn_dim(), cfg.ffn_dim(True)) == SIDES[
+        cfg.share_embeddings
+    ]
+    dec = params["decoder"]["layer_0"]
+    assert dec["cross_attention"]["query"]["kernel"].shape == (32, dh, 32 // dh)
+    assert dec["mlp"]["wi"]["kernel"].shape == (32, df)
+    assert params["encoder"]["layer_0"]["mlp"]["wi"]["kernel"].shape == (32, ef)
 
 
 def test_encoder_states_and_logits_match(pair):
@@ -87,68 +102,69 @@ def test_encoder_states_and_logits_match(pair):
             decoder_attention_mask=torch.tensor(ymask),
         )
     out = model.apply({"params": params}, x, mask, y, ymask)
-    real = mask.astype(bool)  # padded encoder positions are not compared
-    np.testing.assert_allclose(
-        np.asarray(out.encoder_hidden_state)[real],
-        ref.encoder_last_hidden_state.numpy()[real],
-        atol=1e-4,
-        rtol=0,
+    real, dreal = mask.astype(bool), ymask.astype(bool)  # padded positions are not compared
+    enc = np.abs(
+        np.asarray(out.encoder_hidden_state)[real] - ref.encoder_last_hidden_state.numpy()[real]
     )
-    dreal = ymask.astype(bool)
-    np.testing.assert_allclose(
-        np.asarray(out.logits)[dreal], ref.logits.numpy()[dreal], atol=1e-4, rtol=0
-    )
+    logits = np.abs(np.asarray(out.logits)[dreal] - ref.logits.numpy()[dreal])
+    print(f"max |diff| encoder {enc.max():.2e} logits {logits.max():.2e}")
+    assert enc.max() < 1e-4 and logits.max() < 1e-4
 
 
-def test_greedy_generate_matches_transformers(pair):
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_generate_matches_transformers(pair, num_beams):
+    """Marian's defaults (start from pad, EOS forced at the length limit, length penalty 1)
+    and its checkpoints' ban on the pad id."""
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
-    # Deterministic greedy in HF: no forced EOS (Marian's config defaults to 0), no penalties.
-    gc = transformers.GenerationConfig(
-        num_beams=1,
-        do_sample=False,
-        max_new_tokens=MAX_NEW,
-        min_new_tokens=0,
-        decoder_start_token_id=PAD,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-        forced_eos_token_id=None,
-        forced_bos_token_id=None,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        bad_words_ids=None,
-    )
+    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
+    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
     with torch.no_grad():
         ref = hf.generate(
             input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
         ).numpy()[:, 1:]  # drop the start token
     ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
-    ours = np.asarray(generate(model, params, x, mask, max_length=MAX_NEW).sequences)
+    out = jaxformer.generate(
+        model,
+        params,
+        x,
+        mask,
+        max_length=MAX_NEW,
+        num_beams=num_beams,
+        length_penalty_alpha=1.0,
+        beam_style="transformers",
+    )
+    ours = np.asarray(out.sequences)
     np.testing.assert_array_equal(ours, ref)
     assert len(set(map(tuple, ours))) > 1  # the check is not vacuous
+    assert (ours[:, -1] == EOS).any()  # the forced EOS at the limit is exercised
+    if num_beams == 1:  # the ban is exercised: without it pad is generated
+        free = jaxformer.generate(model, params, x, mask, max_length=MAX_NEW, suppress_tokens=())
+        assert (np.asarray(free.sequences) != ours).any()
 
 
 def test_save_and_load_round_trip(pair, tmp_path):
     hf, model, params = pair
     x, mask, y, _ = _inputs(seed=2)
-    # ours -> HF directory -> MarianMTModel
-    conv.marian_save_pretrained(model, params, str(tmp_path / "ours"))
+
+    def logits(m):
+        with torch.no_grad():
+            return m(
+                input_ids=torch.tensor(x),
+                attention_mask=torch.tensor(mask),
+                decoder_input_ids=torch.tensor(y),
+            ).logits.numpy()
+
+    # ours -> HF directory -> MarianMTModel: same logits and the same generation settings
+    jaxformer.save_pretrained(model, params, str(tmp_path / "ours"))
     hf2 = transformers.MarianMTModel.from_pretrained(str(tmp_path / "ours")).eval()
-    with torch.no_grad():
-        a = hf(
-            input_ids=torch.tensor(x),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(y),
-        ).logits.numpy()
-        b = hf2(
-            input_ids=torch.tensor(x),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(y),
-        ).logits.numpy()
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(logits(hf), logits(hf2), atol=1e-6)
+    assert hf2.generation_config.forced_eos_token_id == EOS
+    assert hf2.generation_config.bad_words_ids == [[PAD]]
+    assert hf2.config.decoder_attention_heads == hf.config.decoder_attention_heads
     # HF save_pretrained -> ours
     hf.save_pretrained(str(tmp_path / "hf"))
-    model3, params3 = conv.marian_from_pretrained(str(tmp_path / "hf"))
+    model3, params3 = jaxformer.from_pretrained(str(tmp_path / "hf"))
     assert model3.cfg == model.cfg
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(params3)
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(params3)):
@@ -161,3 +177,7 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not 'marian'"):
         conv.marian_from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=r"bad_words_ids=\[\[5, 6\]\] bans a multi-token"):
+        conv.config_from_marian(_hf_model(True, 0).config, {"bad_words_ids": [[5, 6]]})
+    with pytest.raises(ValueError, match="decoder_num_heads=5"):
+        conv.config_from_marian(_hf_model(True, 0).config, decoder_num_heads=5)

@@ -54,6 +54,8 @@ def from_pretrained(
                 "head= applies to BERT-family encoders; a Marian checkpoint is "
                 "an encoder-decoder with its language-model head."
             )
+        if dtype != "float32":
+            overrides = {"dtype": dtype, **overrides}
         return marian_from_pretrained(path, **overrides)
     if hf.get("model_type") == "t5":
         from jaxformer.convert.t5 import t5_from_pretrained

@@ -38,21 +38,34 @@ _NORMS = {
 }
 
 
+_GENERATION_KEYS = ("decoder_start_token_id", "forced_eos_token_id", "bad_words_ids")
+
+
 def _get(c, key, default=None):
     return c.get(key, default) if isinstance(c, Mapping) else getattr(c, key, default)
 
 
-def config_from_marian(hf_config, **overrides) -> TransformerConfig:
-    """A `TransformerConfig` from a `MarianConfig` (object or its dict)."""
-    g = lambda k, d=None: _get(hf_config, k, d)
-    if g("encoder_attention_heads") != g("decoder_attention_heads", g("encoder_attention_heads")):
-        raise ValueError("encoder and decoder with different head counts are not supported.")
-    if g("encoder_ffn_dim") != g("decoder_ffn_dim", g("encoder_ffn_dim")):
-        raise ValueError("encoder and decoder with different ffn widths are not supported.")
+def config_from_marian(hf_config, generation=None, **overrides) -> TransformerConfig:
+    """A `TransformerConfig` from a `MarianConfig` (object or its dict); a generation config
+    (its dict or object, e.g. generation_config.json) wins for the start and forced EOS ids."""
+
+    def g(k, d=None):
+        if k in _GENERATION_KEYS and generation is not None:
+            v = _get(generation, k)
+            if v is not None:
+                return v
+        return _get(hf_config, k, d)
+
     if g("activation_dropout", 0.0):
         log.warning(
             "activation_dropout=%s is not supported; training will not apply it.",
             g("activation_dropout"),
+        )
+    bad = g("bad_words_ids") or []
+    if any(len(b) != 1 for b in bad):
+        raise ValueError(
+            f"bad_words_ids={bad} bans a multi-token sequence, which jaxformer.generate does "
+            "not support; only single tokens (e.g. [[pad_token_id]]) can be barred."
         )
     eos = g("eos_token_id", 0)
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
@@ -69,6 +82,8 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
         "d_model": g("d_model"),
         "num_heads": g("encoder_attention_heads"),
         "d_ff": g("encoder_ffn_dim"),
+        "decoder_num_heads": g("decoder_attention_heads", g("encoder_attention_heads")),
+        "decoder_d_ff": g("decoder_ffn_dim", g("encoder_ffn_dim")),
         "num_encoder_layers": g("encoder_layers"),
         "num_decoder_layers": g("decoder_layers"),
         "max_len": g("max_position_embeddings"),
@@ -85,6 +100,9 @@ def config_from_marian(hf_config, **overrides) -> TransformerConfig:
         "pad_token_id": pad,
         "eos_token_id": eos,
         "decoder_start_token_id": g("decoder_start_token_id", pad),
+        # MarianConfig's own default is 0, the eos id of the converted OPUS checkpoints.
+        "forced_eos_token_id": g("forced_eos_token_id", 0),
+        "suppress_tokens": tuple(b[0] for b in bad) or None,
         "init_std": float(g("init_std", 0.02)),
     }
     fields.update(overrides)
@@ -108,10 +126,10 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
         "d_model": cfg.d_model,
         "encoder_layers": cfg.num_encoder_layers,
         "decoder_layers": cfg.num_decoder_layers,
-        "encoder_attention_heads": cfg.num_heads,
-        "decoder_attention_heads": cfg.num_heads,
-        "encoder_ffn_dim": cfg.d_ff,
-        "decoder_ffn_dim": cfg.d_ff,
+        "encoder_attention_heads": cfg.heads(),
+        "decoder_attention_heads": cfg.heads(decoder=True),
+        "encoder_ffn_dim": cfg.ffn_dim(),
+        "decoder_ffn_dim": cfg.ffn_dim(decoder=True),
         "max_position_embeddings": cfg.max_len,
         "dropout": cfg.dropout,
         "attention_dropout": cfg.attention_dropout,
@@ -122,7 +140,7 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
         "tie_word_embeddings": cfg.tie_output,
         "pad_token_id": cfg.pad_token_id,
         "eos_token_id": cfg.eos_token_id,
-        "forced_eos_token_id": cfg.eos_token_id,
+        "forced_eos_token_id": cfg.forced_eos_token_id,
         "decoder_start_token_id": cfg.decoder_start_token_id,
         "init_std": cfg.init_std,
         "is_encoder_decoder": True,
@@ -167,7 +185,7 @@ def _set(tree: dict, path: tuple, value) -> None:
 def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConfig) -> dict:
     """HF state dict (name -> array-like, torch tensors allowed) -> our `params` tree."""
     a = lambda k: np.asarray(state[k], np.float32)
-    h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
+    d = cfg.d_model
     params: dict = {}
     for ours, key in _embedding_keys(cfg).items():
         # HF saves one of a group of tied tables; look for the others.
@@ -181,6 +199,8 @@ def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConf
         )
         _set(params, (ours, "embedding"), a(k))
     for path, pre, kind in _layer_map(cfg):
+        h = cfg.heads(decoder=path[0] == "decoder")
+        hd = d // h
         w, b = a(f"{pre}.weight"), a(f"{pre}.bias")  # torch Linear: weight [out, in]
         if kind == "qkv":
             _set(params, path + ("kernel",), w.T.reshape(d, h, hd))
@@ -213,7 +233,7 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
 
     params = nn.unbox(params)
     g = lambda path: np.asarray(_walk(params, path), np.float32)
-    h, hd, d = cfg.num_heads, cfg.head_dim, cfg.d_model
+    d = cfg.d_model
     # Every table is written under every name that uses it, so any tying HF applies on load
     # finds the same values.
     src = g(("shared_embedding" if cfg.share_embeddings else "source_embedding", "embedding"))
@@ -231,13 +251,7 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
             w, b = g(path + ("scale",)), g(path + ("bias",))
         else:
             w, b = g(path + ("kernel",)), g(path + ("bias",))
-            w = (
-                w.reshape(d, h * hd)
-                if kind == "qkv"
-                else w.reshape(h * hd, d)
-                if kind == "out"
-                else w
-            ).T
+            w = (w.reshape(d, d) if kind in ("qkv", "out") else w).T  # heads folded back
             b = b.reshape(-1)
         state[f"{pre}.weight"], state[f"{pre}.bias"] = w, b
     if not cfg.tie_output:
@@ -275,10 +289,14 @@ def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
     """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
     from jaxformer.convert.hf_files import ModelFileError, read_hf_config
 
+    from jaxformer.convert.huggingface import read_json_file
+
     hf = read_hf_config(path)
     if hf.get("model_type") != "marian":
         raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not 'marian'.")
-    cfg = config_from_marian(hf, **overrides)
+    gen_file = os.path.join(path, "generation_config.json")
+    gen = read_json_file(gen_file) if os.path.isfile(gen_file) else None
+    cfg = config_from_marian(hf, gen, **overrides)
     state = _read_state(path)
     try:
         return Transformer(cfg), params_from_marian_state_dict(state, cfg)
@@ -290,13 +308,22 @@ def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
 
 
 def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:
-    """Writes `path/config.json` and `path/model.safetensors` for `MarianMTModel`."""
+    """Writes `path/config.json`, `generation_config.json` (start, EOS and forced EOS ids,
+    barred tokens as `bad_words_ids`)
+    and `model.safetensors` for `MarianMTModel`."""
     from safetensors.numpy import save_file
 
     os.makedirs(path, exist_ok=True)
     cfg = model.cfg
+    hf = marian_config_dict(cfg)
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(marian_config_dict(cfg), f, indent=2)
+        json.dump(hf, f, indent=2)
+    keys = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_eos_token_id")
+    gen = {k: hf[k] for k in keys}
+    if cfg.suppress_tokens:
+        gen["bad_words_ids"] = [[t] for t in cfg.suppress_tokens]
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(gen, f, indent=2)
     save_file(
         marian_state_dict_from_params(params, cfg),
         os.path.join(path, "model.safetensors"),

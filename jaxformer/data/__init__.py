@@ -1,5 +1,6 @@
 """The data layer: tokenizers, sources, the tokenized corpus store and its lazy pretraining
-examples, masking, packing, fine-tuning preprocessors, metrics and feeding. See docs/data.md.
+examples, masking, packing (also of translation pairs), fine-tuning preprocessors, metrics
+and feeding. See docs/data.md.
 
 Names are imported on first use (PEP 562), so `jaxformer.data.packing` or `masking` work in
 an environment without grain or tensorflow-datasets; only the modules that need them
@@ -19,6 +20,7 @@ _EXPORTS = {
     "jaxformer.data.lazy": ("StoreExamples", "store_batches"),
     "jaxformer.data.masking": ("Masker", "MaskingConfig", "dense_labels", "mask_tokens"),
     "jaxformer.data.packing": ("Packer", "padding_fraction"),
+    "jaxformer.data.pairs": ("PairStats", "bucket_batches", "pack_pairs", "read_pairs"),
     "jaxformer.data.pretraining": (
         "PretrainingConfig",
         "create_instances",

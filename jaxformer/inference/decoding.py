@@ -13,6 +13,7 @@ EOS id is, and positions after it hold the pad id.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import flax.struct
@@ -59,6 +60,7 @@ class _Options(NamedTuple):  # static: one compiled program per distinct value
     min_length: int = 0  # EOS is barred before this many generated tokens
     no_repeat_ngram: int = 0  # n > 0: no n-gram (start token included) occurs twice
     vocab: int = 0  # the target vocabulary (for the n-gram ban)
+    suppress: tuple = ()  # token ids barred at every step (Marian bars its pad id)
 
 
 def _banned_ngrams(seqs, i, opts: _Options):
@@ -77,13 +79,17 @@ def _banned_ngrams(seqs, i, opts: _Options):
 
 
 def _process(scores, seqs, i, opts: _Options):
-    """transformers' logits processors, in its order: min length, no-repeat n-gram, forced
-    BOS / EOS. scores: [B, V] logits or log-probabilities; seqs: [B, L] generated ids."""
+    """transformers' logits processors, in its order: min length, no-repeat n-gram, barred
+    tokens, forced BOS / EOS. scores: [B, V] logits or log-probabilities; seqs: [B, L]
+    generated ids."""
     if opts.min_length > 0:
         is_eos = jnp.arange(scores.shape[-1]) == opts.eos
         scores = jnp.where(is_eos & (i < opts.min_length), NEG_INF, scores)
     if opts.no_repeat_ngram > 0:
         scores = jnp.where(_banned_ngrams(seqs, i, opts), NEG_INF, scores)
+    if opts.suppress:
+        barred = jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(opts.suppress))
+        scores = jnp.where(barred, NEG_INF, scores)
     return _force(scores, i, opts)
 
 
@@ -398,6 +404,7 @@ def generate(
     forced_eos_token_id: int | None = None,
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
+    suppress_tokens: Sequence[int] | None = None,
 ) -> GenerateOutput:
     """Decodes `input_ids` [batch, src_len] (mask [batch, src_len], 1 = real token).
 
@@ -411,7 +418,9 @@ def generate(
     transformers does (defaults: the config's, when it has them; BART forces EOS).
     `min_length` bars EOS before that many generated tokens (transformers' min_new_tokens);
     `no_repeat_ngram_size` n bars any n-gram from occurring twice in (start token, generated
-    ids). Token ids default to the config's.
+    ids). `suppress_tokens` are never generated (default: the config's `suppress_tokens`;
+    Marian's checkpoints bar their pad id this way, transformers' `bad_words_ids=[[pad]]`).
+    Token ids default to the config's.
     `max_length` counts generated tokens (the start token is not counted). Returns
     `GenerateOutput`.
     """
@@ -464,6 +473,12 @@ def generate(
     ]:
         if not 0 <= int(v) < V:
             raise ValueError(f"{name}={v} is outside the target vocabulary [0, {V}).")
+    if suppress_tokens is None:
+        suppress_tokens = getattr(cfg, "suppress_tokens", None) or ()
+    suppress_tokens = tuple(sorted({int(t) for t in suppress_tokens}))
+    for t in suppress_tokens:
+        if not 0 <= t < V:
+            raise ValueError(f"suppress_tokens holds {t}, outside the target vocabulary [0, {V}).")
     if not 0 <= min_length <= max_length:
         raise ValueError(f"min_length={min_length} must be in [0, max_length={max_length}].")
     if no_repeat_ngram_size < 0:
@@ -507,6 +522,7 @@ def generate(
         int(min_length),
         int(no_repeat_ngram_size),
         int(V),
+        suppress_tokens,
     )
     rng = jax.random.key(0) if rng is None else rng
     return _generate(

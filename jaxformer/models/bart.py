@@ -21,8 +21,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
 from jaxformer.models.configs import ConfigError, _ConfigMixin
-from jaxformer.models.outputs import Seq2SeqOutput
-from jaxformer.models.common import check_ids, dtypes
+from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
 
 __all__ = ["Bart", "BartConfig"]
 
@@ -232,7 +231,7 @@ class BartStack(nn.Module):
         return x
 
 
-class Bart(nn.Module):
+class Bart(EncoderDecoder):
     """BART / mBART for conditional generation. `use_cache=True` turns on the decoding cache."""
 
     cfg: BartConfig
@@ -274,27 +273,6 @@ class Bart(nn.Module):
         mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         return self.encoder(self._embed(input_ids, "input_ids"), mask, deterministic=deterministic)
 
-    def decode(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
-    ):
-        """Target ids [b, t] attending to `encoded` -> float32 logits [b, t, vocab]."""
-        return self._logits(
-            self._decode_hidden(
-                encoded,
-                attention_mask,
-                decoder_input_ids,
-                decoder_attention_mask,
-                deterministic,
-                use_cached_kv,
-            )
-        )
-
     def _decode_hidden(
         self,
         encoded,
@@ -307,13 +285,9 @@ class Bart(nn.Module):
         t = decoder_input_ids.shape[1]
         if not self.use_cache:
             self._check_length(t, "target")
-        pad = (
-            None
-            if decoder_attention_mask is None
-            else masks_lib.padding_mask(decoder_attention_mask)
+        self_mask, cross_mask = decoder_masks(
+            attention_mask, decoder_attention_mask, t, self.use_cache
         )
-        self_mask = pad if self.use_cache else masks_lib.combine(masks_lib.causal_mask(t), pad)
-        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         return self.decoder(
             self._embed(decoder_input_ids, "decoder_input_ids"),
             self_mask,
@@ -327,24 +301,6 @@ class Bart(nn.Module):
         logits = self.shared_embedding.attend(h).astype(jnp.float32)
         logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        decoder_input_ids=None,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-    ) -> Seq2SeqOutput:
-        if decoder_input_ids is None:
-            raise ValueError("decoder_input_ids is required (teacher forcing).")
-        encoded = self.encode(input_ids, attention_mask, deterministic)
-        h = self._decode_hidden(
-            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
-        )
-        return Seq2SeqOutput(
-            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
-        )
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""

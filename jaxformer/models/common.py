@@ -1,10 +1,17 @@
-"""Helpers every model family shares: its dtypes and the host-side token id check."""
+"""Helpers every model family shares: its dtypes, the host-side token id check, and the
+encoder-decoders' common shape (`EncoderDecoder`, `decoder_masks`)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxformer.layers import masks as masks_lib
+from jaxformer.models.outputs import Seq2SeqOutput
 
 
 def dtypes(cfg) -> tuple[jnp.dtype, jnp.dtype]:
@@ -23,4 +30,99 @@ def check_ids(ids, vocab: int, what: str = "input_ids") -> None:
         raise ValueError(
             f"{what} contains token id {bad}, outside the vocabulary [0, {vocab}); the "
             "tokenizer and the model config disagree (check vocab_size or the tokenizer)."
+        )
+
+
+def decoder_masks(attention_mask, decoder_attention_mask, t: int, cached: bool):
+    """(decoder self-attention mask, cross-attention mask) for `t` target tokens from [b, s]
+    / [b, t] padding masks (1 = real, either may be None). With the decoding cache (`cached`)
+    the self mask is padding only: the cache applies causality relative to its own index."""
+    pad = None if decoder_attention_mask is None else masks_lib.padding_mask(decoder_attention_mask)
+    self_mask = pad if cached else masks_lib.combine(masks_lib.causal_mask(t), pad)
+    cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+    return self_mask, cross_mask
+
+
+class EncoderDecoder(nn.Module):
+    """What every encoder-decoder (`Transformer`, `T5`, `Bart`) shares: `decode` (one step or
+    a teacher-forced pass from encoder states to logits) and the teacher-forced `__call__`.
+
+    A subclass defines `encode(input_ids, attention_mask, deterministic)`, `_decode_hidden(
+    encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic,
+    use_cached_kv)` and `_logits(h)`; with `packing = True` both also take segment ids of
+    packed rows (`segment_ids=`; `_decode_hidden` also `decoder_segment_ids=`).
+    """
+
+    packing: ClassVar[bool] = False
+
+    def decode(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
+    ):
+        """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab].
+
+        With `use_cache=True`, the tokens continue the cached prefix; `use_cached_kv=True` reuses
+        the cross-attention keys/values stored by an earlier step (`encoded` may be None).
+        """
+        return self._logits(
+            self._decode_hidden(
+                encoded,
+                attention_mask,
+                decoder_input_ids,
+                decoder_attention_mask,
+                deterministic,
+                use_cached_kv,
+            )
+        )
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        deterministic: bool = True,
+        *,
+        segment_ids=None,
+        decoder_segment_ids=None,
+    ) -> Seq2SeqOutput:
+        """Teacher-forced logits. Packed rows (several pairs per row, `jaxformer.data.pairs`)
+        pass `segment_ids` [b, s] and `decoder_segment_ids` [b, t] (1..k per pair, 0 =
+        padding), where the model supports packing (`Transformer`)."""
+        if decoder_input_ids is None:
+            raise ValueError(
+                "decoder_input_ids is required (teacher forcing: the targets shifted right "
+                "behind the start token; see jaxformer.objectives.seq2seq.shift_right)."
+            )
+        packed = {}
+        if segment_ids is not None or decoder_segment_ids is not None:
+            if not self.packing:
+                raise ValueError(
+                    f"{type(self).__name__} does not take packed rows (segment_ids); "
+                    "give it one example per row."
+                )
+            if segment_ids is None or decoder_segment_ids is None:
+                raise ValueError(
+                    "packed rows need both segment_ids (source) and decoder_segment_ids "
+                    "(target); pass both or neither."
+                )
+            packed = {"segment_ids": segment_ids}
+        encoded = self.encode(input_ids, attention_mask, deterministic, **packed)
+        if packed:
+            packed["decoder_segment_ids"] = decoder_segment_ids
+        h = self._decode_hidden(
+            encoded,
+            attention_mask,
+            decoder_input_ids,
+            decoder_attention_mask,
+            deterministic,
+            **packed,
+        )
+        return Seq2SeqOutput(
+            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
         )

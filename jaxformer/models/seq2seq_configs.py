@@ -26,8 +26,10 @@ class TransformerConfig(_ConfigMixin):
     vocab_size: int = 32000  # source vocabulary (the only one when shared)
     target_vocab_size: int | None = None  # None: vocab_size
     d_model: int = 512
-    num_heads: int = 8  # d_model must divide by it
-    d_ff: int = 2048  # feed-forward width
+    num_heads: int = 8  # encoder heads (and decoder heads unless decoder_num_heads is set)
+    d_ff: int = 2048  # encoder feed-forward width (and the decoder's unless decoder_d_ff)
+    decoder_num_heads: int | None = None  # None: num_heads (Marian may differ per side)
+    decoder_d_ff: int | None = None  # None: d_ff
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     max_len: int = 512  # rows of the sinusoidal table: longest source/target
@@ -44,6 +46,8 @@ class TransformerConfig(_ConfigMixin):
     pad_token_id: int = 0
     eos_token_id: int = 1
     decoder_start_token_id: int = 0  # Marian and T5 start decoding from the pad id
+    forced_eos_token_id: int | None = None  # forced at generation's length limit (Marian)
+    suppress_tokens: tuple | None = None  # never generated (Marian's checkpoints: the pad id)
     init_std: float = 0.02
     # Numerics and performance
     dtype: str = "float32"
@@ -75,25 +79,38 @@ class TransformerConfig(_ConfigMixin):
                 "num_decoder_layers",
                 "max_len",
             ),
-            optional=("target_vocab_size",),
+            optional=("target_vocab_size", "decoder_num_heads", "decoder_d_ff"),
         )
+        if self.suppress_tokens is not None:
+            object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens))
+            for t in self.suppress_tokens:
+                if not 0 <= t < self.tgt_vocab_size:
+                    raise ConfigError(
+                        f"suppress_tokens holds {t}, outside the target vocabulary "
+                        f"[0, {self.tgt_vocab_size})."
+                    )
         if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
             raise ConfigError(
                 f"share_embeddings=True needs one vocabulary, but vocab_size="
                 f"{self.vocab_size} and target_vocab_size={self.target_vocab_size}."
             )
-        if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}."
-            )
+        for name in ("num_heads", "decoder_num_heads"):
+            heads = getattr(self, name)
+            if heads is not None and self.d_model % heads:
+                raise ConfigError(f"d_model={self.d_model} is not divisible by {name}={heads}.")
         if self.d_model % 2:
             raise ConfigError(f"sinusoidal positions need an even d_model, got {self.d_model}.")
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+        for name in (
+            "pad_token_id",
+            "eos_token_id",
+            "decoder_start_token_id",
+            "forced_eos_token_id",
+        ):
             v = getattr(self, name)
-            if not 0 <= v < self.tgt_vocab_size:
+            if v is not None and not 0 <= v < self.tgt_vocab_size:
                 raise ConfigError(
                     f"{name}={v} is outside the target vocabulary [0, {self.tgt_vocab_size})."
                 )
@@ -104,7 +121,16 @@ class TransformerConfig(_ConfigMixin):
 
     @property
     def head_dim(self) -> int:
+        """The encoder's head width."""
         return self.d_model // self.num_heads
+
+    def heads(self, decoder: bool = False) -> int:
+        """Attention heads of one side (the decoder's apply to its self- and cross-attention)."""
+        return (self.decoder_num_heads or self.num_heads) if decoder else self.num_heads
+
+    def ffn_dim(self, decoder: bool = False) -> int:
+        """Feed-forward width of one side."""
+        return (self.decoder_d_ff or self.d_ff) if decoder else self.d_ff
 
 
 # (layers per stack, d_model, d_ff, heads)

@@ -23,8 +23,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, GatedFeedForward, activation, dense
 from jaxformer.models.configs import DTYPES, KERNELS, ConfigError, _ConfigMixin, check_choice
-from jaxformer.models.outputs import Seq2SeqOutput
-from jaxformer.models.common import check_ids, dtypes
+from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
 
 __all__ = ["T5", "T5Config", "relative_position_bucket"]
 
@@ -339,7 +338,7 @@ class T5Stack(nn.Module):
         return Dropout(cfg.dropout_rate)(x, deterministic)
 
 
-class T5(nn.Module):
+class T5(EncoderDecoder):
     """T5 for conditional generation. `use_cache=True` turns on the decoding cache."""
 
     cfg: T5Config
@@ -364,28 +363,6 @@ class T5(nn.Module):
         mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         return self.encoder(self.shared_embedding(input_ids), mask, deterministic=deterministic)
 
-    def decode(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
-    ):
-        """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab]
-        (with `use_cache=True`, continuing the cached prefix; see `Transformer.decode`)."""
-        return self._logits(
-            self._decode_hidden(
-                encoded,
-                attention_mask,
-                decoder_input_ids,
-                decoder_attention_mask,
-                deterministic,
-                use_cached_kv,
-            )
-        )
-
     def _decode_hidden(
         self,
         encoded,
@@ -397,14 +374,9 @@ class T5(nn.Module):
     ):
         check_ids(decoder_input_ids, self.cfg.vocab_size, "decoder_input_ids")
         t = decoder_input_ids.shape[1]
-        pad = (
-            None
-            if decoder_attention_mask is None
-            else masks_lib.padding_mask(decoder_attention_mask)
+        self_mask, cross_mask = decoder_masks(
+            attention_mask, decoder_attention_mask, t, self.use_cache
         )
-        # In decode mode the cache applies causality relative to its own index.
-        self_mask = pad if self.use_cache else masks_lib.combine(masks_lib.causal_mask(t), pad)
-        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         return self.decoder(
             self.shared_embedding(decoder_input_ids),
             self_mask,
@@ -420,27 +392,6 @@ class T5(nn.Module):
             h = h * jnp.asarray(cfg.d_model**-0.5, h.dtype)
         logits = self.shared_embedding.attend(h) if cfg.tie_word_embeddings else self.output(h)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        decoder_input_ids=None,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-    ) -> Seq2SeqOutput:
-        if decoder_input_ids is None:
-            raise ValueError(
-                "decoder_input_ids is required (teacher forcing: the targets shifted right "
-                "behind the start token; see jaxformer.objectives.seq2seq.shift_right)."
-            )
-        encoded = self.encode(input_ids, attention_mask, deterministic)
-        h = self._decode_hidden(
-            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
-        )
-        return Seq2SeqOutput(
-            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
-        )
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""

@@ -9,6 +9,7 @@ a key/value cache in the "cache" collection (see `jaxformer.inference.decoding`)
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,11 +17,10 @@ import jax.numpy as jnp
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, zeros_init
 from jaxformer.layers.dropout import Dropout
-from jaxformer.layers.embeddings import Embed, sinusoidal_table
+from jaxformer.layers.embeddings import Embed, segment_positions, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import check_ids, dtypes
-from jaxformer.models.outputs import Seq2SeqOutput
+from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
     TransformerConfig,
@@ -47,11 +47,14 @@ class Sublayer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> MultiHeadAttention:
+def _attention(
+    cfg: TransformerConfig, name: str, decode: bool = False, decoder: bool = False
+) -> MultiHeadAttention:
     dt, pdt = dtypes(cfg)
+    heads = cfg.heads(decoder)
     return MultiHeadAttention(
-        cfg.num_heads,
-        cfg.head_dim,
+        heads,
+        cfg.d_model // heads,
         dropout_rate=cfg.attention_dropout,
         kernel=cfg.attention_kernel,
         decode=decode,
@@ -62,10 +65,15 @@ def _attention(cfg: TransformerConfig, name: str, decode: bool = False) -> Multi
     )
 
 
-def _feedforward(cfg: TransformerConfig) -> FeedForward:
+def _feedforward(cfg: TransformerConfig, decoder: bool = False) -> FeedForward:
     dt, pdt = dtypes(cfg)
     return FeedForward(
-        cfg.d_ff, cfg.activation, init_std=cfg.init_std, dtype=dt, param_dtype=pdt, name="mlp"
+        cfg.ffn_dim(decoder),
+        cfg.activation,
+        init_std=cfg.init_std,
+        dtype=dt,
+        param_dtype=pdt,
+        name="mlp",
     )
 
 
@@ -101,11 +109,11 @@ class DecoderLayer(nn.Module):
         use_cached_kv: bool = False,
     ):
         cfg = self.cfg
-        self_attn = _attention(cfg, "self_attention", self.decode)
+        self_attn = _attention(cfg, "self_attention", self.decode, decoder=True)
         y = Sublayer(cfg, name="self_attention_block")(
             lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic
         )
-        cross = _attention(cfg, "cross_attention", self.decode)
+        cross = _attention(cfg, "cross_attention", self.decode, decoder=True)
         y = Sublayer(cfg, name="cross_attention_block")(
             lambda h: cross(
                 h,
@@ -117,7 +125,7 @@ class DecoderLayer(nn.Module):
             y,
             deterministic,
         )
-        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg), y, deterministic)
+        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg, decoder=True), y, deterministic)
 
 
 def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
@@ -133,10 +141,15 @@ class EncoderStack(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, attention_mask, deterministic: bool = True):
+    def __call__(self, x, attention_mask, deterministic: bool = True, segment_ids=None):
         cfg = self.cfg
-        x = _add_positions(cfg, x, jnp.arange(x.shape[1]), deterministic)
-        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        if segment_ids is None:
+            positions, seg = jnp.arange(x.shape[1]), None
+        else:  # packed rows: positions restart and attention stays inside each segment
+            positions, seg = segment_positions(segment_ids), masks_lib.segment_mask(segment_ids)
+        x = _add_positions(cfg, x, positions, deterministic)
+        pad = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        mask = masks_lib.combine(pad, seg)
         layer_cls = remat_block(EncoderLayer, cfg, static_argnums=(3,))
         for i in range(cfg.num_encoder_layers):
             x = layer_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
@@ -164,10 +177,18 @@ class DecoderStack(nn.Module):
         decoder_attention_mask=None,
         deterministic: bool = True,
         use_cached_kv: bool = False,
+        segment_ids=None,
+        decoder_segment_ids=None,
     ):
         cfg = self.cfg
         t = y.shape[1]
-        positions = jnp.arange(t)
+        packed = decoder_segment_ids is not None
+        if packed and (self.decode or segment_ids is None):
+            raise ValueError(
+                "decoder_segment_ids (packed rows) need the encoder's segment_ids too and are "
+                "for teacher forcing; decoding with the cache takes unpacked rows."
+            )
+        positions = segment_positions(decoder_segment_ids) if packed else jnp.arange(t)
         if self.decode:
             initialized = self.has_variable("cache", "position")
             index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
@@ -175,14 +196,14 @@ class DecoderStack(nn.Module):
                 positions = index.value + positions
                 index.value = index.value + t
         y = _add_positions(cfg, y, positions, deterministic)
-        pad = (
-            None
-            if decoder_attention_mask is None
-            else masks_lib.padding_mask(decoder_attention_mask)
+        self_mask, cross_mask = decoder_masks(
+            attention_mask, decoder_attention_mask, t, self.decode
         )
-        # In decode mode the cache applies causality relative to its own index.
-        self_mask = pad if self.decode else masks_lib.combine(masks_lib.causal_mask(t), pad)
-        cross_mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        if packed:  # each target segment sees only its own prefix and its own source
+            self_mask = masks_lib.combine(self_mask, masks_lib.segment_mask(decoder_segment_ids))
+            cross_mask = masks_lib.combine(
+                cross_mask, masks_lib.segment_mask(decoder_segment_ids, segment_ids)
+            )
         # The cache path (decode=True) mutates variables step by step: never rematerialised.
         layer_cls = (
             DecoderLayer if self.decode else remat_block(DecoderLayer, cfg, static_argnums=(5, 6))
@@ -196,11 +217,13 @@ class DecoderStack(nn.Module):
         return y
 
 
-class Transformer(nn.Module):
-    """Encoder-decoder Transformer. `use_cache=True` turns on the decoding cache."""
+class Transformer(EncoderDecoder):
+    """Encoder-decoder Transformer. `use_cache=True` turns on the decoding cache; packed rows
+    (`segment_ids`, `decoder_segment_ids`) are supported in training."""
 
     cfg: TransformerConfig
     use_cache: bool = False
+    packing: ClassVar[bool] = True
 
     def setup(self):
         cfg = self.cfg
@@ -233,8 +256,9 @@ class Transformer(nn.Module):
             return self.shared_embedding, self.shared_embedding
         return self.source_embedding, self.target_embedding
 
-    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
-        """[b, s] source ids (+ [b, s] mask, 1 = real) -> [b, s, d_model] encoder states."""
+    def encode(self, input_ids, attention_mask=None, deterministic: bool = True, segment_ids=None):
+        """[b, s] source ids (+ [b, s] mask, 1 = real; [b, s] segment ids of packed rows, 0 =
+        padding) -> [b, s, d_model] encoder states."""
         cfg = self.cfg
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
@@ -245,32 +269,7 @@ class Transformer(nn.Module):
             )
         check_ids(input_ids, cfg.vocab_size, "input_ids")
         x = self._embed(self._tables()[0], input_ids)
-        return self.encoder(x, attention_mask, deterministic)
-
-    def decode(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
-    ):
-        """Target ids [b, t] attending to `encoded` [b, s, d] -> float32 logits [b, t, vocab].
-
-        With `use_cache=True`, the tokens continue the cached prefix; `use_cached_kv=True` reuses
-        the cross-attention keys/values stored by an earlier step (`encoded` may be None).
-        """
-        return self._logits(
-            self._decode_hidden(
-                encoded,
-                attention_mask,
-                decoder_input_ids,
-                decoder_attention_mask,
-                deterministic,
-                use_cached_kv,
-            )
-        )
+        return self.encoder(x, attention_mask, deterministic, segment_ids)
 
     def _decode_hidden(
         self,
@@ -280,6 +279,8 @@ class Transformer(nn.Module):
         decoder_attention_mask,
         deterministic,
         use_cached_kv=False,
+        segment_ids=None,
+        decoder_segment_ids=None,
     ):
         cfg = self.cfg
         if not self.use_cache and decoder_input_ids.shape[1] > cfg.max_len:
@@ -289,7 +290,14 @@ class Transformer(nn.Module):
         check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
         y = self._embed(self._tables()[1], decoder_input_ids)
         return self.decoder(
-            y, encoded, attention_mask, decoder_attention_mask, deterministic, use_cached_kv
+            y,
+            encoded,
+            attention_mask,
+            decoder_attention_mask,
+            deterministic,
+            use_cached_kv,
+            segment_ids,
+            decoder_segment_ids,
         )
 
     def _logits(self, h):
@@ -299,28 +307,6 @@ class Transformer(nn.Module):
         if self.cfg.final_logits_bias:
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        decoder_input_ids=None,
-        decoder_attention_mask=None,
-        deterministic: bool = True,
-    ) -> Seq2SeqOutput:
-        if decoder_input_ids is None:
-            raise ValueError(
-                "decoder_input_ids is required (teacher forcing: the targets "
-                "shifted right behind the start token; see "
-                "jaxformer.objectives.seq2seq.shift_right)."
-            )
-        encoded = self.encode(input_ids, attention_mask, deterministic)
-        h = self._decode_hidden(
-            encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic
-        )
-        return Seq2SeqOutput(
-            logits=self._logits(h), encoder_hidden_state=encoded, decoder_hidden_state=h
-        )
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""

@@ -2,7 +2,8 @@
 
 Pure functions. A batch is a dict of `[batch, length]` int arrays:
   input_ids, attention_mask (source, 1 = real token), labels (target ids ending in EOS,
-  padded), labels_mask (1 = real target token; weights the loss).
+  padded), labels_mask (1 = real target token; weights the loss); packed rows add
+  decoder_input_ids, segment_ids and decoder_segment_ids.
 """
 
 from __future__ import annotations
@@ -77,10 +78,15 @@ def compute_loss(
 ):
     """Teacher-forced forward pass + `seq2seq_loss` for a batch dict (see module doc).
 
-    `rng` is the dropout key (needed when `deterministic=False`).
+    `rng` is the dropout key (needed when `deterministic=False`). A packed batch
+    (`jaxformer.data.pairs.pack_pairs`) brings its own `decoder_input_ids` (the start token
+    opens every packed pair) and its `segment_ids` / `decoder_segment_ids`.
     """
     cfg = model.cfg
-    dec_in = shift_right(batch["labels"], cfg.decoder_start_token_id, cfg.pad_token_id)
+    dec_in = batch.get("decoder_input_ids")
+    if dec_in is None:
+        dec_in = shift_right(batch["labels"], cfg.decoder_start_token_id, cfg.pad_token_id)
+    packed = {k: batch[k] for k in ("segment_ids", "decoder_segment_ids") if k in batch}
     out = model.apply(
         {"params": params},
         batch["input_ids"],
@@ -88,5 +94,6 @@ def compute_loss(
         dec_in,
         deterministic=deterministic,
         rngs=None if deterministic else {"dropout": rng},
+        **packed,
     )
     return seq2seq_loss(out.logits, batch["labels"], batch["labels_mask"], label_smoothing)

@@ -1,0 +1,1 @@
+"""The pieces of `benchmarks/throughput.py` (see its docstring)."""
