@@ -277,7 +277,7 @@ def _walk(tree, path):
 
 # -- files --------------------------------------------------------------------------------------
 def _read_state(path: str) -> dict:
-    """The directory's weights as numpy (`huggingface.load_hf_state_dict`: safetensors,
+    """The directory's weights as numpy (`hf_files.load_hf_state_dict`: safetensors,
     sharded or not, or pytorch_model.bin; damaged files are a ModelFileError)."""
     from jaxformer.convert.hf_params import _to_numpy
     from jaxformer.convert.hf_files import load_hf_state_dict
@@ -287,9 +287,7 @@ def _read_state(path: str) -> dict:
 
 def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
     """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
-    from jaxformer.convert.hf_files import ModelFileError, read_hf_config
-
-    from jaxformer.convert.huggingface import read_json_file
+    from jaxformer.convert.hf_files import ModelFileError, read_hf_config, read_json_file
 
     hf = read_hf_config(path)
     if hf.get("model_type") != "marian":
