@@ -51,6 +51,9 @@ def test_each_call_is_a_new_barrier_with_the_configured_timeout(two_processes):
     distributed.initialize(cfg)
     distributed.barrier("eval")
     assert two_processes.calls[-1][1] == distributed.BARRIER_TIMEOUT_S * 1000
+    cfg.barrier_timeout_s = -1.0
+    with pytest.raises(ValueError, match="barrier_timeout_s must be >= 0"):
+        distributed.initialize(cfg)
 
 
 def test_a_timed_out_barrier_is_one_clear_line(two_processes):

@@ -44,7 +44,13 @@ def initialize(cfg) -> bool:
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID fill unset flags.
     """
     global _timeout_s
-    _timeout_s = float(cfg.get("barrier_timeout_s", 0) or BARRIER_TIMEOUT_S)
+    timeout = float(cfg.get("barrier_timeout_s", 0))
+    if timeout < 0:
+        raise ValueError(
+            f"distributed.barrier_timeout_s must be >= 0 (0 = {BARRIER_TIMEOUT_S:.0f} s), got "
+            f"{timeout}."
+        )
+    _timeout_s = timeout or BARRIER_TIMEOUT_S
     addr = cfg.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     n = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
     pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
