@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from jaxformer.training import checkpoint as ckpt_lib
+from jaxformer.training import distributed
 from jaxformer.training import goodput as goodput_lib
 from jaxformer.training import observe
 from jaxformer.training import sharding as sh
@@ -101,6 +102,9 @@ def evaluate(eval_fn, params, batches, batch_sh) -> dict:
     """Metrics over `batches` (this process's rows of each), each batch weighted by its rows:
     a smaller last batch counts for what it holds."""
     rows, weights = [], []
+    # A slower host may still be compiling the eval step, whose collectives may be the first
+    # over some group of devices (see distributed.barrier).
+    distributed.barrier("eval")
     for b in batches:
         n = _rows(b) * jax.process_count()
         rows.append(jax.device_get(eval_fn(params, sh.to_global(b, batch_sh, n))))
@@ -126,6 +130,7 @@ def fit_eval_batches(batches, global_batch: int, batch_shards: int, say=print) -
     if pc > 1:  # the processes may hold different numbers of rows and batches
         from jax.experimental import multihost_utils
 
+        distributed.barrier("eval batches")  # follows each host's compile of the step
         n = int(np.max(multihost_utils.process_allgather(np.int32(len(counts)))))
         padded = np.zeros(n, np.int32)
         padded[: len(counts)] = counts
@@ -273,6 +278,9 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
     )
 
     c = config.checkpoint
+    # Orbax's set-up and restore use collectives; hosts may have built their data at
+    # different speeds.
+    distributed.barrier("checkpoint set-up")
     ckpt = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"),
         every_steps=c.every_steps,
@@ -368,6 +376,8 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
             writer.write(at_step, e)
         return e
 
+    # Each host compiled, restored and (process 0) opened its writers at its own speed.
+    distributed.barrier("first step")
     with preemption, gp.loop():
         try:
             while step < stop_at:
