@@ -151,3 +151,55 @@ def test_wmt_recipe_trains_on_mocked_wmt14_with_packing(tmp_path):
     assert data["dropped_too_long"] == over and data["pairs"] == len(train) == 64
     assert data["kept"] + data["dropped_too_long"] + data["dropped_empty"] == 64
     assert 0.0 <= summary["eval_bleu"] <= 100.0 and "eval_exact_match" in summary
+
+
+def test_seq2seq_task_reads_a_pair_store(tmp_path):
+    """`data.source=store:DIR` (a `jaxformer prepare --pairs` store of JSONL pairs): the task
+    holds the store's last pairs out (their texts are the references), counts the training
+    pairs over `data.seq_len` as a count made here from the store does, and feeds packed
+    rows of its ids."""
+    from jaxformer.data.store import PairStore, prepare
+    from jaxformer.tasks.seq2seq import Seq2SeqTask
+    from configs.transformer_tiny_numbers import get_config
+
+    rs = np.random.RandomState(0)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta"]
+    lines = [
+        {
+            "source": " ".join(rs.choice(words, rs.randint(1, 12))),
+            "target": " ".join(rs.choice(words, rs.randint(1, 12))),
+        }
+        for _ in range(50)
+    ]
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = str(tmp_path / "store")
+    prepare(
+        [str(src)],
+        out,
+        format="jsonl",
+        pairs=True,
+        tokenizer_family="roberta",
+        vocab_size=300,
+        workers=1,
+        progress=False,
+    )
+    c = get_config()
+    c.data.source, c.data.seq_len, c.data.pack, c.data.eval_fraction = f"store:{out}", 8, True, 0.1
+    c.model.vocab_size, c.model.max_len = 300, 32
+    task = Seq2SeqTask(c, str(tmp_path / "run"))
+
+    store = PairStore(out)
+    train = [store[i] for i in range(45)]
+    over = sum(max(len(s), len(t)) + 1 > 8 for s, t in train)
+    assert 0 < over < 45
+    assert task.data_stats["pairs"] == 45 and task.data_stats["dropped_too_long"] == over
+    held = [(x["source"], x["target"]) for x in lines[45:]]
+    fits = [p for p, ids in zip(held, [store[i] for i in range(45, 50)]) if max(map(len, ids)) < 8]
+    assert task.eval_pairs == fits
+    batch = next(task.train_iterator(4, 0, 1))
+    assert batch["segment_ids"].shape == (4, 8) and batch["segment_ids"].max() >= 1
+    kept_ids = {tuple(s) + (task.tokenizer.eos_id,) for s, t in train if max(len(s), len(t)) < 8}
+    for r in range(4):
+        for k in set(batch["segment_ids"][r]) - {0}:
+            assert tuple(batch["input_ids"][r][batch["segment_ids"][r] == k]) in kept_ids

@@ -221,7 +221,7 @@ def _store_pairs(path: str, eval_fraction: float):
     if held >= n:
         raise ValueError(f"the store {path} has {n} pairs: too few to hold {held} out.")
     held_ids = [store[i] for i in range(n - held, n)]
-    texts = list(zip(*(tok.decode(list(map(list, side))) for side in zip(*held_ids))))
+    texts = [(tok.decode(s.tolist()).strip(), tok.decode(t.tolist()).strip()) for s, t in held_ids]
     return store, n - held, texts, tok
 
 
