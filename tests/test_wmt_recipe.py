@@ -160,7 +160,7 @@ def test_seq2seq_task_reads_a_pair_store(tmp_path):
     rows of its ids."""
     from jaxformer.data.store import PairStore, prepare
     from jaxformer.tasks.seq2seq import Seq2SeqTask
-    from configs.transformer_tiny_numbers import get_config
+    from jaxformer.training.config_lib import load_config_file
 
     rs = np.random.RandomState(0)
     words = ["alpha", "beta", "gamma", "delta", "eps", "zeta"]
@@ -184,7 +184,8 @@ def test_seq2seq_task_reads_a_pair_store(tmp_path):
         workers=1,
         progress=False,
     )
-    c = get_config()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    c = load_config_file(os.path.join(root, "configs", "transformer_tiny_numbers.py"))
     c.data.source, c.data.seq_len, c.data.pack, c.data.eval_fraction = f"store:{out}", 8, True, 0.1
     c.model.vocab_size, c.model.max_len = 300, 32
     task = Seq2SeqTask(c, str(tmp_path / "run"))
