@@ -1,9 +1,13 @@
 """The encoder-decoder Transformer as a training-loop task (`config.task = "seq2seq"`).
 
 Data: `data.source` = "numbers" (the generated digits -> words corpus, word-level vocab:
-learnable on CPU) or "tfds:NAME" (e.g. tfds:wmt14_translate/de-en, BPE vocab of
-`model.vocab_size`). Loss: label-smoothed cross-entropy per real target token, normalised by
-the whole batch's token count so gradient accumulation is exact. Every eval also decodes
+learnable on CPU), "tfds:NAME" (e.g. tfds:wmt14_translate/de-en, BPE vocab of
+`model.vocab_size`) or "store:DIR" (a `jaxformer prepare --pairs` store, its last
+`data.eval_fraction` held out). `jaxformer.data.pairs.PairFeed` feeds it, packed
+(`data.pack`) or one pair a row; pairs over `data.seq_len` are dropped and counted
+(`data_summary`, summary.json). Loss: label-smoothed cross-entropy per real target token,
+normalised by the whole batch's token count so gradient accumulation is exact. Every eval
+also decodes
 `decode.examples` held-out sources (greedy, or beam search with `decode.num_beams`) and
 reports sacrebleu BLEU and exact match (`eval_bleu`, `eval_exact_match`: a checkpoint can be
 kept by them). The run saves its tokenizer and `model_config.json`, so
