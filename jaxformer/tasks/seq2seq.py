@@ -7,11 +7,11 @@ learnable on CPU), "tfds:NAME" (e.g. tfds:wmt14_translate/de-en, BPE vocab of
 (`data.pack`) or one pair a row; pairs over `data.seq_len` are dropped and counted
 (`data_summary`, summary.json). Loss: label-smoothed cross-entropy per real target token,
 normalised by the whole batch's token count so gradient accumulation is exact. Every eval
-also decodes
-`decode.examples` held-out sources (greedy, or beam search with `decode.num_beams`) and
-reports sacrebleu BLEU and exact match (`eval_bleu`, `eval_exact_match`: a checkpoint can be
-kept by them). The run saves its tokenizer and `model_config.json`, so
-`jaxformer translate --model WORKDIR` and `Translate(WORKDIR)` serve it.
+also decodes `decode.examples` held-out sources (greedy, or beam search with
+`decode.num_beams`) and reports sacrebleu BLEU and exact match (`eval_bleu`,
+`eval_exact_match`: a checkpoint can be kept by them). The run saves its tokenizer and
+`model_config.json`, so `jaxformer translate --model WORKDIR` and `Translate(WORKDIR)` serve
+it.
 """
 
 from __future__ import annotations
