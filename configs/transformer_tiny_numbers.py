@@ -15,8 +15,11 @@ from jaxformer.training.defaults import base_config
 
 def get_config():
     c = base_config(transformer_config("tiny", vocab_size=64, max_len=64).to_dict(), task="seq2seq")
-    c.data.source = "numbers"  # numbers | tfds:NAME
-    c.data.seq_len = 32  # source and target length (pairs longer are an error)
+    c.data.source = "numbers"  # numbers | tfds:NAME | store:DIR (jaxformer prepare --pairs)
+    c.data.seq_len = 32  # tokens a side (EOS included); longer pairs are dropped and counted
+    c.data.pack = False  # one pair a row; True: several pairs a row (segment ids)
+    c.data.window = 4096  # pairs shuffled then batched together (one resumable chunk)
+    c.data.eval_fraction = 0.02  # store:DIR only: its last pairs held out
     c.data.synthetic_examples = 20000  # training pairs (256 more are held out)
     c.data.label_smoothing = 0.1
     c.batch_size = 64

@@ -23,10 +23,14 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 __all__ = [
+    "PairArrays",
+    "PairFeed",
     "PairStats",
     "bucket_batches",
     "clean_pairs",
+    "count_pairs",
     "pack_pairs",
+    "pair_lengths",
     "plan_rows",
     "read_pairs",
     "tfds_pair_ids",
@@ -296,3 +300,153 @@ def tfds_pair_ids(name: str, tokenizer, *, chunk: int = 512, **kw) -> Iterator[t
         src = tokenizer.encode([s for s, _ in window])
         tgt = tokenizer.encode([t for _, t in window])
         yield from zip(src, tgt)
+
+
+class PairArrays:
+    """(source ids, target ids) pairs held in memory as two flat int32 arrays and offsets
+    (a few bytes a token, not a Python object per pair); random access like a `PairStore`."""
+
+    def __init__(self, sources: Sequence, targets: Sequence):
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets.")
+        self.sides = []
+        for rows in (sources, targets):
+            lengths = np.array([len(r) for r in rows], np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            flat = np.fromiter((t for r in rows for t in r), np.int32, int(offsets[-1]))
+            self.sides.append((flat, offsets))
+
+    def __len__(self) -> int:
+        return len(self.sides[0][1]) - 1
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"pair {i} out of range for {len(self)} pairs")
+        (s, so), (t, to) = self.sides
+        return s[so[i] : so[i + 1]], t[to[i] : to[i + 1]]
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(np.diff(offsets) for _, offsets in self.sides)
+
+
+def pair_lengths(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """(source lengths, target lengths) of a random-access pair source, without EOS: from the
+    offsets of a `PairStore` or `PairArrays` (no token is read), else pair by pair."""
+    from jaxformer.data.store import PairStore
+
+    if isinstance(pairs, PairArrays):
+        return pairs.lengths()
+    if isinstance(pairs, PairStore):
+        sides = [
+            np.concatenate([np.diff(np.asarray(a[f"{side}_offsets"])) for a in pairs.arrays])
+            for side in ("source", "target")
+        ]
+        return sides[0].astype(np.int64), sides[1].astype(np.int64)
+    s = np.array([len(src) for src, _ in pairs], np.int64)
+    t = np.array([len(tgt) for _, tgt in pairs], np.int64)
+    return s, t
+
+
+def count_pairs(source_lengths, target_lengths, limit: int) -> tuple[np.ndarray, PairStats]:
+    """(indices of the pairs that fit, counts): the rule of `clean_pairs` (EOS counted, an
+    empty side dropped) applied to lengths, so a feed can skip the rest without reading them."""
+    s, t = np.asarray(source_lengths), np.asarray(target_lengths)
+    empty = (s == 0) | (t == 0)
+    long = ~empty & ((s + 1 > limit) | (t + 1 > limit))
+    kept = np.flatnonzero(~empty & ~long)
+    return kept, PairStats(
+        kept=len(kept), dropped_too_long=int(long.sum()), dropped_empty=int(empty.sum())
+    )
+
+
+class PairFeed:
+    """Endless fixed-shape batches ([batch_size, length] both sides) of a random-access pair
+    source (`pairs[i]` -> (source ids, target ids), no EOS), for the training loop.
+
+    Epoch e visits the pairs that fit (`kept`) in a keyed permutation (`lazy.permute`: no
+    table). The stream is cut into chunks of `window` pairs; each chunk is packed
+    (`pack_pairs`) or batched one pair per row (`bucket_batches` with the one boundary
+    `length`), its last batch filled with empty rows. Chunk c is a pure function of
+    (seed, c), so the state is two integers: exact resume. Process p of n takes its block
+    of every batch's rows.
+    """
+
+    def __init__(
+        self,
+        pairs,
+        kept: np.ndarray,
+        batch_size: int,
+        length: int,
+        *,
+        pad_id: int,
+        start_id: int,
+        eos_id: int,
+        pack: bool,
+        seed: int = 0,
+        window: int = 4096,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        if not len(kept):
+            raise ValueError(f"no pair fits the length limit {length}: raise data.seq_len.")
+        self.pairs, self.kept = pairs, np.asarray(kept, np.int64)
+        self.b, self.length, self.pack = batch_size, length, pack
+        self.ids = dict(pad_id=pad_id, start_id=start_id, eos_id=eos_id)
+        self.seed, self.window = seed, max(1, window)
+        self.pi, self.pc = process_index, process_count
+        self.chunk, self.k = 0, 0
+        self._cache = (-1, [])
+
+    def _order(self, c: int) -> np.ndarray:
+        from jaxformer.data.lazy import _mix, permute
+
+        n = len(self.kept)
+        epoch, j = np.divmod(c * self.window + np.arange(self.window, dtype=np.int64), n)
+        idx = np.empty_like(j)
+        for e in np.unique(epoch):
+            at = epoch == e
+            idx[at] = permute(j[at], n, _mix((self.seed << 20) ^ int(e)))
+        return self.kept[idx]
+
+    def batches(self, c: int) -> list[dict]:
+        """The global batches of chunk c."""
+        pairs = (self.pairs[int(i)] for i in self._order(c))
+        L, ids = self.length, self.ids
+        if self.pack:
+            out = list(pack_pairs(pairs, self.b, L, L, window=self.window, **ids))
+        else:
+            out = list(
+                bucket_batches(
+                    pairs, [L], pad_id=ids["pad_id"], batch_size=self.b, eos_id=ids["eos_id"]
+                )
+            )
+        last, short = out[-1], self.b - len(out[-1]["input_ids"])
+        if short:  # empty rows: no token, no loss
+            pad = ("input_ids", "decoder_input_ids", "labels")
+            out[-1] = {
+                k: np.concatenate(
+                    [v, np.full((short,) + v.shape[1:], ids["pad_id"] if k in pad else 0, v.dtype)]
+                )
+                for k, v in last.items()
+            }
+        return out
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._cache[0] != self.chunk:
+            self._cache = (self.chunk, self.batches(self.chunk))
+        chunk = self._cache[1]
+        batch = chunk[self.k]
+        self.k += 1
+        if self.k == len(chunk):
+            self.chunk, self.k = self.chunk + 1, 0
+        per = self.b // self.pc
+        return {k: v[self.pi * per : (self.pi + 1) * per] for k, v in batch.items()}
+
+    def get_state(self) -> dict:
+        return {"chunk": self.chunk, "batch": self.k}
+
+    def set_state(self, state) -> None:
+        self.chunk, self.k = int(state["chunk"]), int(state["batch"])

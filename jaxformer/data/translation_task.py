@@ -156,10 +156,10 @@ class Seq2SeqTokenizer:
         `<mask>`, which the format names, are added after the vocabulary if absent."""
         import copy
 
-        from jaxformer.data.tokenizers import FAMILIES, Tokenizer
+        from jaxformer.data.tokenizers import SPECIAL_TOKENS, Tokenizer
 
         hf = copy.deepcopy(self.hf)
-        s = FAMILIES["roberta"]  # <s> </s> <mask> <pad> <unk>: our pad, EOS and unk
+        s = SPECIAL_TOKENS["roberta"]  # <s> </s> <mask> <pad> <unk>: our pad, EOS and unk
         missing = [t for t in (s.cls, s.mask) if hf.token_to_id(t) is None]
         if missing:
             hf.add_special_tokens(missing)

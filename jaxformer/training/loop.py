@@ -292,6 +292,9 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
     )
     pi, pc = jax.process_index(), jax.process_count()
     data = task.train_iterator(config.batch_size, pi, pc)
+    data_summary = task.data_summary()
+    for name, value in data_summary.items():
+        say(f"{name}: {json.dumps(value)}")
     if config.get("aot_only", False):  # compile for the mesh, report memory, run no step
         from jaxformer.training import memory
 
@@ -425,6 +428,7 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
         data.close()
 
     summary = _summary(step, preempted, preemption, compile_s, train_s, t_start, window, final_eval)
+    summary.update(data_summary)
     summary.update(
         _end_of_run_metrics(task, state.params, eval_batches, preempted, writer, step, say)
     )

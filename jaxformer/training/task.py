@@ -91,6 +91,11 @@ class Task:
         """Reference figures for the summary (e.g. the most-frequent-token accuracy)."""
         return {}
 
+    def data_summary(self) -> dict:
+        """What the task's data did that the run should record (e.g. pairs dropped as too
+        long): logged at the start and merged into summary.json."""
+        return {}
+
     def tokens_per_example(self) -> int:
         return self.seq_len
 
