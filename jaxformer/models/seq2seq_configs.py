@@ -1,8 +1,14 @@
-"""Configuration of the encoder-decoder Transformer: one frozen dataclass and named sizes."""
+"""Configuration of the encoder-decoder Transformer: one frozen dataclass and named sizes.
+
+Field names follow `EncoderConfig` where they mean the same thing; the names used before
+(`OLD_NAMES`) still work in the constructor, `replace`, `from_dict` and attribute reads, with a
+DeprecationWarning naming the new one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
@@ -18,29 +24,60 @@ from jaxformer.models.configs import (
 
 LAYOUTS = ("interleaved", "halves")
 
+# Deprecated field name -> the current one (EncoderConfig's name for the same thing).
+OLD_NAMES = {
+    "d_model": "hidden_size",
+    "d_ff": "intermediate_size",
+    "decoder_d_ff": "decoder_intermediate_size",
+    "max_len": "max_position_embeddings",
+    "dropout": "hidden_dropout",
+    "activation": "hidden_act",
+    "init_std": "initializer_range",
+}
+
+
+def _current_names(fields: dict, stacklevel: int = 3) -> dict:
+    """`fields` with each deprecated key renamed (warning once per key); both names: error."""
+    out = dict(fields)
+    for old, new in OLD_NAMES.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(
+                f"TransformerConfig got both {old!r} and {new!r}; {old!r} is the deprecated "
+                f"name of {new!r}: pass only {new!r}."
+            )
+        warnings.warn(
+            f"TransformerConfig field {old!r} is deprecated; use {new!r}.",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        out[new] = out.pop(old)
+    return out
+
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig(_ConfigMixin):
-    """The encoder-decoder of Vaswani et al. (2017); Marian is a setting of these fields."""
+class _TransformerFields(_ConfigMixin):
+    """The fields and checks of `TransformerConfig` (which adds the deprecated names)."""
 
     vocab_size: int = 32000  # source vocabulary (the only one when shared)
     target_vocab_size: int | None = None  # None: vocab_size
-    d_model: int = 512
+    hidden_size: int = 512
     num_heads: int = 8  # encoder heads (and decoder heads unless decoder_num_heads is set)
-    d_ff: int = 2048  # encoder feed-forward width (and the decoder's unless decoder_d_ff)
+    intermediate_size: int = 2048  # encoder feed-forward width (and the decoder's by default)
     decoder_num_heads: int | None = None  # None: num_heads (Marian may differ per side)
-    decoder_d_ff: int | None = None  # None: d_ff
+    decoder_intermediate_size: int | None = None  # None: intermediate_size
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
-    max_len: int = 512  # rows of the sinusoidal table: longest source/target
-    dropout: float = 0.1  # on embeddings+positions and on each sub-layer output
+    max_position_embeddings: int = 512  # rows of the sinusoidal table: longest source/target
+    hidden_dropout: float = 0.1  # on embeddings+positions and on each sub-layer output
     attention_dropout: float = 0.0  # on attention probabilities
-    activation: str = "relu"  # relu (paper) | swish (Marian) | gelu ...
+    hidden_act: str = "relu"  # relu (paper) | swish (Marian) | gelu ...
     layer_norm_eps: float = 1e-6
     pre_ln: bool = False  # post-LN as in the paper; pre-LN adds final norms
     share_embeddings: bool = True  # one table for source and target tokens
     tie_output: bool = True  # output projection = target embedding (transposed)
-    scale_embedding: bool = True  # multiply token embeddings by sqrt(d_model)
+    scale_embedding: bool = True  # multiply token embeddings by sqrt(hidden_size)
     position_layout: str = "interleaved"  # interleaved (paper) | halves (Marian / fairseq)
     final_logits_bias: bool = False  # Marian adds a (frozen) bias to the logits
     pad_token_id: int = 0
@@ -48,7 +85,7 @@ class TransformerConfig(_ConfigMixin):
     decoder_start_token_id: int = 0  # Marian and T5 start decoding from the pad id
     forced_eos_token_id: int | None = None  # forced at generation's length limit (Marian)
     suppress_tokens: tuple | None = None  # never generated (Marian's checkpoints: the pad id)
-    init_std: float = 0.02
+    initializer_range: float = 0.02
     # Numerics and performance
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -58,10 +95,10 @@ class TransformerConfig(_ConfigMixin):
     remat_policy: str = "none"
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
+        if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
-                f"activation={self.activation!r} is not one of "
-                f"{sorted(ACTIVATIONS)}.{_nearest(self.activation, ACTIVATIONS)}"
+                f"hidden_act={self.hidden_act!r} is not one of "
+                f"{sorted(ACTIVATIONS)}.{_nearest(self.hidden_act, ACTIVATIONS)}"
             )
         check_choice("position_layout", self.position_layout, LAYOUTS)
         check_choice("dtype", self.dtype, DTYPES)
@@ -72,14 +109,14 @@ class TransformerConfig(_ConfigMixin):
             self,
             (
                 "vocab_size",
-                "d_model",
+                "hidden_size",
                 "num_heads",
-                "d_ff",
+                "intermediate_size",
                 "num_encoder_layers",
                 "num_decoder_layers",
-                "max_len",
+                "max_position_embeddings",
             ),
-            optional=("target_vocab_size", "decoder_num_heads", "decoder_d_ff"),
+            optional=("target_vocab_size", "decoder_num_heads", "decoder_intermediate_size"),
         )
         if self.suppress_tokens is not None:
             object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens))
@@ -96,11 +133,15 @@ class TransformerConfig(_ConfigMixin):
             )
         for name in ("num_heads", "decoder_num_heads"):
             heads = getattr(self, name)
-            if heads is not None and self.d_model % heads:
-                raise ConfigError(f"d_model={self.d_model} is not divisible by {name}={heads}.")
-        if self.d_model % 2:
-            raise ConfigError(f"sinusoidal positions need an even d_model, got {self.d_model}.")
-        for name in ("dropout", "attention_dropout"):
+            if heads is not None and self.hidden_size % heads:
+                raise ConfigError(
+                    f"hidden_size={self.hidden_size} is not divisible by {name}={heads}."
+                )
+        if self.hidden_size % 2:
+            raise ConfigError(
+                f"sinusoidal positions need an even hidden_size, got {self.hidden_size}."
+            )
+        for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         for name in (
@@ -116,13 +157,18 @@ class TransformerConfig(_ConfigMixin):
                 )
 
     @property
+    def max_length(self) -> int:
+        """Longest source / target the position table allows."""
+        return self.max_position_embeddings
+
+    @property
     def tgt_vocab_size(self) -> int:
         return self.target_vocab_size or self.vocab_size
 
     @property
     def head_dim(self) -> int:
         """The encoder's head width."""
-        return self.d_model // self.num_heads
+        return self.hidden_size // self.num_heads
 
     def heads(self, decoder: bool = False) -> int:
         """Attention heads of one side (the decoder's apply to its self- and cross-attention)."""
@@ -130,10 +176,43 @@ class TransformerConfig(_ConfigMixin):
 
     def ffn_dim(self, decoder: bool = False) -> int:
         """Feed-forward width of one side."""
-        return (self.decoder_d_ff or self.d_ff) if decoder else self.d_ff
+        return (
+            (self.decoder_intermediate_size or self.intermediate_size)
+            if decoder
+            else self.intermediate_size
+        )
 
 
-# (layers per stack, d_model, d_ff, heads)
+class TransformerConfig(_TransformerFields):
+    """The encoder-decoder of Vaswani et al. (2017); Marian is a setting of these fields.
+
+    The deprecated names in `OLD_NAMES` are accepted (with a DeprecationWarning) by the
+    constructor, `replace` and `from_dict`, and readable as attributes."""
+
+    def __init__(self, *args, **fields):
+        super().__init__(*args, **_current_names(fields))
+
+    @classmethod
+    def from_dict(cls, d):
+        return super().from_dict(_current_names(d))
+
+    def replace(self, **changes):
+        return super().replace(**_current_names(changes))
+
+    def __getattr__(self, name):
+        # Called only when normal lookup fails: the deprecated names.
+        if name in OLD_NAMES:
+            new = OLD_NAMES[name]
+            warnings.warn(
+                f"TransformerConfig.{name} is deprecated; use .{new}.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self, new)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+# (layers per stack, hidden_size, intermediate_size, heads)
 TRANSFORMER_SIZES = {
     "nano": (1, 32, 64, 2),  # unit tests
     "tiny": (2, 64, 256, 4),  # learns the synthetic translation task on CPU in minutes
@@ -155,10 +234,10 @@ def transformer_config(size: str = "base", **overrides) -> TransformerConfig:
     base = {
         "num_encoder_layers": layers,
         "num_decoder_layers": layers,
-        "d_model": d,
-        "d_ff": ff,
+        "hidden_size": d,
+        "intermediate_size": ff,
         "num_heads": h,
     }
     if size == "big":
-        base["dropout"] = 0.3  # the paper's EN-DE big model
+        base["hidden_dropout"] = 0.3  # the paper's EN-DE big model
     return TransformerConfig.from_dict({**base, **overrides})
