@@ -50,7 +50,7 @@ def main():
     cfg = transformer_config(
         a.size,
         vocab_size=a.vocab,
-        max_len=max(a.src_len, a.max_length),
+        max_position_embeddings=max(a.src_len, a.max_length),
         final_logits_bias=True,
         eos_token_id=1,
     )
@@ -63,7 +63,7 @@ def main():
 
     rows = []
     print(
-        f"{a.size}: d_model={cfg.d_model} layers={cfg.num_decoder_layers} vocab={a.vocab} "
+        f"{a.size}: hidden_size={cfg.hidden_size} layers={cfg.num_decoder_layers} vocab={a.vocab} "
         f"batch={a.batch} src_len={a.src_len} max_length={a.max_length} "
         f"backend={jax.default_backend()}"
     )

@@ -19,7 +19,8 @@ from jaxformer.training.defaults import base_config
 
 def get_config():
     c = base_config(
-        transformer_config("base", vocab_size=32000, max_len=256).to_dict(), task="seq2seq"
+        transformer_config("base", vocab_size=32000, max_position_embeddings=256).to_dict(),
+        task="seq2seq",
     )
     c.data.source = "tfds:wmt14_translate/de-en"  # | store:DIR (jaxformer prepare --pairs)
     c.data.seq_len = 128  # tokens a side (EOS included); longer pairs are dropped and counted

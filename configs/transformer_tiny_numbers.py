@@ -14,7 +14,10 @@ from jaxformer.training.defaults import base_config
 
 
 def get_config():
-    c = base_config(transformer_config("tiny", vocab_size=64, max_len=64).to_dict(), task="seq2seq")
+    c = base_config(
+        transformer_config("tiny", vocab_size=64, max_position_embeddings=64).to_dict(),
+        task="seq2seq",
+    )
     c.data.source = "numbers"  # numbers | tfds:NAME | store:DIR (jaxformer prepare --pairs)
     c.data.seq_len = 32  # tokens a side (EOS included); longer pairs are dropped and counted
     c.data.pack = False  # one pair a row; True: several pairs a row (segment ids)

@@ -128,7 +128,7 @@ def _encoder_decoder_flops(d, a, f_enc, f_dec, ffn_mats, l_enc, l_dec, v, s, t, 
     2 ffn_mats d f (2 matrices, or 3 when gated). Decoder layer per target token:
     self-attention 8 d a + 4 T a (the full T x T product is computed under the causal mask),
     cross-attention q/out 4 d a + 4 S a, and its k/v 4 d a per *source* token; feed-forward;
-    output projection 2 d V per target token (a = heads x head width, d_model for the
+    output projection 2 d V per target token (a = heads x head width, hidden_size for the
     Transformer)."""
     mult = {"train": 3.0, "infer": 1.0}[mode]
     enc = l_enc * s * (8.0 * d * a + 4.0 * s * a + 2.0 * ffn_mats * d * f_enc)
@@ -145,7 +145,7 @@ def _encoder_decoder_flops(d, a, f_enc, f_dec, ffn_mats, l_enc, l_dec, v, s, t, 
 def transformer_flops(cfg, src_len: int, tgt_len: int, mode: str = "train") -> dict:
     """FLOPs per row (source + target) of the encoder-decoder `Transformer` (see
     `_encoder_decoder_flops`; the decoder's FFN width may differ from the encoder's)."""
-    d = cfg.d_model
+    d = cfg.hidden_size
     return _encoder_decoder_flops(
         d,
         d,

@@ -102,7 +102,7 @@ def test_unsupported_variant_and_length_are_named(pair):
     x = np.full((1, 25), 5)
     with pytest.raises(ValueError, match="max_position_embeddings=24"):
         model.apply({"params": params}, x, None, x[:, :3])
-    with pytest.raises(ValueError, match="max_len=24"):
+    with pytest.raises(ValueError, match="max_length=24"):
         jaxformer.generate(model, params, x)
 
 

@@ -137,8 +137,9 @@ def test_marian_reader_names_the_damaged_file(tmp_path):
     from jaxformer.models.transformer import Transformer, TransformerConfig
 
     cfg = TransformerConfig(
-        vocab_size=40, d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1,
-        num_decoder_layers=1, max_len=16, pad_token_id=0, eos_token_id=1,
+        vocab_size=40, hidden_size=16, num_heads=2, intermediate_size=32,
+        num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=16, pad_token_id=0,
+        eos_token_id=1,
         decoder_start_token_id=0, position_layout="halves", layer_norm_eps=1e-5,
         final_logits_bias=True,
     )  # fmt: skip
@@ -146,7 +147,7 @@ def test_marian_reader_names_the_damaged_file(tmp_path):
     params = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])(jax.random.key(0))
     save_pretrained(model, jax.device_get(params), str(tmp_path / "marian"))
     loaded, _ = from_pretrained(str(tmp_path / "marian"))
-    assert loaded.cfg.d_model == 16
+    assert loaded.cfg.hidden_size == 16
     truncate(tmp_path / "marian" / "model.safetensors")
     with pytest.raises(ModelFileError, match=r"^model\.safetensors in .*marian is truncated"):
         from_pretrained(str(tmp_path / "marian"))

@@ -19,10 +19,10 @@ def setup():
     cfg = transformer_config(
         "nano",
         vocab_size=V,
-        max_len=12,
+        max_position_embeddings=12,
         num_decoder_layers=2,
         final_logits_bias=True,
-        init_std=0.5,
+        initializer_range=0.5,
         pad_token_id=PAD,
         eos_token_id=EOS,
         decoder_start_token_id=PAD,

@@ -77,7 +77,7 @@ def test_config_mapping(pair):
     hf, model, params = pair
     cfg = model.cfg
     assert cfg.position_layout == "halves" and cfg.layer_norm_eps == 1e-5 and not cfg.pre_ln
-    assert cfg.final_logits_bias and cfg.scale_embedding and cfg.activation == "swish"
+    assert cfg.final_logits_bias and cfg.scale_embedding and cfg.hidden_act == "swish"
     assert (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (PAD, EOS, PAD)
     assert cfg.forced_eos_token_id == EOS and cfg.suppress_tokens == (PAD,)
     assert cfg.share_embeddings == hf.config.share_encoder_decoder_embeddings

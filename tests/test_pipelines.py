@@ -434,16 +434,16 @@ def seq2seq_dir(dirs, tmp_path_factory):
     tok = load_tokenizer(dirs["mlm"])
     cfg = TransformerConfig(
         vocab_size=len(VOCAB),
-        d_model=32,
+        hidden_size=32,
         num_heads=2,
-        d_ff=64,
+        intermediate_size=64,
         num_encoder_layers=1,
         num_decoder_layers=1,
-        max_len=64,
+        max_position_embeddings=64,
         pad_token_id=tok.pad_id,
         eos_token_id=tok.sep_id,
         decoder_start_token_id=tok.cls_id,
-        init_std=0.3,
+        initializer_range=0.3,
     )
     model = Transformer(cfg)
     params = jax.jit(lambda k: model.init(k, **model.dummy_inputs())["params"])(jax.random.key(0))

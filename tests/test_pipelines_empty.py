@@ -31,8 +31,9 @@ def dirs(tmp_path_factory):
     }
     tok = load_tokenizer(out["mlm"])
     cfg = TransformerConfig(
-        vocab_size=len(VOCAB), d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1,
-        num_decoder_layers=1, max_len=32, pad_token_id=tok.pad_id, eos_token_id=tok.sep_id,
+        vocab_size=len(VOCAB), hidden_size=16, num_heads=2, intermediate_size=32,
+        num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32,
+        pad_token_id=tok.pad_id, eos_token_id=tok.sep_id,
         decoder_start_token_id=tok.cls_id, position_layout="halves", layer_norm_eps=1e-5,
         final_logits_bias=True,
     )  # fmt: skip

@@ -151,7 +151,12 @@ def test_readers_pair_store_and_tfds(tmp_path):
 @pytest.fixture(scope="module")
 def model_and_params():
     cfg = transformer_config(
-        "nano", vocab_size=64, max_len=32, decoder_num_heads=4, dropout=0.0, eos_token_id=EOS
+        "nano",
+        vocab_size=64,
+        max_position_embeddings=32,
+        decoder_num_heads=4,
+        hidden_dropout=0.0,
+        eos_token_id=EOS,
     )
     model = Transformer(cfg)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), **model.dummy_inputs())["params"]

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from jaxformer.models.configs import ConfigError
-from jaxformer.models.transformer import TRANSFORMER_SIZES, Transformer, transformer_config
+from jaxformer.models.seq2seq_configs import OLD_NAMES
+from jaxformer.models.transformer import (
+    TRANSFORMER_SIZES,
+    Transformer,
+    TransformerConfig,
+    transformer_config,
+)
 from jaxformer.objectives import seq2seq as obj
 
 V = 40
@@ -27,7 +33,7 @@ def _batch(seed=0, b=3, s=7, t=6):
 @pytest.fixture(scope="module")
 def post_ln():
     cfg = transformer_config(
-        "nano", vocab_size=V, max_len=16, num_encoder_layers=2, num_decoder_layers=2
+        "nano", vocab_size=V, max_position_embeddings=16, num_encoder_layers=2, num_decoder_layers=2
     )
     model = Transformer(cfg)
     x, m, y = _batch()
@@ -37,21 +43,22 @@ def post_ln():
 
 def test_named_sizes_match_the_paper():
     base, big = transformer_config("base"), transformer_config("big")
-    assert (base.num_encoder_layers, base.d_model, base.d_ff, base.num_heads) == (6, 512, 2048, 8)
-    assert (big.num_decoder_layers, big.d_model, big.d_ff, big.num_heads) == (6, 1024, 4096, 16)
+    shape = lambda c: (c.num_encoder_layers, c.hidden_size, c.intermediate_size, c.num_heads)
+    assert shape(base) == (6, 512, 2048, 8) and shape(big) == (6, 1024, 4096, 16)
+    assert big.hidden_dropout == 0.3
     assert {"nano", "tiny"} <= set(TRANSFORMER_SIZES)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"d_model": 30, "num_heads": 4}, "divisible"),
-        ({"activation": "swsh"}, "swish"),
+        ({"hidden_size": 30, "num_heads": 4}, "divisible"),
+        ({"hidden_act": "swsh"}, "swish"),
         ({"position_layout": "halfs"}, "halves"),
         ({"eos_token_id": V}, "outside the target vocabulary"),
         ({"share_embeddings": True, "target_vocab_size": V + 1}, "one vocabulary"),
-        ({"dropout": 1.0}, r"\[0, 1\)"),
-        ({"d_ff": 0}, "d_ff must be >= 1, got 0"),
+        ({"hidden_dropout": 1.0}, r"\[0, 1\)"),
+        ({"intermediate_size": 0}, "intermediate_size must be >= 1, got 0"),
         ({"target_vocab_size": 0}, "target_vocab_size must be >= 1 or None, got 0"),
     ],
 )
@@ -60,9 +67,54 @@ def test_config_errors(kwargs, match):
         transformer_config("nano", vocab_size=V, **kwargs)
 
 
+def test_old_field_names_still_work_with_a_warning():
+    new = transformer_config(
+        "nano",
+        vocab_size=V,
+        hidden_size=16,
+        intermediate_size=24,
+        decoder_intermediate_size=40,
+        max_position_embeddings=20,
+        hidden_dropout=0.2,
+        hidden_act="swish",
+        initializer_range=0.3,
+    )
+    old_kw = {
+        "d_model": 16,
+        "d_ff": 24,
+        "decoder_d_ff": 40,
+        "max_len": 20,
+        "dropout": 0.2,
+        "activation": "swish",
+        "init_std": 0.3,
+    }
+    assert set(old_kw) == set(OLD_NAMES)
+    base = {k: v for k, v in new.to_dict().items() if k not in OLD_NAMES.values()}
+    for make in (
+        lambda: TransformerConfig(**base, **old_kw),
+        lambda: TransformerConfig.from_dict({**base, **old_kw}),  # an old run's model_config.json
+        lambda: transformer_config("nano", vocab_size=V).replace(**old_kw),
+    ):
+        with pytest.warns(DeprecationWarning) as rec:
+            cfg = make()
+        assert cfg == new and cfg.to_dict() == new.to_dict()
+        named = {str(w.message) for w in rec}
+        for old, current in OLD_NAMES.items():
+            assert any(f"{old!r}" in m and f"{current!r}" in m for m in named), (old, named)
+    for old, current in OLD_NAMES.items():
+        with pytest.warns(DeprecationWarning, match=f"use .{current}"):
+            assert getattr(new, old) == getattr(new, current)
+    with pytest.raises(ConfigError, match="both 'd_model' and 'hidden_size'"):
+        TransformerConfig(d_model=16, hidden_size=16)
+    with pytest.raises(ConfigError, match="both 'max_len' and 'max_position_embeddings'"):
+        TransformerConfig.from_dict({"max_len": 20, "max_position_embeddings": 20})
+    with pytest.raises(AttributeError, match="no attribute 'hiden_size'"):
+        _ = new.hiden_size
+
+
 def test_unknown_field_suggests_nearest():
-    with pytest.raises(ConfigError, match="d_model"):
-        transformer_config("nano", d_modle=64)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        transformer_config("nano", hiden_size=64)
     with pytest.raises(ConfigError, match="tiny"):
         transformer_config("tinny")
 
@@ -103,7 +155,7 @@ def test_forward_shapes_and_padding_invariance(post_ln):
 def test_dropout_only_when_not_deterministic(post_ln):
     model, variables = post_ln
     x, m, y = _batch()
-    cfg = model.cfg.replace(dropout=0.3)
+    cfg = model.cfg.replace(hidden_dropout=0.3)
     train = Transformer(cfg)
     a = train.apply(variables, x, m, y, deterministic=False, rngs={"dropout": jax.random.key(1)})
     b = train.apply(variables, x, m, y, deterministic=True)
@@ -122,12 +174,14 @@ def test_dropout_only_when_not_deterministic(post_ln):
             "tie_output": False,
             "final_logits_bias": True,
             "position_layout": "halves",
-            "activation": "swish",
+            "hidden_act": "swish",
         },
     ],
 )
 def test_cached_steps_equal_teacher_forcing(overrides):
-    cfg = transformer_config("nano", vocab_size=V, max_len=16, num_decoder_layers=2, **overrides)
+    cfg = transformer_config(
+        "nano", vocab_size=V, max_position_embeddings=16, num_decoder_layers=2, **overrides
+    )
     model = Transformer(cfg)
     x, m, y = _batch(seed=3, t=8)
     params = model.init(jax.random.key(2), x, m, y)["params"]
@@ -167,7 +221,7 @@ def test_shared_embeddings_are_one_table(post_ln):
 def test_model_errors(post_ln):
     model, variables = post_ln
     x, m, y = _batch()
-    with pytest.raises(ValueError, match="max_len"):
+    with pytest.raises(ValueError, match="max_position_embeddings"):
         model.apply(variables, jnp.zeros((1, 17), jnp.int32), None, y[:1])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model.apply(variables, x.at[0, 0].set(V), m, y)

@@ -83,7 +83,9 @@ def test_tfds_wmt_path_with_mock_data(name):
     assert len(pairs) == 8 and all(isinstance(s, str) and isinstance(t, str) for s, t in pairs)
     tok = tt.train_tokenizer([s for p in pairs for s in p], kind="bpe", vocab_size=60)
     batch = {k: jnp.asarray(v) for k, v in tt.encode_pairs(tok, pairs).items()}
-    model = Transformer(transformer_config("nano", vocab_size=tok.vocab_size, max_len=128))
+    model = Transformer(
+        transformer_config("nano", vocab_size=tok.vocab_size, max_position_embeddings=128)
+    )
     params = model.init(
         jax.random.key(0), batch["input_ids"], batch["attention_mask"], batch["labels"]
     )["params"]

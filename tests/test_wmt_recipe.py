@@ -110,12 +110,12 @@ def test_wmt_recipe_trains_on_mocked_wmt14_with_packing(tmp_path):
             f"--config.model.{k}={v}"
             for k, v in dict(
                 vocab_size=256,
-                d_model=32,
+                hidden_size=32,
                 num_heads=2,
-                d_ff=64,
+                intermediate_size=64,
                 num_encoder_layers=1,
                 num_decoder_layers=1,
-                max_len=32,
+                max_position_embeddings=32,
             ).items()
         ),
         f"--config.data.seq_len={seq_len}",
@@ -187,7 +187,7 @@ def test_seq2seq_task_reads_a_pair_store(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     c = load_config_file(os.path.join(root, "configs", "transformer_tiny_numbers.py"))
     c.data.source, c.data.seq_len, c.data.pack, c.data.eval_fraction = f"store:{out}", 8, True, 0.1
-    c.model.vocab_size, c.model.max_len = 300, 32
+    c.model.vocab_size, c.model.max_position_embeddings = 300, 32
     task = Seq2SeqTask(c, str(tmp_path / "run"))
 
     store = PairStore(out)

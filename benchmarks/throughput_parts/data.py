@@ -66,18 +66,18 @@ def model_config(args):
         from jaxformer.models.seq2seq_configs import transformer_config
 
         # Marian's shape: shared vocab, tied output, sinusoidal positions; swish as Marian.
-        drop = {} if args.dropout is None else dict(dropout=args.dropout)
+        drop = {} if args.dropout is None else dict(hidden_dropout=args.dropout)
         cfg = transformer_config(
             size,
             vocab_size=args.vocab or 32000,
             dtype=dtype,
             **drop,
             attention_kernel=args.attention,
-            activation="swish",
+            hidden_act="swish",
             remat_policy=args.remat,
             position_layout="halves",
             layer_norm_eps=1e-5,
-            max_len=max(512, args.seq),
+            max_position_embeddings=max(512, args.seq),
         )
         return "transformer", cfg
     if family == "t5" and size in T5_SIZES:

@@ -79,17 +79,17 @@ def config_from_marian(hf_config, generation=None, **overrides) -> TransformerCo
     fields = {
         "vocab_size": g("vocab_size"),
         "target_vocab_size": None if shared else dec_vocab,
-        "d_model": g("d_model"),
+        "hidden_size": g("d_model"),
         "num_heads": g("encoder_attention_heads"),
-        "d_ff": g("encoder_ffn_dim"),
+        "intermediate_size": g("encoder_ffn_dim"),
         "decoder_num_heads": g("decoder_attention_heads", g("encoder_attention_heads")),
-        "decoder_d_ff": g("decoder_ffn_dim", g("encoder_ffn_dim")),
+        "decoder_intermediate_size": g("decoder_ffn_dim", g("encoder_ffn_dim")),
         "num_encoder_layers": g("encoder_layers"),
         "num_decoder_layers": g("decoder_layers"),
-        "max_len": g("max_position_embeddings"),
-        "dropout": float(g("dropout", 0.1)),
+        "max_position_embeddings": g("max_position_embeddings"),
+        "hidden_dropout": float(g("dropout", 0.1)),
         "attention_dropout": float(g("attention_dropout", 0.0)),
-        "activation": g("activation_function", "gelu"),
+        "hidden_act": g("activation_function", "gelu"),
         "layer_norm_eps": 1e-5,
         "pre_ln": False,
         "share_embeddings": shared,
@@ -103,7 +103,7 @@ def config_from_marian(hf_config, generation=None, **overrides) -> TransformerCo
         # MarianConfig's own default is 0, the eos id of the converted OPUS checkpoints.
         "forced_eos_token_id": g("forced_eos_token_id", 0),
         "suppress_tokens": tuple(b[0] for b in bad) or None,
-        "init_std": float(g("init_std", 0.02)),
+        "initializer_range": float(g("init_std", 0.02)),
     }
     fields.update(overrides)
     return TransformerConfig.from_dict(fields)
@@ -123,18 +123,18 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
         "architectures": ["MarianMTModel"],
         "vocab_size": cfg.vocab_size,
         "decoder_vocab_size": cfg.tgt_vocab_size,
-        "d_model": cfg.d_model,
+        "d_model": cfg.hidden_size,
         "encoder_layers": cfg.num_encoder_layers,
         "decoder_layers": cfg.num_decoder_layers,
         "encoder_attention_heads": cfg.heads(),
         "decoder_attention_heads": cfg.heads(decoder=True),
         "encoder_ffn_dim": cfg.ffn_dim(),
         "decoder_ffn_dim": cfg.ffn_dim(decoder=True),
-        "max_position_embeddings": cfg.max_len,
-        "dropout": cfg.dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "dropout": cfg.hidden_dropout,
         "attention_dropout": cfg.attention_dropout,
         "activation_dropout": 0.0,
-        "activation_function": cfg.activation,
+        "activation_function": cfg.hidden_act,
         "scale_embedding": cfg.scale_embedding,
         "share_encoder_decoder_embeddings": cfg.share_embeddings,
         "tie_word_embeddings": cfg.tie_output,
@@ -142,7 +142,7 @@ def marian_config_dict(cfg: TransformerConfig) -> dict[str, Any]:
         "eos_token_id": cfg.eos_token_id,
         "forced_eos_token_id": cfg.forced_eos_token_id,
         "decoder_start_token_id": cfg.decoder_start_token_id,
-        "init_std": cfg.init_std,
+        "init_std": cfg.initializer_range,
         "is_encoder_decoder": True,
     }
 
@@ -185,7 +185,7 @@ def _set(tree: dict, path: tuple, value) -> None:
 def params_from_marian_state_dict(state: Mapping[str, Any], cfg: TransformerConfig) -> dict:
     """HF state dict (name -> array-like, torch tensors allowed) -> our `params` tree."""
     a = lambda k: np.asarray(state[k], np.float32)
-    d = cfg.d_model
+    d = cfg.hidden_size
     params: dict = {}
     for ours, key in _embedding_keys(cfg).items():
         # HF saves one of a group of tied tables; look for the others.
@@ -233,7 +233,7 @@ def marian_state_dict_from_params(params: Mapping, cfg: TransformerConfig) -> di
 
     params = nn.unbox(params)
     g = lambda path: np.asarray(_walk(params, path), np.float32)
-    d = cfg.d_model
+    d = cfg.hidden_size
     # Every table is written under every name that uses it, so any tying HF applies on load
     # finds the same values.
     src = g(("shared_embedding" if cfg.share_embeddings else "source_embedding", "embedding"))

@@ -434,10 +434,10 @@ def generate(
         raise ValueError("empty batch: input_ids has no rows; nothing to decode.")
     if s == 0:
         raise ValueError("input_ids has zero length; give at least one source token.")
-    limit = getattr(cfg, "max_len", None)  # None: relative positions (T5), no table
+    limit = cfg.max_length  # None: relative positions (T5), no table
     if limit is not None and s > limit:
         raise ValueError(
-            f"source length {s} exceeds the model's max_len={cfg.max_len}; truncate the source."
+            f"source length {s} exceeds the model's max_length={limit}; truncate the source."
         )
     if attention_mask is None:
         attention_mask = jnp.ones((b, s), jnp.int32)
@@ -447,8 +447,7 @@ def generate(
         )
     if max_length < 1 or (limit is not None and max_length > limit):
         raise ValueError(
-            f"max_length={max_length} must be in [1, max_len={limit}] "
-            "(the decoder's position table)."
+            f"max_length={max_length} must be in [1, {limit}] (the decoder's position table)."
         )
     if not 1 <= num_beams <= V:
         raise ValueError(

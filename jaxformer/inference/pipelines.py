@@ -710,7 +710,7 @@ class Translate:
         _check_kind(self.loaded, self.task, None)
         self.model, self.cfg = self.loaded.model, self.loaded.config
         self.source, self.target = self.loaded.tokenizer, self.loaded.target_tokenizer
-        self.max_length = self.cfg.max_len
+        self.max_length = self.cfg.max_length
         self.batch_size = batch_size
         self.lengths = length_buckets(self.max_length)
         self.batches = batch_buckets(batch_size)
@@ -745,7 +745,7 @@ class Translate:
                 self.loaded.params,
                 ids,
                 mask,
-                max_length=min(max_length, self.cfg.max_len),
+                max_length=min(max_length, self.cfg.max_length),
                 num_beams=beam,
                 **generate_kw,
             )

@@ -70,7 +70,8 @@ class BartConfig(_ConfigMixin):
                 raise ConfigError(f"d_model={self.d_model} is not divisible by {name}={heads}.")
 
     @property
-    def max_len(self) -> int:
+    def max_length(self) -> int:
+        """Longest source / target the position table allows."""
         return self.max_position_embeddings
 
     @property

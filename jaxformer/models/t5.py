@@ -86,7 +86,7 @@ class T5Config(_ConfigMixin):
         return act
 
     # Read by `jaxformer.generate`: no position table, no length limit.
-    max_len = None
+    max_length = None
 
     @property
     def tgt_vocab_size(self) -> int:

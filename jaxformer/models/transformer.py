@@ -42,7 +42,7 @@ class Sublayer(nn.Module):
         dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
         h = fn(norm(x) if cfg.pre_ln else x)
-        h = Dropout(cfg.dropout)(h, deterministic=deterministic)
+        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         x = x + h if cfg.pre_ln else norm(x + h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -54,11 +54,11 @@ def _attention(
     heads = cfg.heads(decoder)
     return MultiHeadAttention(
         heads,
-        cfg.d_model // heads,
+        cfg.hidden_size // heads,
         dropout_rate=cfg.attention_dropout,
         kernel=cfg.attention_kernel,
         decode=decode,
-        init_std=cfg.init_std,
+        init_std=cfg.initializer_range,
         dtype=dt,
         param_dtype=pdt,
         name=name,
@@ -69,8 +69,8 @@ def _feedforward(cfg: TransformerConfig, decoder: bool = False) -> FeedForward:
     dt, pdt = dtypes(cfg)
     return FeedForward(
         cfg.ffn_dim(decoder),
-        cfg.activation,
-        init_std=cfg.init_std,
+        cfg.hidden_act,
+        init_std=cfg.initializer_range,
         dtype=dt,
         param_dtype=pdt,
         name="mlp",
@@ -130,9 +130,11 @@ class DecoderLayer(nn.Module):
 
 def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
     """x: [b, t, d] scaled token embeddings; positions: [t] or [b, t] ints."""
-    table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model, cfg.position_layout))
+    table = jnp.asarray(
+        sinusoidal_table(cfg.max_position_embeddings, cfg.hidden_size, cfg.position_layout)
+    )
     x = x + jnp.take(table, positions, axis=0).astype(x.dtype)  # [(b,) t, d] broadcasts
-    return Dropout(cfg.dropout)(x, deterministic=deterministic)
+    return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
 
 class EncoderStack(nn.Module):
@@ -228,17 +230,22 @@ class Transformer(EncoderDecoder):
     def setup(self):
         cfg = self.cfg
         dt, pdt = dtypes(cfg)
-        kw = {"init_std": cfg.init_std, "dtype": dt, "param_dtype": pdt}
+        kw = {"init_std": cfg.initializer_range, "dtype": dt, "param_dtype": pdt}
         if cfg.share_embeddings:
-            self.shared_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
+            self.shared_embedding = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
         else:
-            self.source_embedding = Embed(cfg.vocab_size, cfg.d_model, **kw)
-            self.target_embedding = Embed(cfg.tgt_vocab_size, cfg.d_model, **kw)
+            self.source_embedding = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
+            self.target_embedding = Embed(cfg.tgt_vocab_size, cfg.hidden_size, **kw)
         self.encoder = EncoderStack(cfg)
         self.decoder = DecoderStack(cfg, self.use_cache)
         if not cfg.tie_output:
             self.output = dense(
-                cfg.tgt_vocab_size, ("embed", "vocab"), cfg.init_std, dt, pdt, use_bias=False
+                cfg.tgt_vocab_size,
+                ("embed", "vocab"),
+                cfg.initializer_range,
+                dt,
+                pdt,
+                use_bias=False,
             )
         if cfg.final_logits_bias:
             self.logits_bias = self.param(
@@ -248,7 +255,7 @@ class Transformer(EncoderDecoder):
     def _embed(self, table: Embed, ids):
         x = table(ids)  # [b, t] -> [b, t, d]
         if self.cfg.scale_embedding:
-            x = x * jnp.asarray(math.sqrt(self.cfg.d_model), x.dtype)
+            x = x * jnp.asarray(math.sqrt(self.cfg.hidden_size), x.dtype)
         return x
 
     def _tables(self):
@@ -258,14 +265,15 @@ class Transformer(EncoderDecoder):
 
     def encode(self, input_ids, attention_mask=None, deterministic: bool = True, segment_ids=None):
         """[b, s] source ids (+ [b, s] mask, 1 = real; [b, s] segment ids of packed rows, 0 =
-        padding) -> [b, s, d_model] encoder states."""
+        padding) -> [b, s, hidden_size] encoder states."""
         cfg = self.cfg
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
-        if input_ids.shape[1] > cfg.max_len:
+        limit = cfg.max_position_embeddings
+        if input_ids.shape[1] > limit:
             raise ValueError(
-                f"source length {input_ids.shape[1]} exceeds max_len={cfg.max_len} "
-                "(the sinusoidal table); truncate the source or raise max_len."
+                f"source length {input_ids.shape[1]} exceeds max_position_embeddings={limit} "
+                "(the sinusoidal table); truncate the source or raise max_position_embeddings."
             )
         check_ids(input_ids, cfg.vocab_size, "input_ids")
         x = self._embed(self._tables()[0], input_ids)
@@ -283,9 +291,11 @@ class Transformer(EncoderDecoder):
         decoder_segment_ids=None,
     ):
         cfg = self.cfg
-        if not self.use_cache and decoder_input_ids.shape[1] > cfg.max_len:
+        limit = cfg.max_position_embeddings
+        if not self.use_cache and decoder_input_ids.shape[1] > limit:
             raise ValueError(
-                f"target length {decoder_input_ids.shape[1]} exceeds max_len={cfg.max_len}."
+                f"target length {decoder_input_ids.shape[1]} exceeds "
+                f"max_position_embeddings={limit}."
             )
         check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
         y = self._embed(self._tables()[1], decoder_input_ids)
@@ -310,5 +320,5 @@ class Transformer(EncoderDecoder):
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""
-        ids = jnp.zeros((batch, min(length, self.cfg.max_len)), jnp.int32)
+        ids = jnp.zeros((batch, min(length, self.cfg.max_position_embeddings)), jnp.int32)
         return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
