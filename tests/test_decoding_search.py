@@ -220,7 +220,7 @@ def test_sampling(setup, greedy):
     [
         (
             {"input_ids": np.zeros((1, 13), np.int32), "attention_mask": None},
-            "exceeds the model's max_len",
+            "exceeds the model's max_length=12",
         ),
         ({"input_ids": np.zeros((0, 5), np.int32), "attention_mask": None}, "empty batch"),
         ({"num_beams": V + 1}, "num_beams"),
