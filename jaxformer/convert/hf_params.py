@@ -63,35 +63,52 @@ def _to_hf(kind: str, leaf: str, x):
 # -- tables ----------------------------------------------------------------------------------
 
 
+# HF's names inside one block: (q/k/v with {}, attention out, its norm, ffn in, ffn out, norm).
+_BLOCK_NAMES = {
+    "bert": (
+        "attention.self.{}",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+        "intermediate.dense",
+        "output.dense",
+        "output.LayerNorm",
+    ),
+    "albert": (
+        "attention.{}",
+        "attention.dense",
+        "attention.LayerNorm",
+        "ffn",
+        "ffn_output",
+        "full_layer_layer_norm",
+    ),
+}
+
+
+def _block(i: int, h: str, names: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """Our physical block i against HF's block under `h`, named by `names`."""
+    qkv, attn_out, attn_norm, wi, wo, norm = names
+    return [
+        (f"encoder/attention_{i}/attention/{q}", f"{h}.{qkv.format(q)}", "qkv")
+        for q in ("query", "key", "value")
+    ] + [
+        (f"encoder/attention_{i}/attention/out", f"{h}.{attn_out}", "attn_out"),
+        (f"encoder/attention_{i}/norm", f"{h}.{attn_norm}", "norm"),
+        (f"encoder/mlp_{i}/mlp/wi", f"{h}.{wi}", "dense"),
+        (f"encoder/mlp_{i}/mlp/wo", f"{h}.{wo}", "dense"),
+        (f"encoder/mlp_{i}/norm", f"{h}.{norm}", "norm"),
+    ]
+
+
 def _bert_layer(i: int) -> list[tuple[str, str, str]]:
     """BERT / RoBERTa / ELECTRA: physical block i is `encoder.layer.i`."""
-    h = f"encoder.layer.{i}"
-    return [
-        (f"encoder/attention_{i}/attention/{p}", f"{h}.attention.self.{p}", "qkv")
-        for p in ("query", "key", "value")
-    ] + [
-        (f"encoder/attention_{i}/attention/out", f"{h}.attention.output.dense", "attn_out"),
-        (f"encoder/attention_{i}/norm", f"{h}.attention.output.LayerNorm", "norm"),
-        (f"encoder/mlp_{i}/mlp/wi", f"{h}.intermediate.dense", "dense"),
-        (f"encoder/mlp_{i}/mlp/wo", f"{h}.output.dense", "dense"),
-        (f"encoder/mlp_{i}/norm", f"{h}.output.LayerNorm", "norm"),
-    ]
+    return _block(i, f"encoder.layer.{i}", _BLOCK_NAMES["bert"])
 
 
 def _albert_layer(p: int, inner: int) -> list[tuple[str, str, str]]:
     """ALBERT: physical block p = g * inner_group_num + j is group g, layer j."""
     g, j = divmod(p, inner)
     h = f"encoder.albert_layer_groups.{g}.albert_layers.{j}"
-    return [
-        (f"encoder/attention_{p}/attention/{q}", f"{h}.attention.{q}", "qkv")
-        for q in ("query", "key", "value")
-    ] + [
-        (f"encoder/attention_{p}/attention/out", f"{h}.attention.dense", "attn_out"),
-        (f"encoder/attention_{p}/norm", f"{h}.attention.LayerNorm", "norm"),
-        (f"encoder/mlp_{p}/mlp/wi", f"{h}.ffn", "dense"),
-        (f"encoder/mlp_{p}/mlp/wo", f"{h}.ffn_output", "dense"),
-        (f"encoder/mlp_{p}/norm", f"{h}.full_layer_layer_norm", "norm"),
-    ]
+    return _block(p, h, _BLOCK_NAMES["albert"])
 
 
 def _base_modules(cfg: EncoderConfig) -> list[tuple[str, str, str]]:
@@ -286,6 +303,18 @@ def _rename_legacy(state_dict: dict[str, Any]) -> dict[str, Any]:
         return k
 
     return {rename(k): v for k, v in state_dict.items()}
+
+
+def warn_load_report(path: str, unused: list[str], missing: list[str]) -> None:
+    """Warns of checkpoint weights left unused and of weights initialised afresh."""
+    if unused:
+        warnings.warn(
+            f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}", stacklevel=3
+        )
+    if missing:
+        warnings.warn(
+            f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=3
+        )
 
 
 def _to_numpy(v) -> np.ndarray:
