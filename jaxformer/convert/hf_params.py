@@ -8,6 +8,7 @@ kernels are [in, out], attention q/k/v kernels [embed, heads, kv], the output [h
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -142,27 +143,27 @@ ALBERT_IDENTITY_PROJ = "encoder.embedding_hidden_mapping_in"
 
 
 # (family, head) -> head modules (HF names are top level, never prefixed).
+_MLM_NAMES = {  # family -> HF's (transform dense, its LayerNorm, output bias)
+    "bert": (
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.bias",
+    ),
+    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+    "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias"),
+    "electra": (
+        "generator_predictions.dense",
+        "generator_predictions.LayerNorm",
+        "generator_lm_head.bias",
+    ),
+}
 _MLM = {
-    "bert": [
-        ("mlm/transform", "cls.predictions.transform.dense", "dense"),
-        ("mlm/norm", "cls.predictions.transform.LayerNorm", "norm"),
-        ("mlm/bias", "cls.predictions.bias", "param"),
-    ],
-    "roberta": [
-        ("mlm/transform", "lm_head.dense", "dense"),
-        ("mlm/norm", "lm_head.layer_norm", "norm"),
-        ("mlm/bias", "lm_head.bias", "param"),
-    ],
-    "albert": [
-        ("mlm/transform", "predictions.dense", "dense"),
-        ("mlm/norm", "predictions.LayerNorm", "norm"),
-        ("mlm/bias", "predictions.bias", "param"),
-    ],
-    "electra": [
-        ("mlm/transform", "generator_predictions.dense", "dense"),
-        ("mlm/norm", "generator_predictions.LayerNorm", "norm"),
-        ("mlm/bias", "generator_lm_head.bias", "param"),
-    ],
+    fam: [
+        ("mlm/transform", transform, "dense"),
+        ("mlm/norm", norm, "norm"),
+        ("mlm/bias", bias, "param"),
+    ]
+    for fam, (transform, norm, bias) in _MLM_NAMES.items()
 }
 # Copies HF keeps of our tied MLM decoder: HF key -> our path it equals.
 TIED = {
@@ -315,6 +316,34 @@ def warn_load_report(path: str, unused: list[str], missing: list[str]) -> None:
         warnings.warn(
             f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=3
         )
+
+
+def read_hf_dir(path: str, model_type: str | None = None, generation: bool = True):
+    """(config.json, generation_config.json or None, weights as numpy) of a local HF
+    directory; with `model_type`, a directory holding another type is a ValueError.
+    `generation=False` leaves generation_config.json unread."""
+    from jaxformer.convert.hf_files import load_hf_state_dict, read_hf_config, read_json_file
+
+    hf = read_hf_config(path)
+    if model_type is not None and hf.get("model_type") != model_type:
+        raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not {model_type!r}.")
+    gen_file = os.path.join(path, "generation_config.json")
+    gen = read_json_file(gen_file) if generation and os.path.isfile(gen_file) else None
+    return hf, gen, {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
+
+
+def params_or_error(path: str, convert: Callable, state: dict, cfg) -> dict:
+    """`convert(state, cfg)`, with a weight the config needs but `path` lacks reported as a
+    ModelFileError."""
+    from jaxformer.convert.hf_files import ModelFileError
+
+    try:
+        return convert(state, cfg)
+    except KeyError as e:
+        raise ModelFileError(
+            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
+            "re-download or re-export them."
+        ) from None
 
 
 def _to_numpy(v) -> np.ndarray:
