@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -121,25 +120,11 @@ def bart_state_dict_from_params(params: Mapping, cfg: BartConfig) -> dict[str, n
 
 def bart_from_pretrained(path: str, **overrides) -> tuple[Bart, dict]:
     """A local HF BART / mBART directory -> `(Bart(cfg), params)` (float32)."""
-    from jaxformer.convert.hf_params import _to_numpy
-    from jaxformer.convert.hf_files import (
-        ModelFileError,
-        load_hf_state_dict,
-        read_hf_config,
-        read_json_file,
-    )
+    from jaxformer.convert.hf_params import params_or_error, read_hf_dir
 
-    gen_file = os.path.join(path, "generation_config.json")
-    gen = read_json_file(gen_file) if os.path.isfile(gen_file) else None
-    cfg = BartConfig.from_hf(read_hf_config(path), gen, **overrides)
-    state = {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
-    try:
-        return Bart(cfg), params_from_bart_state_dict(state, cfg)
-    except KeyError as e:
-        raise ModelFileError(
-            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
-            "re-download or re-export them."
-        ) from None
+    hf, gen, state = read_hf_dir(path)
+    cfg = BartConfig.from_hf(hf, gen, **overrides)
+    return Bart(cfg), params_or_error(path, params_from_bart_state_dict, state, cfg)
 
 
 def bart_save_pretrained(model: Bart, params: Mapping, path: str) -> None:

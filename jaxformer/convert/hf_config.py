@@ -32,49 +32,34 @@ HEAD_OF_ARCHITECTURE = {
 # The attribute HF keeps the base model under in task models (`bert.encoder...`).
 BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "albert": "albert", "electra": "electra"}
 
-# HF's defaults per family, for keys a config.json leaves out.
-_HF_DEFAULTS = {
-    "bert": dict(
-        vocab_size=30522,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        pad_token_id=0,
-    ),
-    "roberta": dict(
-        vocab_size=50265,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        pad_token_id=1,
-    ),
-    "albert": dict(
-        vocab_size=30000,
-        embedding_size=128,
-        hidden_size=4096,
-        num_hidden_layers=12,
-        num_attention_heads=64,
-        intermediate_size=16384,
-        hidden_act="gelu_new",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        pad_token_id=0,
-        num_hidden_groups=1,
-        inner_group_num=1,
-        classifier_dropout_prob=0.1,
-    ),
-    "electra": dict(
-        vocab_size=30522,
-        embedding_size=128,
-        hidden_size=256,
-        num_hidden_layers=12,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        pad_token_id=0,
-    ),
+# HF's defaults per family, for keys a config.json leaves out: (vocab, embedding, hidden,
+# layers, heads, intermediate, pad) in HF's key names, then what a family changes besides.
+_SIZE_KEYS = (
+    "vocab_size",
+    "embedding_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "pad_token_id",
+)
+_SIZES = {
+    "bert": (30522, None, 768, 12, 12, 3072, 0),
+    "roberta": (50265, None, 768, 12, 12, 3072, 1),
+    "albert": (30000, 128, 4096, 12, 64, 16384, 0),
+    "electra": (30522, 128, 256, 12, 4, 1024, 0),
 }
+_HF_DEFAULTS = {
+    fam: {k: v for k, v in zip(_SIZE_KEYS, sizes) if v is not None} for fam, sizes in _SIZES.items()
+}
+_HF_DEFAULTS["albert"].update(
+    hidden_act="gelu_new",
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    num_hidden_groups=1,
+    inner_group_num=1,
+    classifier_dropout_prob=0.1,
+)
 _COMMON_DEFAULTS = dict(
     hidden_act="gelu",
     hidden_dropout_prob=0.1,
@@ -163,6 +148,39 @@ def labels_from_hf(hf: dict[str, Any]) -> tuple[int, tuple | None]:
     return num_labels, tuple(names)
 
 
+def sizes_from_hf(get) -> dict[str, Any]:
+    """Our size fields from a config.json, read through `get` (key -> value or default)."""
+    return dict(
+        vocab_size=get("vocab_size"),
+        hidden_size=get("hidden_size"),
+        num_layers=get("num_hidden_layers"),
+        num_heads=get("num_attention_heads"),
+        intermediate_size=get("intermediate_size"),
+        max_position_embeddings=get("max_position_embeddings"),
+    )
+
+
+def hf_sizes(cfg) -> dict[str, Any]:
+    """The config.json size keys of `cfg`, named alike in every HF encoder family."""
+    return dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+    )
+
+
+def hf_labels(cfg) -> dict[str, Any]:
+    """config.json's `id2label` and `label2id` for `cfg`'s classes."""
+    names = label_names(cfg)
+    return dict(
+        id2label={str(i): n for i, n in enumerate(names)},
+        label2id={n: i for i, n in enumerate(names)},
+    )
+
+
 def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     """An `EncoderConfig` (head included) from a HF `config.json` dict; `overrides` win."""
     family, head = family_and_head(hf)
@@ -183,12 +201,7 @@ def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     fields = dict(
         family=family,
         head=head,
-        vocab_size=get("vocab_size"),
-        hidden_size=get("hidden_size"),
-        num_layers=get("num_hidden_layers"),
-        num_heads=get("num_attention_heads"),
-        intermediate_size=get("intermediate_size"),
-        max_position_embeddings=get("max_position_embeddings"),
+        **sizes_from_hf(get),
         type_vocab_size=get("type_vocab_size"),
         layer_norm_eps=get("layer_norm_eps"),
         hidden_act=_ACT_FROM_HF[act],
@@ -275,15 +288,10 @@ def hf_config_from_encoder_config(cfg: EncoderConfig) -> dict[str, Any]:
     d = dict(
         architectures=[ARCHITECTURES[fam][cfg.head]],
         model_type=fam,
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
+        **hf_sizes(cfg),
         hidden_act=_ACT_TO_HF[cfg.hidden_act],
         hidden_dropout_prob=cfg.hidden_dropout,
         attention_probs_dropout_prob=cfg.attention_dropout,
-        max_position_embeddings=cfg.max_position_embeddings,
         type_vocab_size=cfg.type_vocab_size,
         initializer_range=cfg.initializer_range,
         layer_norm_eps=cfg.layer_norm_eps,
@@ -291,8 +299,7 @@ def hf_config_from_encoder_config(cfg: EncoderConfig) -> dict[str, Any]:
         position_embedding_type="absolute",
         tie_word_embeddings=True,  # our MLM decoder is always the word-embedding table
         dtype=cfg.param_dtype,
-        id2label={str(i): n for i, n in enumerate(label_names(cfg))},
-        label2id={n: i for i, n in enumerate(label_names(cfg))},
+        **hf_labels(cfg),
     )
     if fam == "albert":
         d["classifier_dropout_prob"] = (

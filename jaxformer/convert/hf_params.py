@@ -8,6 +8,7 @@ kernels are [in, out], attention q/k/v kernels [embed, heads, kv], the output [h
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -63,35 +64,52 @@ def _to_hf(kind: str, leaf: str, x):
 # -- tables ----------------------------------------------------------------------------------
 
 
+# HF's names inside one block: (q/k/v with {}, attention out, its norm, ffn in, ffn out, norm).
+_BLOCK_NAMES = {
+    "bert": (
+        "attention.self.{}",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+        "intermediate.dense",
+        "output.dense",
+        "output.LayerNorm",
+    ),
+    "albert": (
+        "attention.{}",
+        "attention.dense",
+        "attention.LayerNorm",
+        "ffn",
+        "ffn_output",
+        "full_layer_layer_norm",
+    ),
+}
+
+
+def _block(i: int, h: str, names: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """Our physical block i against HF's block under `h`, named by `names`."""
+    qkv, attn_out, attn_norm, wi, wo, norm = names
+    return [
+        (f"encoder/attention_{i}/attention/{q}", f"{h}.{qkv.format(q)}", "qkv")
+        for q in ("query", "key", "value")
+    ] + [
+        (f"encoder/attention_{i}/attention/out", f"{h}.{attn_out}", "attn_out"),
+        (f"encoder/attention_{i}/norm", f"{h}.{attn_norm}", "norm"),
+        (f"encoder/mlp_{i}/mlp/wi", f"{h}.{wi}", "dense"),
+        (f"encoder/mlp_{i}/mlp/wo", f"{h}.{wo}", "dense"),
+        (f"encoder/mlp_{i}/norm", f"{h}.{norm}", "norm"),
+    ]
+
+
 def _bert_layer(i: int) -> list[tuple[str, str, str]]:
     """BERT / RoBERTa / ELECTRA: physical block i is `encoder.layer.i`."""
-    h = f"encoder.layer.{i}"
-    return [
-        (f"encoder/attention_{i}/attention/{p}", f"{h}.attention.self.{p}", "qkv")
-        for p in ("query", "key", "value")
-    ] + [
-        (f"encoder/attention_{i}/attention/out", f"{h}.attention.output.dense", "attn_out"),
-        (f"encoder/attention_{i}/norm", f"{h}.attention.output.LayerNorm", "norm"),
-        (f"encoder/mlp_{i}/mlp/wi", f"{h}.intermediate.dense", "dense"),
-        (f"encoder/mlp_{i}/mlp/wo", f"{h}.output.dense", "dense"),
-        (f"encoder/mlp_{i}/norm", f"{h}.output.LayerNorm", "norm"),
-    ]
+    return _block(i, f"encoder.layer.{i}", _BLOCK_NAMES["bert"])
 
 
 def _albert_layer(p: int, inner: int) -> list[tuple[str, str, str]]:
     """ALBERT: physical block p = g * inner_group_num + j is group g, layer j."""
     g, j = divmod(p, inner)
     h = f"encoder.albert_layer_groups.{g}.albert_layers.{j}"
-    return [
-        (f"encoder/attention_{p}/attention/{q}", f"{h}.attention.{q}", "qkv")
-        for q in ("query", "key", "value")
-    ] + [
-        (f"encoder/attention_{p}/attention/out", f"{h}.attention.dense", "attn_out"),
-        (f"encoder/attention_{p}/norm", f"{h}.attention.LayerNorm", "norm"),
-        (f"encoder/mlp_{p}/mlp/wi", f"{h}.ffn", "dense"),
-        (f"encoder/mlp_{p}/mlp/wo", f"{h}.ffn_output", "dense"),
-        (f"encoder/mlp_{p}/norm", f"{h}.full_layer_layer_norm", "norm"),
-    ]
+    return _block(p, h, _BLOCK_NAMES["albert"])
 
 
 def _base_modules(cfg: EncoderConfig) -> list[tuple[str, str, str]]:
@@ -125,27 +143,27 @@ ALBERT_IDENTITY_PROJ = "encoder.embedding_hidden_mapping_in"
 
 
 # (family, head) -> head modules (HF names are top level, never prefixed).
+_MLM_NAMES = {  # family -> HF's (transform dense, its LayerNorm, output bias)
+    "bert": (
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.bias",
+    ),
+    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+    "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias"),
+    "electra": (
+        "generator_predictions.dense",
+        "generator_predictions.LayerNorm",
+        "generator_lm_head.bias",
+    ),
+}
 _MLM = {
-    "bert": [
-        ("mlm/transform", "cls.predictions.transform.dense", "dense"),
-        ("mlm/norm", "cls.predictions.transform.LayerNorm", "norm"),
-        ("mlm/bias", "cls.predictions.bias", "param"),
-    ],
-    "roberta": [
-        ("mlm/transform", "lm_head.dense", "dense"),
-        ("mlm/norm", "lm_head.layer_norm", "norm"),
-        ("mlm/bias", "lm_head.bias", "param"),
-    ],
-    "albert": [
-        ("mlm/transform", "predictions.dense", "dense"),
-        ("mlm/norm", "predictions.LayerNorm", "norm"),
-        ("mlm/bias", "predictions.bias", "param"),
-    ],
-    "electra": [
-        ("mlm/transform", "generator_predictions.dense", "dense"),
-        ("mlm/norm", "generator_predictions.LayerNorm", "norm"),
-        ("mlm/bias", "generator_lm_head.bias", "param"),
-    ],
+    fam: [
+        ("mlm/transform", transform, "dense"),
+        ("mlm/norm", norm, "norm"),
+        ("mlm/bias", bias, "param"),
+    ]
+    for fam, (transform, norm, bias) in _MLM_NAMES.items()
 }
 # Copies HF keeps of our tied MLM decoder: HF key -> our path it equals.
 TIED = {
@@ -286,6 +304,46 @@ def _rename_legacy(state_dict: dict[str, Any]) -> dict[str, Any]:
         return k
 
     return {rename(k): v for k, v in state_dict.items()}
+
+
+def warn_load_report(path: str, unused: list[str], missing: list[str]) -> None:
+    """Warns of checkpoint weights left unused and of weights initialised afresh."""
+    if unused:
+        warnings.warn(
+            f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}", stacklevel=3
+        )
+    if missing:
+        warnings.warn(
+            f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=3
+        )
+
+
+def read_hf_dir(path: str, model_type: str | None = None, generation: bool = True):
+    """(config.json, generation_config.json or None, weights as numpy) of a local HF
+    directory; with `model_type`, a directory holding another type is a ValueError.
+    `generation=False` leaves generation_config.json unread."""
+    from jaxformer.convert.hf_files import load_hf_state_dict, read_hf_config, read_json_file
+
+    hf = read_hf_config(path)
+    if model_type is not None and hf.get("model_type") != model_type:
+        raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not {model_type!r}.")
+    gen_file = os.path.join(path, "generation_config.json")
+    gen = read_json_file(gen_file) if generation and os.path.isfile(gen_file) else None
+    return hf, gen, {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
+
+
+def params_or_error(path: str, convert: Callable, state: dict, cfg) -> dict:
+    """`convert(state, cfg)`, with a weight the config needs but `path` lacks reported as a
+    ModelFileError."""
+    from jaxformer.convert.hf_files import ModelFileError
+
+    try:
+        return convert(state, cfg)
+    except KeyError as e:
+        raise ModelFileError(
+            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
+            "re-download or re-export them."
+        ) from None
 
 
 def _to_numpy(v) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from jaxformer.convert.hf_config import encoder_config_from_hf, hf_config_from_encoder_config
@@ -12,6 +10,7 @@ from jaxformer.convert.hf_params import (
     finish_params,
     hf_state_dict_from_params,
     param_shapes,
+    warn_load_report,
 )
 from jaxformer.convert.hf_files import (  # noqa: F401  (their public home stays here too)
     SAFETENSORS,
@@ -93,14 +92,8 @@ def from_pretrained(
         return new_head or (p.startswith("encoder/pooler/") and not has_pooler)
 
     flat, missing, unused = convert_hf_state_dict(sd, cfg, allow_missing=fresh)
-    if unused:
-        warnings.warn(
-            f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}", stacklevel=2
-        )
+    warn_load_report(path, unused, missing)
     if missing:
-        warnings.warn(
-            f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=2
-        )
         flat.update(_fresh_params(cfg, missing, seed))
     return EncoderModel(cfg), finish_params(flat, cfg)
 

@@ -8,9 +8,7 @@ directory (config.json + model.safetensors) that `MarianMTModel.from_pretrained`
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -276,54 +274,25 @@ def _walk(tree, path):
 
 
 # -- files --------------------------------------------------------------------------------------
-def _read_state(path: str) -> dict:
-    """The directory's weights as numpy (`hf_files.load_hf_state_dict`: safetensors,
-    sharded or not, or pytorch_model.bin; damaged files are a ModelFileError)."""
-    from jaxformer.convert.hf_params import _to_numpy
-    from jaxformer.convert.hf_files import load_hf_state_dict
-
-    return {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
-
-
 def marian_from_pretrained(path: str, **overrides) -> tuple[Transformer, dict]:
     """Loads a local HF Marian directory -> `(Transformer(cfg), params)` (float32)."""
-    from jaxformer.convert.hf_files import ModelFileError, read_hf_config, read_json_file
+    from jaxformer.convert.hf_params import params_or_error, read_hf_dir
 
-    hf = read_hf_config(path)
-    if hf.get("model_type") != "marian":
-        raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not 'marian'.")
-    gen_file = os.path.join(path, "generation_config.json")
-    gen = read_json_file(gen_file) if os.path.isfile(gen_file) else None
+    hf, gen, state = read_hf_dir(path, "marian")
     cfg = config_from_marian(hf, gen, **overrides)
-    state = _read_state(path)
-    try:
-        return Transformer(cfg), params_from_marian_state_dict(state, cfg)
-    except KeyError as e:
-        raise ModelFileError(
-            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
-            "re-download or re-export them."
-        ) from None
+    return Transformer(cfg), params_or_error(path, params_from_marian_state_dict, state, cfg)
 
 
 def marian_save_pretrained(model: Transformer, params: Mapping, path: str) -> None:
     """Writes `path/config.json`, `generation_config.json` (start, EOS and forced EOS ids,
-    barred tokens as `bad_words_ids`)
-    and `model.safetensors` for `MarianMTModel`."""
-    from safetensors.numpy import save_file
+    barred tokens as `bad_words_ids`) and `model.safetensors` for `MarianMTModel`."""
+    from jaxformer.convert.hf_files import write_model_dir
 
-    os.makedirs(path, exist_ok=True)
     cfg = model.cfg
     hf = marian_config_dict(cfg)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2)
     keys = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_eos_token_id")
     gen = {k: hf[k] for k in keys}
     if cfg.suppress_tokens:
         gen["bad_words_ids"] = [[t] for t in cfg.suppress_tokens]
-    with open(os.path.join(path, "generation_config.json"), "w") as f:
-        json.dump(gen, f, indent=2)
-    save_file(
-        marian_state_dict_from_params(params, cfg),
-        os.path.join(path, "model.safetensors"),
-        metadata={"format": "pt"},
-    )
+    state = marian_state_dict_from_params(params, cfg)
+    write_model_dir(path, hf, state, generation_config=gen)

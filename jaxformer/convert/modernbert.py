@@ -18,8 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxformer.convert.hf_config import _ACT_FROM_HF, _ACT_TO_HF, label_names, labels_from_hf
-from jaxformer.convert.hf_params import MissingWeightError, _to_numpy
+from jaxformer.convert.hf_config import (
+    _ACT_FROM_HF,
+    _ACT_TO_HF,
+    hf_labels,
+    hf_sizes,
+    labels_from_hf,
+    sizes_from_hf,
+)
+from jaxformer.convert.hf_params import MissingWeightError, _to_numpy, warn_load_report
 from jaxformer.models.configs import ConfigError
 from jaxformer.models.modernbert import ModernBertModel
 from jaxformer.models.modernbert_configs import LAYER_TYPES, ModernBertConfig
@@ -124,12 +131,7 @@ def modernbert_config_from_hf(hf: dict[str, Any], **overrides) -> ModernBertConf
     pad = get("pad_token_id")
     fields = dict(
         head=HEAD_OF_ARCHITECTURE[arch],
-        vocab_size=get("vocab_size"),
-        hidden_size=get("hidden_size"),
-        num_layers=layers,
-        num_heads=get("num_attention_heads"),
-        intermediate_size=get("intermediate_size"),
-        max_position_embeddings=get("max_position_embeddings"),
+        **sizes_from_hf(get),
         layer_types=tuple(layer_types),
         local_window=get("local_attention"),
         global_rope_theta=_rope_theta(hf, "full_attention", "global_rope_theta"),
@@ -157,18 +159,12 @@ def modernbert_config_from_hf(hf: dict[str, Any], **overrides) -> ModernBertConf
 
 def hf_config_from_modernbert(cfg: ModernBertConfig) -> dict[str, Any]:
     """The `config.json` dict transformers needs to build the same model as `cfg`."""
-    names = label_names(cfg)
     rope = lambda theta: {"rope_type": "default", "rope_theta": theta}
     return dict(
         architectures=[ARCHITECTURES[cfg.head]],
         model_type="modernbert",
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
+        **hf_sizes(cfg),
         hidden_activation=_ACT_TO_HF[cfg.hidden_act],
-        max_position_embeddings=cfg.max_position_embeddings,
         initializer_range=cfg.initializer_range,
         norm_eps=cfg.layer_norm_eps,
         norm_bias=cfg.norm_bias,
@@ -193,8 +189,7 @@ def hf_config_from_modernbert(cfg: ModernBertConfig) -> dict[str, Any]:
         classifier_activation=_ACT_TO_HF[cfg.classifier_activation],
         tie_word_embeddings=True,
         dtype=cfg.param_dtype,
-        id2label={str(i): n for i, n in enumerate(names)},
-        label2id={n: i for i, n in enumerate(names)},
+        **hf_labels(cfg),
     )
 
 
@@ -386,14 +381,8 @@ def modernbert_from_pretrained(
     cfg = ckpt.replace(**changes)
     fresh = lambda p: cfg.head != ckpt.head and not p.startswith("encoder/")
     flat, missing, unused = convert_modernbert_state_dict(load_hf_state_dict(path), cfg, fresh)
-    if unused:
-        warnings.warn(
-            f"{len(unused)} weights in {path!r} were not used: {', '.join(unused)}", stacklevel=2
-        )
+    warn_load_report(path, unused, missing)
     if missing:
-        warnings.warn(
-            f"newly initialised (not in the checkpoint): {', '.join(missing)}", stacklevel=2
-        )
         flat.update(
             fresh_arrays(param_shapes(cfg), missing, cfg.initializer_range, cfg.param_dtype, seed)
         )

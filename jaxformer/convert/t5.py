@@ -134,21 +134,11 @@ def t5_state_dict_from_params(params: Mapping, cfg: T5Config) -> dict[str, np.nd
 def t5_from_pretrained(path: str, **overrides) -> tuple[T5, dict]:
     """A local HF T5 / Flan-T5 directory -> `(T5(cfg), params)` (float32). `overrides` are
     `T5Config` fields (e.g. `dropout_rate=0.0`, `dtype="bfloat16"`)."""
-    from jaxformer.convert.hf_files import ModelFileError, load_hf_state_dict, read_hf_config
-    from jaxformer.convert.hf_params import _to_numpy
+    from jaxformer.convert.hf_params import params_or_error, read_hf_dir
 
-    hf = read_hf_config(path)
-    if hf.get("model_type") != "t5":
-        raise ValueError(f"{path!r} holds model_type={hf.get('model_type')!r}, not 't5'.")
+    hf, _, state = read_hf_dir(path, "t5", generation=False)
     cfg = T5Config.from_hf(hf, **overrides)
-    state = {k: _to_numpy(v) for k, v in load_hf_state_dict(path).items()}
-    try:
-        return T5(cfg), params_from_t5_state_dict(state, cfg)
-    except KeyError as e:
-        raise ModelFileError(
-            f"the weights in {path} lack {e.args[0]!r}, which its config.json needs; "
-            "re-download or re-export them."
-        ) from None
+    return T5(cfg), params_or_error(path, params_from_t5_state_dict, state, cfg)
 
 
 def t5_save_pretrained(model: T5, params: Mapping, path: str) -> None:

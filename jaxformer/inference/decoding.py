@@ -242,6 +242,17 @@ def _gather_beams(tree, parent, b: int, k: int):
     return jax.tree_util.tree_map_with_path(gather, tree)
 
 
+def _beams_output(steps, seqs, scores) -> GenerateOutput:
+    """Beam 0 (the search keeps it best) as the answer, and every beam: [b, k, L] / [b, k]."""
+    return GenerateOutput(
+        sequences=seqs[:, 0],
+        scores=scores[:, 0],
+        steps=steps,
+        beam_sequences=seqs,
+        beam_scores=scores,
+    )
+
+
 def _beam_search(model, params, encoded, enc_mask, opts: _Options):
     """k slots per item, each alive or ended. Each step ranks, per item, every one-token
     extension of the alive slots together with the ended slots (carried unchanged, never
@@ -292,13 +303,7 @@ def _beam_search(model, params, encoded, enc_mask, opts: _Options):
         init_cache(),
     )
     steps, seqs, _, _, final, _ = _peeled_loop(body, cond, state)
-    return GenerateOutput(
-        sequences=seqs[:, 0],
-        scores=final[:, 0],
-        steps=steps,
-        beam_sequences=seqs,
-        beam_scores=final,
-    )
+    return _beams_output(steps, seqs, final)
 
 
 def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
@@ -361,13 +366,7 @@ def _beam_search_transformers(model, params, encoded, enc_mask, opts: _Options):
         init_cache(),
     )
     steps, _, _, seqs, scores, _, _, _, _ = _peeled_loop(body, cond, state)
-    return GenerateOutput(
-        sequences=seqs[:, 0],
-        scores=scores[:, 0],
-        steps=steps,
-        beam_sequences=seqs,
-        beam_scores=scores,
-    )
+    return _beams_output(steps, seqs, scores)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opts"))

@@ -26,6 +26,18 @@ def zeros_init(axes: tuple) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+def cache_positions(module: nn.Module, positions: Array, t: int) -> tuple[Array, bool]:
+    """Positions of `t` new tokens in a decoder with a decoding cache: shifted past the tokens
+    the cache holds, whose count (`cache/position` of `module`) grows by `t`. The call that
+    creates the cache leaves them as they are. Returns (positions, whether it existed)."""
+    cached = module.has_variable("cache", "position")
+    index = module.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+    if cached:
+        positions = index.value + positions
+        index.value = index.value + t
+    return positions, cached
+
+
 class Projection(nn.Module):
     """Dense over the last `in_ndim` dims: [..., *in] -> [..., *out_shape].
 

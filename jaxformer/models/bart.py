@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention, zeros_init
+from jaxformer.layers.attention import MultiHeadAttention, cache_positions, zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
@@ -205,11 +205,7 @@ class BartStack(nn.Module):
         t = x.shape[1]
         positions = jnp.arange(t)
         if self.decode:
-            cached = self.has_variable("cache", "position")
-            index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
-            if cached:
-                positions = index.value + positions
-                index.value = index.value + t
+            positions, _ = cache_positions(self, positions, t)
         table = Embed(
             cfg.max_position_embeddings + POSITION_OFFSET,
             cfg.d_model,

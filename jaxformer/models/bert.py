@@ -71,6 +71,13 @@ class Embeddings(nn.Module):
         return self.word.attend(x)
 
 
+def _add_residual(cfg: EncoderConfig, norm, x, h, deterministic: bool):
+    """A sublayer's end: dropout on its output `h`, the residual, and `norm` when post-LN."""
+    h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+    x = x + h if cfg.pre_ln else norm(x + h)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
 class AttentionBlock(nn.Module):
     """Self-attention + dropout + residual + LayerNorm (post-LN, or pre-LN by config)."""
 
@@ -103,9 +110,7 @@ class AttentionBlock(nn.Module):
                 mask = jnp.take_along_axis(mask, rows[:, None, :, None], axis=2)
             h = norm(x) if cfg.pre_ln else x
             h = attention(h, inputs_kv=kv, mask=mask, deterministic=deterministic)
-        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-        x = x + h if cfg.pre_ln else norm(x + h)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return _add_residual(cfg, norm, x, h, deterministic)
 
 
 class MlpBlock(nn.Module):
@@ -127,9 +132,7 @@ class MlpBlock(nn.Module):
             param_dtype=pdt,
             name="mlp",
         )(h)
-        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-        x = x + h if cfg.pre_ln else norm(x + h)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return _add_residual(cfg, norm, x, h, deterministic)
 
 
 class Layer(nn.Module):

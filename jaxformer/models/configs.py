@@ -46,6 +46,25 @@ ENCODER_SIZES = (
 )
 
 
+def check_numerics(cfg) -> None:
+    """The attention kernel, dtypes and remat policy every encoder config names."""
+    check_choice("attention_kernel", cfg.attention_kernel, KERNELS)
+    check_choice("dtype", cfg.dtype, DTYPES)
+    check_choice("param_dtype", cfg.param_dtype, DTYPES)
+    check_choice("remat_policy", cfg.remat_policy, REMAT)
+
+
+def check_label_names(cfg) -> None:
+    """Stores `cfg.label_names` (when given) as a tuple of str, one name per label."""
+    if cfg.label_names is not None:
+        object.__setattr__(cfg, "label_names", tuple(str(x) for x in cfg.label_names))
+        if len(cfg.label_names) != cfg.num_labels:
+            raise ConfigError(
+                f"label_names has {len(cfg.label_names)} names but "
+                f"num_labels={cfg.num_labels}; give one name per label."
+            )
+
+
 def check_positive(cfg, names, optional=()) -> None:
     """Each field in `names` is >= 1; each in `optional` is >= 1 or None."""
     for name in names:
@@ -138,10 +157,7 @@ class EncoderConfig(_ConfigMixin):
         check_choice("sharing", self.sharing, SHARING)
         check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         check_choice("head", self.head, HEADS)
-        check_choice("attention_kernel", self.attention_kernel, KERNELS)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_choice("param_dtype", self.param_dtype, DTYPES)
-        check_choice("remat_policy", self.remat_policy, REMAT)
+        check_numerics(self)
         check_choice("classifier_style", self.classifier_style, ("pooler", "cls_mlp"))
         check_positive(
             self,
@@ -180,13 +196,7 @@ class EncoderConfig(_ConfigMixin):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1).")
-        if self.label_names is not None:
-            object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
-            if len(self.label_names) != self.num_labels:
-                raise ConfigError(
-                    f"label_names has {len(self.label_names)} names but "
-                    f"num_labels={self.num_labels}; give one name per label."
-                )
+        check_label_names(self)
 
     def runs_sparse_last_layer(self, n_positions: int, seq_len: int) -> bool:
         """Whether `EncoderModel` given `mlm_positions` [b, n_positions] over `seq_len`
@@ -268,28 +278,32 @@ def _size(name: str, table: dict) -> tuple:
     return table[name]
 
 
+def _bert_size(size: str) -> tuple[int, int, int, int]:
+    """(layers, hidden, heads, intermediate) of a BERT size name: 64-dim heads (at least 2)
+    and an MLP 4x the width."""
+    layers, hidden = _size(size, SIZES)
+    return layers, hidden, max(2, hidden // 64), 4 * hidden
+
+
+def _dims(layers: int, hidden: int, heads: int, inter: int) -> dict:
+    """The `EncoderConfig` size fields."""
+    return dict(num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=inter)
+
+
 def bert_config(size: str = "base", **overrides) -> EncoderConfig:
     """BERT at a named size (tiny/mini/small/medium/base/large)."""
-    layers, hidden = _size(size, SIZES)
     base = dict(
         family="bert",
-        num_layers=layers,
-        hidden_size=hidden,
-        num_heads=max(2, hidden // 64),
-        intermediate_size=4 * hidden,
+        **_dims(*_bert_size(size)),
     )
     return EncoderConfig.from_dict({**base, **overrides})
 
 
 def roberta_config(size: str = "base", **overrides) -> EncoderConfig:
     """RoBERTa: BERT shape, byte-level BPE vocab, positions offset past the pad id."""
-    layers, hidden = _size(size, SIZES)
     base = dict(
         family="roberta",
-        num_layers=layers,
-        hidden_size=hidden,
-        num_heads=max(2, hidden // 64),
-        intermediate_size=4 * hidden,
+        **_dims(*_bert_size(size)),
         vocab_size=50265,
         max_position_embeddings=514,
         type_vocab_size=1,
@@ -307,15 +321,12 @@ def albert_config(size: str = "base", **overrides) -> EncoderConfig:
     if size in ALBERT_SIZES:
         layers, hidden, emb, heads, inter = ALBERT_SIZES[size]
     else:
-        layers, hidden = _size(size, SIZES)
-        emb, heads, inter = max(16, hidden // 4), max(2, hidden // 64), 4 * hidden
+        layers, hidden, heads, inter = _bert_size(size)
+        emb = max(16, hidden // 4)
     base = dict(
         family="albert",
-        num_layers=layers,
-        hidden_size=hidden,
+        **_dims(layers, hidden, heads, inter),
         embedding_size=emb,
-        num_heads=heads,
-        intermediate_size=inter,
         vocab_size=30000,
         sharing="all",
         hidden_dropout=0.0,
@@ -332,18 +343,15 @@ def electra_config(size: str = "small", generator: bool = False, **overrides) ->
         layers, hidden, emb, heads, inter = ELECTRA_SIZES[size]
         frac = ELECTRA_GENERATOR_FRACTION[size]
     else:
-        layers, hidden = _size(size, SIZES)
-        emb, heads, inter, frac = hidden, max(2, hidden // 64), 4 * hidden, TINY_GENERATOR_FRACTION
+        layers, hidden, heads, inter = _bert_size(size)
+        emb, frac = hidden, TINY_GENERATOR_FRACTION
     if generator:
         dims = generator_dims(hidden, inter, frac)
         hidden, heads, inter = dims["hidden_size"], dims["num_heads"], dims["intermediate_size"]
     base = dict(
         family="electra",
-        num_layers=layers,
-        hidden_size=hidden,
+        **_dims(layers, hidden, heads, inter),
         embedding_size=emb,
-        num_heads=heads,
-        intermediate_size=inter,
         with_pooler=False,
         classifier_style="cls_mlp",
     )

@@ -8,11 +8,13 @@ import jax.numpy as jnp
 from jaxformer.layers.attention import zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.feedforward import activation, dense, layer_norm
+from jaxformer.models.common import dtypes
 from jaxformer.models.configs import EncoderConfig
 
 
-def _dt(cfg):
-    return jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+def _dense(cfg: EncoderConfig, features: int, axes: tuple, name: str) -> nn.Module:
+    """A dense layer at `cfg`'s dtypes and initializer_range."""
+    return dense(features, axes, cfg.initializer_range, *dtypes(cfg), name=name)
 
 
 def _classifier_dropout(cfg: EncoderConfig) -> float:
@@ -27,12 +29,10 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden, attend):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
+        dt, pdt = dtypes(cfg)
         # RoBERTa's and ELECTRA's generator heads use GELU whatever hidden_act says.
         act = cfg.hidden_act if cfg.family in ("bert", "albert") else "gelu"
-        h = dense(cfg.emb_size, ("embed", None), cfg.initializer_range, dt, pdt, name="transform")(
-            hidden
-        )
+        h = _dense(cfg, cfg.emb_size, ("embed", None), "transform")(hidden)
         h = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm", axis_name=None)(activation(act)(h))
         bias = self.param("bias", zeros_init(("vocab",)), (cfg.vocab_size,), pdt)
         return attend(h) + jnp.asarray(bias, dt)  # [..., vocab]
@@ -46,10 +46,9 @@ class PairHead(nn.Module):
     @nn.compact
     def __call__(self, pooled, deterministic=True):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
         if cfg.family == "albert":  # ALBERT's SOP head has dropout; BERT's NSP head has none
             pooled = Dropout(_classifier_dropout(cfg))(pooled, deterministic=deterministic)
-        return dense(2, ("embed", None), cfg.initializer_range, dt, pdt, name="dense")(pooled)
+        return _dense(cfg, 2, ("embed", None), "dense")(pooled)
 
 
 class RTDHead(nn.Module):
@@ -60,12 +59,10 @@ class RTDHead(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
-        h = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt, name="dense")(
-            hidden
+        h = activation(cfg.hidden_act)(
+            _dense(cfg, cfg.hidden_size, ("embed", None), "dense")(hidden)
         )
-        h = activation(cfg.hidden_act)(h)
-        return dense(1, (None, None), cfg.initializer_range, dt, pdt, name="prediction")(h)[..., 0]
+        return _dense(cfg, 1, (None, None), "prediction")(h)[..., 0]
 
 
 class SequenceClassificationHead(nn.Module):
@@ -77,20 +74,18 @@ class SequenceClassificationHead(nn.Module):
     @nn.compact
     def __call__(self, hidden, pooled, deterministic=True):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
         drop = Dropout(_classifier_dropout(cfg))
-        std = cfg.initializer_range
         if cfg.classifier_style == "pooler":
             if pooled is None:
                 raise ValueError("classifier_style='pooler' needs with_pooler=True.")
-            return dense(cfg.num_labels, ("embed", None), std, dt, pdt, name="out_proj")(
+            return _dense(cfg, cfg.num_labels, ("embed", None), "out_proj")(
                 drop(pooled, deterministic=deterministic)
             )
         x = drop(hidden[:, 0], deterministic=deterministic)
-        x = dense(cfg.hidden_size, ("embed", None), std, dt, pdt, name="dense")(x)
+        x = _dense(cfg, cfg.hidden_size, ("embed", None), "dense")(x)
         x = activation("gelu" if cfg.family == "electra" else "tanh")(x)
         x = drop(x, deterministic=deterministic)
-        return dense(cfg.num_labels, (None, None), std, dt, pdt, name="out_proj")(x)
+        return _dense(cfg, cfg.num_labels, (None, None), "out_proj")(x)
 
 
 class TokenClassificationHead(nn.Module):
@@ -101,11 +96,8 @@ class TokenClassificationHead(nn.Module):
     @nn.compact
     def __call__(self, hidden, pooled=None, deterministic=True):
         cfg = self.cfg
-        dt, pdt = _dt(cfg)
         x = Dropout(_classifier_dropout(cfg))(hidden, deterministic=deterministic)
-        return dense(
-            cfg.num_labels, ("embed", None), cfg.initializer_range, dt, pdt, name="out_proj"
-        )(x)
+        return _dense(cfg, cfg.num_labels, ("embed", None), "out_proj")(x)
 
 
 class QAHead(nn.Module):
@@ -115,9 +107,7 @@ class QAHead(nn.Module):
 
     @nn.compact
     def __call__(self, hidden):
-        cfg = self.cfg
-        dt, pdt = _dt(cfg)
-        logits = dense(2, ("embed", None), cfg.initializer_range, dt, pdt, name="out_proj")(hidden)
+        logits = _dense(self.cfg, 2, ("embed", None), "out_proj")(hidden)
         return logits[..., 0], logits[..., 1]
 
 

@@ -56,18 +56,22 @@ class Layer(nn.Module):
         dt, pdt = dtypes(cfg)
         sliding = cfg.layer_kinds[self.index] == "sliding_attention"
         h = x if self.index == 0 else norm(cfg, "attention_norm")(x)
+        # Every sublayer: inputs at initializer_range, outputs at out_init_std, cfg's dtypes.
+        init = dict(
+            init_std=cfg.initializer_range,
+            out_init_std=out_init_std(cfg),
+            dtype=dt,
+            param_dtype=pdt,
+        )
         h = MultiHeadAttention(
             cfg.num_heads,
             cfg.head_dim,
             dropout_rate=cfg.attention_dropout,
             kernel=cfg.attention_kernel,
             use_bias=cfg.attention_bias,
-            init_std=cfg.initializer_range,
-            out_init_std=out_init_std(cfg),
             local_window=cfg.half_window if sliding else None,
-            dtype=dt,
-            param_dtype=pdt,
             name="attention",
+            **init,
         )(h, mask=mask, deterministic=deterministic, rope=rope)
         x = x + Dropout(cfg.attention_dropout)(h, deterministic=deterministic)
         h = GatedFeedForward(
@@ -75,11 +79,8 @@ class Layer(nn.Module):
             cfg.hidden_act,
             dropout_rate=cfg.mlp_dropout,
             use_bias=cfg.mlp_bias,
-            init_std=cfg.initializer_range,
-            out_init_std=out_init_std(cfg),
-            dtype=dt,
-            param_dtype=pdt,
             name="mlp",
+            **init,
         )(norm(cfg, "mlp_norm")(x), deterministic)
         return nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
 

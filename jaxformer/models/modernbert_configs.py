@@ -6,15 +6,14 @@ import dataclasses
 
 from jaxformer.layers.feedforward import ACTIVATIONS
 from jaxformer.models.configs import (
-    DTYPES,
     ENCODER_SIZES,
-    KERNELS,
-    REMAT,
     ConfigError,
     _ConfigMixin,
     _nearest,
     _size,
     check_choice,
+    check_label_names,
+    check_numerics,
     check_positive,
 )
 
@@ -81,10 +80,7 @@ class ModernBertConfig(_ConfigMixin):
         check_choice("family", self.family, ("modernbert",))
         check_choice("head", self.head, MODERNBERT_HEADS)
         check_choice("classifier_pooling", self.classifier_pooling, POOLING)
-        check_choice("attention_kernel", self.attention_kernel, KERNELS)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_choice("param_dtype", self.param_dtype, DTYPES)
-        check_choice("remat_policy", self.remat_policy, REMAT)
+        check_numerics(self)
         for name in ("hidden_act", "classifier_activation"):
             act = getattr(self, name)
             if act not in ACTIVATIONS:
@@ -120,13 +116,7 @@ class ModernBertConfig(_ConfigMixin):
                     f"layer_types has {len(kinds)} entries but num_layers={self.num_layers}; "
                     "give one type per layer."
                 )
-        if self.label_names is not None:
-            object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
-            if len(self.label_names) != self.num_labels:
-                raise ConfigError(
-                    f"label_names has {len(self.label_names)} names but "
-                    f"num_labels={self.num_labels}; give one name per label."
-                )
+        check_label_names(self)
 
     @property
     def head_dim(self) -> int:

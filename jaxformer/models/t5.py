@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention, dense_init
+from jaxformer.layers.attention import MultiHeadAttention, cache_positions, dense_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, GatedFeedForward, activation, dense
@@ -318,13 +318,10 @@ class T5Stack(nn.Module):
         t = x.shape[1]
         q_pos, k_len = jnp.arange(t), t
         if self.decode:
-            cached = self.has_variable("cache", "position")
-            index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+            # The new queries sit after the cached ones; the keys span the whole cache.
+            q_pos, cached = cache_positions(self, q_pos, t)
             if cached:
-                # The new queries sit after the cached ones; the keys span the whole cache.
                 k_len = self.variables["cache"]["layer_0"]["self_attention"]["cached_key"].shape[1]
-                q_pos = index.value + q_pos
-                index.value = index.value + t
         bias = RelativeBias(cfg, not self.is_decoder, name="relative_bias")(
             q_pos, jnp.arange(k_len)
         )

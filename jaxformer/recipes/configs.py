@@ -47,6 +47,24 @@ def _tiny_model(make, **kw):
     )
 
 
+def _paper_run(c, *, seq_len, max_predictions, batch, steps, lr, warmup, name="adamw", b2=0.999):
+    """A BERT-family paper's scale and optimizer: linear warmup then linear decay, weight
+    decay 0.01, beta1 0.9, eps 1e-6."""
+    c.data.seq_len, c.data.max_predictions = seq_len, max_predictions
+    c.batch_size, c.num_train_steps = batch, steps
+    c.optimizer.update(
+        name=name,
+        lr=lr,
+        schedule="warmup_linear",
+        warmup_steps=warmup,
+        weight_decay=0.01,
+        b1=0.9,
+        b2=b2,
+        eps=1e-6,
+    )
+    return c
+
+
 def bert_pretrain(size: str) -> ml_collections.ConfigDict:
     """BERT (Devlin et al. 2019): MLM + NSP, static masking duplicated 10x, AdamW lr 1e-4,
     10k warmup then linear decay over 1M steps, batch 256 x 128 tokens (the 90% phase),
@@ -58,19 +76,9 @@ def bert_pretrain(size: str) -> ml_collections.ConfigDict:
         return c
     c = base_config(bert_config(size, head="pretraining").to_dict(), task="pretrain")
     c.data.objective, c.data.masking, c.data.dupe_factor = "nsp", "static", 10
-    c.data.seq_len, c.data.max_predictions = 128, 20
-    c.batch_size, c.num_train_steps = 256, 1_000_000
-    c.optimizer.update(
-        name="adamw",
-        lr=1e-4,
-        schedule="warmup_linear",
-        warmup_steps=10_000,
-        weight_decay=0.01,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-6,
+    return _paper_run(
+        c, seq_len=128, max_predictions=20, batch=256, steps=1_000_000, lr=1e-4, warmup=10_000
     )
-    return c
 
 
 def roberta_pretrain(size: str) -> ml_collections.ConfigDict:
@@ -87,19 +95,10 @@ def roberta_pretrain(size: str) -> ml_collections.ConfigDict:
         return c
     c = base_config(roberta_config(size, head="mlm").to_dict(), task="pretrain")
     c.data.tokenizer_family, c.data.objective, c.data.masking = "roberta", "none", "dynamic"
-    c.data.seq_len, c.data.max_predictions = 512, 80
-    c.batch_size, c.num_train_steps = 8192, 500_000
-    c.optimizer.update(
-        name="adamw",
-        lr=6e-4 if size == "base" else 4e-4,
-        schedule="warmup_linear",
-        warmup_steps=24_000,
-        weight_decay=0.01,
-        b1=0.9,
-        b2=0.98,
-        eps=1e-6,
+    lr = 6e-4 if size == "base" else 4e-4
+    return _paper_run(
+        c, seq_len=512, max_predictions=80, batch=8192, steps=500_000, lr=lr, warmup=24_000, b2=0.98
     )
-    return c
 
 
 def albert_pretrain(size: str) -> ml_collections.ConfigDict:
@@ -112,19 +111,16 @@ def albert_pretrain(size: str) -> ml_collections.ConfigDict:
         return c
     c = base_config(albert_config(size, head="pretraining").to_dict(), task="pretrain")
     c.data.objective, c.data.tokenizer_family = "sop", "albert"
-    c.data.seq_len, c.data.max_predictions = 512, 20
-    c.batch_size, c.num_train_steps = 4096, 125_000
-    c.optimizer.update(
-        name="lamb",
+    return _paper_run(
+        c,
+        seq_len=512,
+        max_predictions=20,
+        batch=4096,
+        steps=125_000,
         lr=0.00176,
-        schedule="warmup_linear",
-        warmup_steps=3125,
-        weight_decay=0.01,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-6,
+        warmup=3125,
+        name="lamb",
     )
-    return c
 
 
 ELECTRA_HPARAMS = {  # size: (batch, seq, lr, steps); generator widths: ELECTRA_GENERATOR_FRACTION
@@ -147,17 +143,9 @@ def electra_pretrain(size: str) -> ml_collections.ConfigDict:
         batch, seq, lr, steps = ELECTRA_HPARAMS[size]
         frac = ELECTRA_GENERATOR_FRACTION[size]
         c = base_config(electra_config(size, head="rtd").to_dict(), task=task)
-        c.data.seq_len, c.data.max_predictions = seq, 20 if seq == 128 else 80
-        c.batch_size, c.num_train_steps = batch, steps
-        c.optimizer.update(
-            name="adamw",
-            lr=lr,
-            schedule="warmup_linear",
-            warmup_steps=10_000,
-            weight_decay=0.01,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-6,
+        preds = 20 if seq == 128 else 80
+        _paper_run(
+            c, seq_len=seq, max_predictions=preds, batch=batch, steps=steps, lr=lr, warmup=10_000
         )
     c.electra = ml_collections.ConfigDict({"generator_fraction": frac, "rtd_weight": 50.0})
     return c

@@ -34,17 +34,7 @@ import optax
 
 from jaxformer.convert.surgery import merge_encoder
 from jaxformer.models import EncoderConfig, encoder_config_from_dict, encoder_model
-from jaxformer.tasks.finetune.data import (
-    _tfds_parts,
-    config_label_names,
-    default_eval_split,
-    file_records,
-    keyword_task,
-    record_text,
-    tfds_label_names,
-    tfds_records,
-    tfds_task,
-)
+from jaxformer.tasks.finetune import data as data_lib
 from jaxformer.tasks.finetune.losses import task_loss
 from jaxformer.tasks.finetune.weights import encoder_mask, load_run_params, save_model_config
 from jaxformer.training.checks import init_path
@@ -89,24 +79,24 @@ class FineTuneTask(Task):
         }
         src = str(config.data.get("source", ""))
         auto = ("no_keyword", "keyword") if src == "keyword" else None
-        names = config_label_names(ft.get("label_names", None))
+        names = data_lib.config_label_names(ft.get("label_names", None))
         num_labels = ft.num_labels
         if src.split(":")[0] in ("csv", "tsv", "jsonl"):
             # Own files: the classes are the label names (given, or read from the data).
             regression = ft.head == "sequence_classification" and ft.num_labels == 1
-            train, evals, names = file_records(config.data, ft.head, regression, names)
+            train, evals, names = data_lib.file_records(config.data, ft.head, regression, names)
             self._data = (train, evals)
             if names is not None:
                 num_labels = len(names)
         elif src.startswith("tfds:"):
-            head, k = tfds_task(src[5:])
+            head, k = data_lib.tfds_task(src[5:])
             if (ft.head, ft.num_labels) != (head, k):
                 raise ValueError(
                     f"data.source={src!r} needs finetune.head={head!r} and finetune.num_labels="
                     f"{k}, got {ft.head!r} and {ft.num_labels}; set them (the `finetune` "
                     "recipe does this from the source)."
                 )
-            auto = tfds_label_names(src[5:])
+            auto = data_lib.tfds_label_names(src[5:])
         # Class names travel with the model (HF id2label): given, or known for the source.
         if ft.head == "question_answering":
             names = auto = None
@@ -181,7 +171,7 @@ class FineTuneTask(Task):
 
             return load_tokenizer(path)
         tok = train_tokenizer(
-            [record_text(e) for e in self._records()[0]],
+            [data_lib.record_text(e) for e in self._records()[0]],
             self.config.data.tokenizer_family,
             vocab_size=self.model_cfg.vocab_size,
         )
@@ -196,16 +186,18 @@ class FineTuneTask(Task):
             if src == "keyword":
                 from jaxformer.data import default_corpus
 
-                examples, self.keywords = keyword_task(default_corpus(), seed=self.config.data.seed)
+                examples, self.keywords = data_lib.keyword_task(
+                    default_corpus(), seed=self.config.data.seed
+                )
             elif src.startswith("tfds:"):
                 d = self.config.data
                 name = src[5:]
                 get = lambda key, default: d.get(key, default) or default
                 limit, data_dir = int(get("max_examples", 0)), get("data_dir", None)
                 self._data = (
-                    tfds_records(name, get("train_split", "train"), data_dir, limit),
-                    tfds_records(
-                        name, get("eval_split", default_eval_split(name)), data_dir, limit
+                    data_lib.tfds_records(name, get("train_split", "train"), data_dir, limit),
+                    data_lib.tfds_records(
+                        name, get("eval_split", data_lib.default_eval_split(name)), data_dir, limit
                     ),
                 )
                 return self._data
@@ -368,7 +360,7 @@ class FineTuneTask(Task):
         else:
             pred = outs["logits"].argmax(-1)
         if src.startswith("tfds:glue/"):
-            return glue_metrics(_tfds_parts(src[5:])[1], pred, labels)
+            return glue_metrics(data_lib._tfds_parts(src[5:])[1], pred, labels)
         if self.model_cfg.num_labels == 1:
             return {"mse": float(np.mean((pred - labels) ** 2))}
         return {"accuracy": M.accuracy(pred, labels)}
