@@ -695,6 +695,10 @@ class _ReadFile:
         a, b, step = index.indices(self.size)
         if step != 1:
             raise ValueError("only contiguous slices")
+        return self.read(a, b)
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Elements [a, b) (0 <= a, b <= len) with one `pread`."""
         n = max(0, b - a) * self.dtype.itemsize
         data = os.pread(self.fd, n, self.start + a * self.dtype.itemsize)
         return np.frombuffer(data, self.dtype)
