@@ -32,6 +32,7 @@ takes every n-th example, so `DataIterator.get_state()` is one integer.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -190,6 +191,8 @@ class StoreExamples:
         # Per shard: global token base and the sentence range inside [lo, hi).
         sizes = [len(t) for t in store.tokens]
         self.tok_base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # Per-shard bases as lists: bisect on a few ints beats a numpy call per lookup.
+        self._tok_base, self._doc_base = self.tok_base.tolist(), store.doc_base.tolist()
         self.sent_range = []
         for k, docs in enumerate(store.documents):
             a = int(np.clip(lo - store.doc_base[k], 0, len(docs) - 1))
@@ -209,9 +212,10 @@ class StoreExamples:
         ids, types = tokenizer.build_inputs([-1], [-2] if self.pair else None)
         ids, types = np.asarray(ids, np.int32), np.asarray(types, np.int32)
         cut = [int(np.flatnonzero(ids == m)[0]) for m in ((-1, -2) if self.pair else (-1,))]
-        self._pieces = np.split(ids, cut)
-        self._piece_types = np.split(types, cut)
-        self._body_types = [int(types[c]) for c in cut]
+        pieces, piece_types = np.split(ids, cut), np.split(types, cut)
+        self._head, self._head_type = pieces[0], piece_types[0]
+        self._tails = [(p[1:], t[1:]) for p, t in zip(pieces[1:], piece_types[1:])]
+        self._body_types = [np.full(self.L, types[c], np.int32) for c in cut]  # sliced per body
 
     def __len__(self) -> int:
         """Examples (rows) per epoch."""
@@ -227,16 +231,17 @@ class StoreExamples:
 
     def _locate(self, g: int) -> tuple[int, int]:
         """(shard, sentence) holding global token g (inside the document range)."""
-        k = int(self.tok_base.searchsorted(g, "right")) - 1
+        k = bisect.bisect_right(self._tok_base, g) - 1
         off = self.store.sentences[k]
-        s = int(off.searchsorted(g - int(self.tok_base[k]), "right")) - 1
+        s = int(off.searchsorted(g - self._tok_base[k], "right")) - 1
         s0, s1 = self.sent_range[k]
         return k, min(max(s, s0), s1 - 1)
 
-    def _doc_bounds(self, k: int, s: int) -> tuple[int, int]:
+    def _doc_bounds(self, k: int, s: int) -> tuple[int, int, int]:
+        """(first sentence, end sentence, index in the shard) of the document holding s."""
         docs = self.store.documents[k]
         j = int(docs.searchsorted(s, "right")) - 1
-        return int(docs[j]), int(docs[j + 1])
+        return int(docs[j]), int(docs[j + 1]), j
 
     def _span(self, k: int, s0: int, s1: int, w: _Window):
         """(int32 ids of sentences [s0, s1), their starts in it or None)."""
@@ -246,12 +251,10 @@ class StoreExamples:
 
     def _inputs(self, *bodies):
         """(ids, types) of A (and B) with the tokenizer's specials (`build_inputs` layout)."""
-        p, t = self._pieces, self._piece_types
-        ids = [p[0]]
-        types = [t[0]]
-        for k, body in enumerate(bodies):
-            ids += [body, p[k + 1][1:]]
-            types += [np.full(len(body), self._body_types[k], np.int32), t[k + 1][1:]]
+        ids, types = [self._head], [self._head_type]
+        for body, (tail, tail_type), body_type in zip(bodies, self._tails, self._body_types):
+            ids += [body, tail]
+            types += [body_type[: len(body)], tail_type]
         return np.concatenate(ids), np.concatenate(types)
 
     def _target(self, r: _Rand, room: int) -> int:
@@ -265,7 +268,7 @@ class StoreExamples:
         """(segment, next sentence) for the pair instance starting at sentence s."""
         off = self.store.sentences[k]
         target = self._target(r, room)
-        d0, d1 = self._doc_bounds(k, s)
+        d0, d1, j = self._doc_bounds(k, s)
         if d1 - d0 == 1:  # one sentence: split it (see the module docstring)
             ids, _ = self._span(k, s, s + 1, w)
             if len(ids) < 2:
@@ -286,7 +289,8 @@ class StoreExamples:
         label = 0
         if self.cfg.objective == "nsp" and r.random() < 0.5:
             label = 1
-            b, sb = self._random_continuation(k, s, max(1, target - len(a)), r)
+            this = self._doc_base[k] + j
+            b, sb = self._random_continuation(this, max(1, target - len(a)), r)
             end = a_end  # the unused sentences start the next instance
         if self.cfg.objective == "sop" and r.random() < 0.5:
             a, b, sa, sb, label = b, a, sb, sa, 1
@@ -299,13 +303,14 @@ class StoreExamples:
             starts[len(ids) - 1 - len(b) + sb] = True
         return _Segment(ids, types, starts, label), end
 
-    def _random_continuation(self, k: int, s: int, b_target: int, r: _Rand):
-        """B for a "not next" pair: sentences from a random point of another document."""
+    def _random_continuation(self, this: int, b_target: int, r: _Rand):
+        """B for a "not next" pair: sentences from a random point of a document other than
+        `this` (global index)."""
         st = self.store
-        this = int(st.doc_base[k]) + int(st.documents[k].searchsorted(s, "right")) - 1
         other = r.randint(self.doc_lo, self.doc_hi - 2)
         other += other >= this
-        k2, j2 = st.shard_of_document(other)
+        k2 = bisect.bisect_right(self._doc_base, other) - 1
+        j2 = other - self._doc_base[k2]
         d0, d1 = int(st.documents[k2][j2]), int(st.documents[k2][j2 + 1])
         start = r.randint(d0, d1 - 1)
         off = st.sentences[k2]
@@ -420,17 +425,17 @@ class StoreExamples:
         flat = np.arange(int(lens.sum()))
         dest = flat + np.repeat(row_of * L - starts[first][row_of], lens)
         ids = np.full((B, L), self.tok.pad_id, np.int32)
-        ids.flat[dest] = np.concatenate([x.ids for x in segs])
+        ids.reshape(-1)[dest] = np.concatenate([x.ids for x in segs])
         types = np.zeros((B, L), np.int32)
-        types.flat[dest] = np.concatenate([x.types for x in segs])
+        types.reshape(-1)[dest] = np.concatenate([x.types for x in segs])
         mask = (np.arange(L) < np.add.reduceat(lens, first)[:, None]).astype(np.int32)
         labels = np.array([x.label for x in segs], np.int32) if self.pair else None
         if self.pack:
             out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
             out["segment_ids"] = np.zeros((B, L), np.int32)
-            out["segment_ids"].flat[dest] = np.repeat(at + 1, lens)
+            out["segment_ids"].reshape(-1)[dest] = np.repeat(at + 1, lens)
             out["position_ids"] = np.zeros((B, L), np.int32)
-            out["position_ids"].flat[dest] = flat - np.repeat(starts, lens)
+            out["position_ids"].reshape(-1)[dest] = flat - np.repeat(starts, lens)
             if self.pair:
                 S = self.max_segments
                 out["pair_label"] = np.zeros((B, S), np.int32)
@@ -446,7 +451,7 @@ class StoreExamples:
         if self.masking == "device":
             if self._marks:
                 marks = np.zeros((B, L), bool)
-                marks.flat[dest] = np.concatenate([x.starts for x in segs])
+                marks.reshape(-1)[dest] = np.concatenate([x.starts for x in segs])
                 out["word_starts"] = self.tok.word_starts(ids) | marks
             return out
         masked = []
