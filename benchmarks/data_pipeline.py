@@ -10,7 +10,10 @@ recombined into new documents with a seeded generator), runs `jaxformer prepare`
 of the whole process tree (sampled every 0.2 s from /proc with psutil).
 read: tokens/s of `store_batches` (packed, device masking: the host ships ids only) in one
 process and in two (each reading its share, as two hosts would), with the tokens per CPU
-second (what one unloaded core delivers), and host masking for comparison.
+second (what one unloaded core delivers), and host masking for comparison; then the packed,
+device-masking batches through the two ways one process can use more than its own thread:
+train.py's prefetch thread (`DataIterator`) and grain's `mp_prefetch` with a worker process
+per core (wall tokens/s as the consumer sees them).
 train: wall time to step N and peak RSS of the process tree of
 `train.py --config configs/bert_tiny_pretrain.py --config.data.source=store:DIR`.
 """
@@ -139,6 +142,39 @@ def _read_share(job):
     return tokens, time.perf_counter() - t, time.process_time() - c
 
 
+def _loader_rate(store_dir, seq, batch, batches, objective, workers):
+    """Wall tokens/s of batches taken from a loader: `DataIterator`'s prefetch thread
+    (workers=0) or grain's mp_prefetch with `workers` processes; start-up not timed."""
+    import grain
+
+    from jaxformer.data import DataIterator, PretrainingConfig
+    from jaxformer.data.lazy import StoreExamples, store_batches
+    from jaxformer.data.store import Store
+
+    store = Store(store_dir, verify=False)
+    cfg = PretrainingConfig(max_seq_len=seq, objective=objective)
+    ex = StoreExamples(store, store.tokenizer(), cfg, masking="device", pack=True)
+    ds = store_batches(ex, batch)
+    if workers:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
+            flags.FLAGS.mark_as_parsed()
+        opts = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=4)
+        it = iter(ds.to_iter_dataset().mp_prefetch(opts))
+    else:
+        it = DataIterator(ds, prefetch=4)
+    for _ in range(2 * max(1, workers)):  # workers started, buffers primed
+        next(it)
+    tokens, t = 0, time.perf_counter()
+    for _ in range(batches):
+        tokens += int(next(it)["attention_mask"].sum())
+    wall = time.perf_counter() - t
+    if hasattr(it, "close"):
+        it.close()
+    return tokens / wall
+
+
 def cmd_read(args):
     import multiprocessing
 
@@ -162,6 +198,13 @@ def cmd_read(args):
                 f"({args.batches} batches of {args.batch} x {args.seq} each)",
                 flush=True,
             )
+    for workers, name in ((0, "prefetch thread"), (2, "grain mp_prefetch, 2 workers")):
+        rate = _loader_rate(args.store, args.seq, args.batch, args.batches, args.objective, workers)
+        print(
+            f"read {args.objective} masking=device  packed=True  1 process, {name}: "
+            f"{rate:10.0f} tokens/s wall",
+            flush=True,
+        )
 
 
 def cmd_train(args):

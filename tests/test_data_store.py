@@ -313,6 +313,37 @@ def test_rows_never_exceed_max_seq_len_and_short_ones_exist(built, objective, pa
     assert max(lengths) <= 64 and min(lengths) < 40
 
 
+@pytest.mark.parametrize("objective", ["nsp", "none"])
+def test_batch_lays_out_each_rows_instances_in_order(built, objective):
+    """The vectorised batch against a row-by-row layout of `segments` (the reference)."""
+    import pickle
+
+    _, store, tok = built
+    mask = MaskingConfig(whole_word=True)
+    cfg = PretrainingConfig(64, objective, short_seq_prob=0.6, masking=mask)
+    ex = StoreExamples(store, tok, cfg, masking="device", pack=True, max_segments=4)
+    rows = [3, 0, len(ex) - 1, 17, 3, 8, 9]
+    got = pickle.loads(pickle.dumps(ex)).batch(rows, [0] * 7)  # as a loader worker gets it
+    for r, i in enumerate(rows):
+        segs, at = ex.segments(i), 0
+        for s, seg in enumerate(segs):
+            n = len(seg.ids)
+            np.testing.assert_array_equal(got["input_ids"][r, at : at + n], seg.ids)
+            np.testing.assert_array_equal(got["token_type_ids"][r, at : at + n], seg.types)
+            np.testing.assert_array_equal(got["position_ids"][r, at : at + n], np.arange(n))
+            assert (got["segment_ids"][r, at : at + n] == s + 1).all()
+            assert got["word_starts"][r, at : at + n][seg.starts].all()
+            if objective == "nsp":
+                assert got["cls_positions"][r, s] == at and got["pair_label"][r, s] == seg.label
+            at += n
+        assert (got["input_ids"][r, at:] == tok.pad_id).all()
+        assert not got["segment_ids"][r, at:].any() and got["attention_mask"][r].sum() == at
+        if objective == "nsp":
+            assert got["pair_weights"][r].sum() == len(segs)
+            assert not got["pair_label"][r, len(segs) :].any()
+    assert len({len(ex.segments(i)) for i in rows}) > 1  # rows of different instance counts
+
+
 def test_full_sentences_cross_documents_with_a_separator(built):
     _, store, tok = built
     cfg = PretrainingConfig(max_seq_len=128, objective="none", short_seq_prob=0.0)

@@ -32,6 +32,7 @@ takes every n-th example, so `DataIterator.get_state()` is one integer.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -40,7 +41,7 @@ import sys
 import numpy as np
 
 from jaxformer.data.masking import Masker
-from jaxformer.data.packing import Packer, default_packed_predictions
+from jaxformer.data.packing import default_packed_predictions
 
 __all__ = ["StoreExamples", "store_batches", "permute"]
 
@@ -123,8 +124,26 @@ def permute(j: np.ndarray, n: int, key: int) -> np.ndarray:
 class _Segment:
     ids: np.ndarray  # int32, with specials
     types: np.ndarray
-    starts: np.ndarray | None  # bool: sentence starts (for word starts), or None
+    starts: np.ndarray | None  # bool: sentence starts (whole-word device masking), or None
     label: int | None
+
+
+class _Window:
+    """The token reads of one row: one read of a stretch of a shard from the first span on,
+    converted to int32 once; later spans inside it are slices (a span outside re-reads)."""
+
+    __slots__ = ("tokens", "size", "k", "lo", "hi", "data")
+
+    def __init__(self, tokens, size: int):
+        self.tokens, self.size = tokens, size
+        self.k, self.lo, self.hi, self.data = -1, 0, 0, None
+
+    def get(self, k: int, a: int, b: int) -> np.ndarray:
+        if k != self.k or a < self.lo or b > self.hi:
+            t = self.tokens[k]
+            self.k, self.lo, self.hi = k, a, min(len(t), max(b, a + self.size))
+            self.data = np.asarray(t[a : self.hi], np.int32)
+        return self.data[a - self.lo : b - self.lo]
 
 
 class StoreExamples:
@@ -157,7 +176,10 @@ class StoreExamples:
         self.max_segments = max_segments if pack else 1
         self.pair = config.objective != "none"
         self.L = config.max_seq_len
-        self.max_tokens = self.L - tokenizer.num_special_tokens(pair=self.pair)
+        self.n_special = tokenizer.num_special_tokens(pair=self.pair)
+        self.max_tokens = self.L - self.n_special
+        # Sentence starts are tracked only where they reach the batch (`word_starts`).
+        self._marks = masking == "device" and config.masking.whole_word
         if self.max_tokens < 2:
             raise ValueError(f"max_seq_len={self.L} leaves no room for two segments")
         lo, hi = (0, store.num_documents) if documents is None else documents
@@ -169,6 +191,8 @@ class StoreExamples:
         # Per shard: global token base and the sentence range inside [lo, hi).
         sizes = [len(t) for t in store.tokens]
         self.tok_base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # Per-shard bases as lists: bisect on a few ints beats a numpy call per lookup.
+        self._tok_base, self._doc_base = self.tok_base.tolist(), store.doc_base.tolist()
         self.sent_range = []
         for k, docs in enumerate(store.documents):
             a = int(np.clip(lo - store.doc_base[k], 0, len(docs) - 1))
@@ -181,9 +205,6 @@ class StoreExamples:
         self.max_predictions = config.masking.max_predictions
         if pack:
             self.max_predictions = packed_max_predictions or default_packed_predictions(config)
-            self.packer = Packer(
-                self.L, tokenizer.pad_id, max_segments=max_segments, max_predictions=1
-            )
         if masking != "device":
             m = dataclasses.replace(config.masking, max_predictions=self.max_predictions)
             self.masker = Masker(tokenizer, m)
@@ -191,9 +212,10 @@ class StoreExamples:
         ids, types = tokenizer.build_inputs([-1], [-2] if self.pair else None)
         ids, types = np.asarray(ids, np.int32), np.asarray(types, np.int32)
         cut = [int(np.flatnonzero(ids == m)[0]) for m in ((-1, -2) if self.pair else (-1,))]
-        self._pieces = np.split(ids, cut)
-        self._piece_types = np.split(types, cut)
-        self._body_types = [int(types[c]) for c in cut]
+        pieces, piece_types = np.split(ids, cut), np.split(types, cut)
+        self._head, self._head_type = pieces[0], piece_types[0]
+        self._tails = [(p[1:], t[1:]) for p, t in zip(pieces[1:], piece_types[1:])]
+        self._body_types = [np.full(self.L, types[c], np.int32) for c in cut]  # sliced per body
 
     def __len__(self) -> int:
         """Examples (rows) per epoch."""
@@ -209,30 +231,30 @@ class StoreExamples:
 
     def _locate(self, g: int) -> tuple[int, int]:
         """(shard, sentence) holding global token g (inside the document range)."""
-        k = int(np.searchsorted(self.tok_base, g, "right")) - 1
+        k = bisect.bisect_right(self._tok_base, g) - 1
         off = self.store.sentences[k]
-        s = int(np.searchsorted(off, g - self.tok_base[k], "right")) - 1
+        s = int(off.searchsorted(g - self._tok_base[k], "right")) - 1
         s0, s1 = self.sent_range[k]
         return k, min(max(s, s0), s1 - 1)
 
-    def _doc_bounds(self, k: int, s: int) -> tuple[int, int]:
+    def _doc_bounds(self, k: int, s: int) -> tuple[int, int, int]:
+        """(first sentence, end sentence, index in the shard) of the document holding s."""
         docs = self.store.documents[k]
-        j = int(np.searchsorted(docs, s, "right")) - 1
-        return int(docs[j]), int(docs[j + 1])
+        j = int(docs.searchsorted(s, "right")) - 1
+        return int(docs[j]), int(docs[j + 1]), j
 
-    def _span(self, k: int, s0: int, s1: int):
+    def _span(self, k: int, s0: int, s1: int, w: _Window):
+        """(int32 ids of sentences [s0, s1), their starts in it or None)."""
         off = self.store.sentences[k]
         a, b = int(off[s0]), int(off[s1])
-        return self.store.tokens[k][a:b].astype(np.int32), off[s0:s1] - a
+        return w.get(k, a, b), (off[s0:s1] - a) if self._marks else None
 
     def _inputs(self, *bodies):
         """(ids, types) of A (and B) with the tokenizer's specials (`build_inputs` layout)."""
-        p, t = self._pieces, self._piece_types
-        ids = [p[0]]
-        types = [t[0]]
-        for k, body in enumerate(bodies):
-            ids += [body, p[k + 1][1:]]
-            types += [np.full(len(body), self._body_types[k], np.int32), t[k + 1][1:]]
+        ids, types = [self._head], [self._head_type]
+        for body, (tail, tail_type), body_type in zip(bodies, self._tails, self._body_types):
+            ids += [body, tail]
+            types += [body_type[: len(body)], tail_type]
         return np.concatenate(ids), np.concatenate(types)
 
     def _target(self, r: _Rand, room: int) -> int:
@@ -242,56 +264,58 @@ class StoreExamples:
         return min(t, room)
 
     # ---- one instance -----------------------------------------------------------------
-    def _pair(self, k: int, s: int, r: _Rand, room: int):
+    def _pair(self, k: int, s: int, r: _Rand, room: int, w: _Window):
         """(segment, next sentence) for the pair instance starting at sentence s."""
         off = self.store.sentences[k]
         target = self._target(r, room)
-        d0, d1 = self._doc_bounds(k, s)
+        d0, d1, j = self._doc_bounds(k, s)
         if d1 - d0 == 1:  # one sentence: split it (see the module docstring)
-            ids, _ = self._span(k, s, s + 1)
+            ids, _ = self._span(k, s, s + 1, w)
             if len(ids) < 2:
                 return None, s + 1
             ids = ids[: max(2, target)]
             cut = r.randint(1, len(ids) - 1)
             a, b = ids[:cut], ids[cut:]
-            sa, sb = np.array([0]), np.zeros(0, int)
+            sa, sb = (np.array([0]), np.zeros(0, int)) if self._marks else (None, None)
             a_end = end = s + 1
         else:
-            end = int(np.searchsorted(off, off[s] + target, "left"))
+            end = int(off.searchsorted(int(off[s]) + target, "left"))
             end = min(max(end, s + 2), d1)
             if end - s < 2:  # the document's last sentence: take the one before too
                 s = end - 2
             a_end = r.randint(s + 1, end - 1)
-            a, sa = self._span(k, s, a_end)
-            b, sb = self._span(k, a_end, end)
+            a, sa = self._span(k, s, a_end, w)
+            b, sb = self._span(k, a_end, end, w)
         label = 0
         if self.cfg.objective == "nsp" and r.random() < 0.5:
             label = 1
-            b, sb = self._random_continuation(k, s, max(1, target - len(a)), r)
+            this = self._doc_base[k] + j
+            b, sb = self._random_continuation(this, max(1, target - len(a)), r)
             end = a_end  # the unused sentences start the next instance
         if self.cfg.objective == "sop" and r.random() < 0.5:
             a, b, sa, sb, label = b, a, sb, sa, 1
         a, sa, b, sb = self._truncate(a, sa, b, sb, r, room)
         ids, types = self._inputs(a, b)
         starts = None
-        if self.masking == "device":
+        if self._marks:
             starts = np.zeros(len(ids), bool)
             starts[1 + sa] = True
             starts[len(ids) - 1 - len(b) + sb] = True
         return _Segment(ids, types, starts, label), end
 
-    def _random_continuation(self, k: int, s: int, b_target: int, r: _Rand):
-        """B for a "not next" pair: sentences from a random point of another document."""
+    def _random_continuation(self, this: int, b_target: int, r: _Rand):
+        """B for a "not next" pair: sentences from a random point of a document other than
+        `this` (global index)."""
         st = self.store
-        this = int(st.doc_base[k]) + int(np.searchsorted(st.documents[k], s, "right")) - 1
         other = r.randint(self.doc_lo, self.doc_hi - 2)
         other += other >= this
-        k2, j2 = st.shard_of_document(other)
+        k2 = bisect.bisect_right(self._doc_base, other) - 1
+        j2 = other - self._doc_base[k2]
         d0, d1 = int(st.documents[k2][j2]), int(st.documents[k2][j2 + 1])
         start = r.randint(d0, d1 - 1)
         off = st.sentences[k2]
-        end = int(np.searchsorted(off, off[start] + b_target, "left"))
-        return self._span(k2, start, min(max(end, start + 1), d1))
+        end = int(off.searchsorted(int(off[start]) + b_target, "left"))
+        return self._span(k2, start, min(max(end, start + 1), d1), _Window(st.tokens, 0))
 
     def _truncate(self, a, sa, b, sb, r: _Rand, limit: int):
         """BERT's trimming, one token at a time from the longer side (front or back at
@@ -313,36 +337,40 @@ class StoreExamples:
         for x, sx, n in ((a, sa, ra), (b, sb, rb)):
             front = r.heads(n)
             x = x[front : len(x) - (n - front)]
-            sx = sx[(sx >= front) & (sx < front + len(x))] - front
+            if sx is not None:
+                sx = sx[(sx >= front) & (sx < front + len(x))] - front
             out += [x, sx]
         return out
 
-    def _single(self, k: int, s: int, r: _Rand, room: int):
+    def _single(self, k: int, s: int, r: _Rand, room: int, w: _Window):
         """(segment, next sentence): whole sentences from s up to the target, documents
         joined by a separator."""
         off, docs = self.store.sentences[k], self.store.documents[k]
         target = self._target(r, room)
         last = self.sent_range[k][1]
-        end = min(int(np.searchsorted(off, off[s] + target, "right")) - 1, last)
+        o_s = int(off[s])
+        end = min(int(off.searchsorted(o_s + target, "right")) - 1, last)
+        d_lo = int(docs.searchsorted(s, "right"))
         while True:
-            d_lo = int(np.searchsorted(docs, s, "right"))
-            d_hi = int(np.searchsorted(docs, end, "left"))
+            d_hi = int(docs.searchsorted(end, "left"))
             joins = np.asarray(docs[d_lo:d_hi])  # documents starting inside (s, end)
-            if end <= s or off[end] - off[s] + len(joins) <= target:
+            if end <= s or int(off[end]) - o_s + len(joins) <= target:
                 break
             end -= 1
         if end <= s:  # one sentence longer than the row: cut it
-            ids = self.store.tokens[k][off[s] : off[s] + target].astype(np.int32)
+            ids = w.get(k, o_s, o_s + target)
             starts, end = np.array([0]), s + 1
         else:
-            ids, starts = self._span(k, s, end)
-            at = np.asarray(off[joins] - off[s])
-            ids = np.insert(ids, at, self.tok.sep_id)
-            starts = starts + np.searchsorted(at, starts, "right")  # shifted by the seps
-            starts = np.union1d(starts, at + np.arange(len(at)))
+            ids, starts = self._span(k, s, end, w)
+            if len(joins):
+                at = off[joins] - o_s
+                ids = np.insert(ids, at, self.tok.sep_id)
+                if starts is not None:
+                    starts = starts + at.searchsorted(starts, "right")  # shifted by the seps
+                    starts = np.union1d(starts, at + np.arange(len(at)))
         ids, types = self._inputs(ids)
         marks = None
-        if self.masking == "device":
+        if self._marks:
             marks = np.zeros(len(ids), bool)
             marks[1 + starts] = True
         return _Segment(ids, types, marks, None), end
@@ -356,14 +384,14 @@ class StoreExamples:
         g = min(self.tok_lo + i * self.stride + shift, self.tok_hi - 1)
         k, s = self._locate(g)
         last = self.sent_range[k][1]
-        n_special = self.tok.num_special_tokens(pair=self.pair)
         build = self._pair if self.pair else self._single
+        w = _Window(self.store.tokens, 4 * self.L)  # a row reads about L tokens from s on
         out, room, tries = [], self.L, 0
         while s < last and len(out) < self.max_segments:
-            body = room - n_special
+            body = room - self.n_special
             if body < (_MIN_SEGMENT if out else 2):
                 break
-            seg, s = build(k, s, r, body)
+            seg, s = build(k, s, r, body, w)
             if seg is None:  # a one-token, one-sentence document
                 tries += 1
                 if tries > 64 or s >= last:
@@ -377,49 +405,64 @@ class StoreExamples:
 
     def example(self, index: int, epoch: int = 0) -> dict[str, np.ndarray]:
         """Row `index` of epoch `epoch` as fixed-shape numpy arrays."""
-        segs = self.segments(index)
-        if not segs:
-            raise ValueError("no usable documents in the range (all one token long)")
-        if self.pack:
-            ex = [{"input_ids": s.ids, "token_type_ids": s.types} for s in segs]
-            if self.pair:
-                for e, s in zip(ex, segs):
-                    e["pair_label"] = np.int32(s.label)
-            out = self.packer(ex)
-        else:
-            s = segs[0]
-            n = len(s.ids)
-            out = {
-                "input_ids": np.full(self.L, self.tok.pad_id, np.int32),
-                "attention_mask": np.zeros(self.L, np.int32),
-                "token_type_ids": np.zeros(self.L, np.int32),
-            }
-            out["input_ids"][:n], out["token_type_ids"][:n], out["attention_mask"][:n] = (
-                s.ids,
-                s.types,
-                1,
-            )
-            if self.pair:
-                out["pair_label"] = np.int32(s.label)
-        if self.masking == "device":
-            if self.cfg.masking.whole_word:
-                starts = self.tok.word_starts(out["input_ids"])
-                marks = np.zeros(self.L, bool)
-                offset = 0
-                for s in segs:
-                    marks[offset : offset + len(s.ids)] = s.starts
-                    offset += len(s.ids)
-                out["word_starts"] = starts | marks
-            return out
-        copy, i = divmod(int(index), self.n_anchor)
-        key = [self.seed, 1, copy, i] if self.masking == "static" else [self.seed, 2, epoch, index]
-        masked = self.masker(out["input_ids"], np.random.default_rng(key))
-        out.update(masked)
-        return out
+        return {k: v[0] for k, v in self.batch([index], [epoch]).items()}
 
     def batch(self, indices, epochs) -> dict[str, np.ndarray]:
-        rows = [self.example(int(i), int(e)) for i, e in zip(indices, epochs)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        """Rows `indices` (of epochs `epochs`) as [batch, ...] arrays: the instances of every
+        row are laid out in one flat buffer and scattered into the batch at once."""
+        rows = [self.segments(int(i)) for i in indices]
+        if not all(rows):
+            raise ValueError("no usable documents in the range (all one token long)")
+        B, L = len(rows), self.L
+        segs = [x for row in rows for x in row]
+        per_row = np.fromiter(map(len, rows), np.int64, B)
+        lens = np.fromiter((len(x.ids) for x in segs), np.int64, len(segs))
+        row_of = np.repeat(np.arange(B), per_row)
+        first = np.cumsum(per_row) - per_row  # each row's first instance
+        starts = np.cumsum(lens) - lens  # each instance's start in the flat buffer
+        offset = starts - starts[first][row_of]  # ... and in its row
+        at = np.arange(len(segs)) - first[row_of]  # the instance's place in its row
+        flat = np.arange(int(lens.sum()))
+        dest = flat + np.repeat(row_of * L - starts[first][row_of], lens)
+        ids = np.full((B, L), self.tok.pad_id, np.int32)
+        ids.reshape(-1)[dest] = np.concatenate([x.ids for x in segs])
+        types = np.zeros((B, L), np.int32)
+        types.reshape(-1)[dest] = np.concatenate([x.types for x in segs])
+        mask = (np.arange(L) < np.add.reduceat(lens, first)[:, None]).astype(np.int32)
+        labels = np.array([x.label for x in segs], np.int32) if self.pair else None
+        if self.pack:
+            out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+            out["segment_ids"] = np.zeros((B, L), np.int32)
+            out["segment_ids"].reshape(-1)[dest] = np.repeat(at + 1, lens)
+            out["position_ids"] = np.zeros((B, L), np.int32)
+            out["position_ids"].reshape(-1)[dest] = flat - np.repeat(starts, lens)
+            if self.pair:
+                S = self.max_segments
+                out["pair_label"] = np.zeros((B, S), np.int32)
+                out["pair_weights"] = np.zeros((B, S), np.float32)
+                out["cls_positions"] = np.zeros((B, S), np.int32)
+                out["pair_label"][row_of, at] = labels
+                out["pair_weights"][row_of, at] = 1.0
+                out["cls_positions"][row_of, at] = offset
+        else:
+            out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            if self.pair:
+                out["pair_label"] = labels
+        if self.masking == "device":
+            if self._marks:
+                marks = np.zeros((B, L), bool)
+                marks.reshape(-1)[dest] = np.concatenate([x.starts for x in segs])
+                out["word_starts"] = self.tok.word_starts(ids) | marks
+            return out
+        masked = []
+        for row, (index, epoch) in enumerate(zip(indices, epochs)):
+            copy, i = divmod(int(index), self.n_anchor)
+            key = [self.seed, 1, copy, i]
+            if self.masking == "dynamic":
+                key = [self.seed, 2, int(epoch), int(index)]
+            masked.append(self.masker(ids[row], np.random.default_rng(key)))
+        out.update({k: np.stack([m[k] for m in masked]) for k in masked[0]})
+        return out
 
 
 def store_batches(

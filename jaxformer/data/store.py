@@ -683,8 +683,11 @@ class _ReadFile:
             self.start = f.tell()
         if len(shape) != 1:
             raise ValueError(f"expected a 1-D array, got shape {shape}")
-        self.size = shape[0]
+        self.size, self.path = shape[0], path
         self.fd = os.open(path, os.O_RDONLY)
+
+    def __reduce__(self):  # a file descriptor means nothing in another process: reopen
+        return _ReadFile, (self.path,)
 
     def __len__(self) -> int:
         return self.size
@@ -695,6 +698,10 @@ class _ReadFile:
         a, b, step = index.indices(self.size)
         if step != 1:
             raise ValueError("only contiguous slices")
+        return self.read(a, b)
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Elements [a, b) (0 <= a, b <= len) with one `pread`."""
         n = max(0, b - a) * self.dtype.itemsize
         data = os.pread(self.fd, n, self.start + a * self.dtype.itemsize)
         return np.frombuffer(data, self.dtype)
@@ -703,6 +710,10 @@ class _ReadFile:
         fd = getattr(self, "fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _reopen(cls, path: str):
+    return cls(path, verify=False)
 
 
 class _Shards:
@@ -732,6 +743,10 @@ class _Shards:
                 except ValueError as e:
                     raise StoreError(f"store shard {f} cannot be read ({e}); {fix}") from e
             self.arrays.append(arrays)
+
+    def __reduce__(self):
+        # Sent to a loader worker as its path (the mapped arrays would be copied whole).
+        return _reopen, (type(self), self.path)
 
     def tokenizer(self):
         from jaxformer.data.tokenizers import load_tokenizer
