@@ -12,7 +12,7 @@ metrics.jsonl / TensorBoard, eval and best-checkpoint keeping.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -101,7 +101,7 @@ class LossTask(Task):
         data,
         *,
         eval_data=None,
-        init_inputs: Optional[Mapping[str, Any]] = None,
+        init_inputs: Mapping[str, Any] | None = None,
         seed: int = 0,
         tokens_per_example: int = 1,
         flops_per_token: float = 0.0,

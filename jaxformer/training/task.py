@@ -9,7 +9,7 @@ The tasks themselves live in `jaxformer.tasks` (one registry: `config.task` name
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 from collections.abc import Iterable
 
 import jax
@@ -39,7 +39,7 @@ class Task:
         p, d = jax.random.split(rng)
         return self.model.init({"params": p, "dropout": d}, **self.init_inputs())["params"]
 
-    def pretrained_params(self, fresh) -> Optional[Any]:
+    def pretrained_params(self, fresh) -> Any | None:
         """Params to start from instead of `fresh` (host numpy, unboxed) on a run without a
         checkpoint, or None to keep `fresh` (fine-tuning: a pretrained encoder)."""
         return None
@@ -72,7 +72,7 @@ class Task:
 
     def eval_batches(
         self, batch_size: int, process_index: int, process_count: int
-    ) -> Optional[Iterable[dict]]:
+    ) -> Iterable[dict] | None:
         """This process's rows of each held-out batch, or None (no eval)."""
         return None
 

@@ -4,7 +4,6 @@ your own csv / tsv / jsonl files, all as fine-tuning records (`jaxformer.data.la
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import numpy as np
 
@@ -115,7 +114,7 @@ GLUE_LABELS = {
 }
 
 
-def tfds_label_names(name: str) -> Optional[tuple]:
+def tfds_label_names(name: str) -> tuple | None:
     """The class names of a supported tfds dataset (None for regression and SQuAD)."""
     from jaxformer.data.finetuning import CONLL2003_TAGS
 
@@ -131,9 +130,7 @@ def default_eval_split(name: str) -> str:
     return "validation_matched" if _tfds_parts(name) == ("glue", "mnli") else "validation"
 
 
-def tfds_records(
-    name: str, split: str, data_dir: Optional[str] = None, limit: int = 0
-) -> list[dict]:
+def tfds_records(name: str, split: str, data_dir: str | None = None, limit: int = 0) -> list[dict]:
     """A split of a supported tfds dataset as fine-tuning records (the `jsonl:` format)."""
     from jaxformer.data import tfds_source
     from jaxformer.data.finetuning import GLUE_TASKS
@@ -181,7 +178,7 @@ def record_text(record: dict) -> str:
     return " ".join(t for t in (record.get("text"), record.get("pair")) if t)
 
 
-def config_label_names(value) -> Optional[tuple]:
+def config_label_names(value) -> tuple | None:
     """`finetune.label_names` as a tuple: "neg,pos" (the command-line form), "['neg', 'pos']"
     or a sequence; None when unset ("" or None)."""
     if value is None:

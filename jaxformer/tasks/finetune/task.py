@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -53,7 +52,7 @@ class FineTuneTask(Task):
         self._pretrained = None
         self._data = None
         kind, source = init_path(config.get("init_from", ""))
-        base: Optional[EncoderConfig] = None
+        base: EncoderConfig | None = None
         if kind == "hf":
             from jaxformer.convert.huggingface import from_pretrained
 
