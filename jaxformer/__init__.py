@@ -3,7 +3,7 @@
 from jaxformer.models import *  # noqa: F403
 from jaxformer.models import __all__ as _models_all
 from jaxformer.convert import from_pretrained, save_pretrained
-from jaxformer.inference.decoding import generate
+from jaxformer.inference.decoding import generate, generation_options
 from jaxformer.models.seq2seq_configs import TransformerConfig, transformer_config
 from jaxformer.models.bart import Bart, BartConfig
 from jaxformer.models.t5 import T5, T5Config
@@ -14,6 +14,7 @@ __all__ = list(_models_all) + [
     "from_pretrained",
     "save_pretrained",
     "generate",
+    "generation_options",
     "Bart",
     "BartConfig",
     "T5",

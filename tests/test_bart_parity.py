@@ -202,3 +202,34 @@ def test_min_length_and_no_repeat_ngram_match_transformers(pair, num_beams):
         assert EOS not in ids[1:6]
         grams = [tuple(ids[j : j + 2]) for j in range(len(ids) - 1)]
         assert len(grams) == len(set(grams))
+
+
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_a_checkpoints_generation_config_gives_transformers_ids(pair, num_beams):
+    """`generation_options` turns the generation_config.json transformers would use into
+    `generate` arguments: the same ids, with nothing passed by hand."""
+    hf, model, params = pair
+    x, mask, _, _ = _inputs(seed=2)
+    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
+    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
+    gc.min_new_tokens, gc.no_repeat_ngram_size = 4, 3
+    with torch.no_grad():
+        ref = hf.generate(
+            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
+        ).numpy()[:, 1:]
+    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    options = jaxformer.generation_options(gc.to_dict())
+    assert options["max_length"] == MAX_NEW and options["min_length"] == 4
+    ours = jaxformer.generate(model, params, x, mask, **options).sequences
+    np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("repetition_penalty", 1.3), ("early_stopping", True), ("bad_words_ids", [[5, 6]])],
+)
+def test_an_unsupported_generation_option_is_named(key, value):
+    with pytest.raises(ValueError, match=f"generation option {key}="):
+        jaxformer.generation_options({"num_beams": 4, key: value})
+    with pytest.raises(TypeError, match="repetition_penalty"):  # and as a keyword argument
+        jaxformer.generate(None, None, np.ones((1, 3), np.int32), repetition_penalty=1.3)

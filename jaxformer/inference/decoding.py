@@ -13,7 +13,7 @@ EOS id is, and positions after it hold the pad id.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import flax.struct
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["GenerateOutput", "filter_logits", "generate", "length_penalty"]
+__all__ = ["GenerateOutput", "filter_logits", "generate", "generation_options", "length_penalty"]
 
 NEG_INF = -jnp.inf
 
@@ -378,6 +378,87 @@ def _generate(model, params, input_ids, attention_mask, rng, opts: _Options):
     rep = lambda x: jnp.repeat(x, k, axis=0)  # [b, ...] -> [b*k, ...], beams of an item adjacent
     search = _beam_search_transformers if opts.beam_style == "transformers" else _beam_search
     return search(model, params, rep(encoded), rep(attention_mask), opts)
+
+
+# transformers' generation settings that `generate` takes, by their HF name -> our argument.
+_HF_GENERATION_ARGS = {
+    "num_beams": "num_beams",
+    "max_new_tokens": "max_length",
+    "min_new_tokens": "min_length",
+    "no_repeat_ngram_size": "no_repeat_ngram_size",
+    "length_penalty": "length_penalty_alpha",
+    "do_sample": "do_sample",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "forced_bos_token_id": "forced_bos_token_id",
+    "forced_eos_token_id": "forced_eos_token_id",
+    "decoder_start_token_id": "decoder_start_token_id",
+    "eos_token_id": "eos_token_id",
+    "pad_token_id": "pad_token_id",
+    "suppress_tokens": "suppress_tokens",
+}
+# Settings that change the output and that `generate` does not implement, with the value at
+# which they are off (transformers' defaults).
+_HF_GENERATION_UNSUPPORTED = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "typical_p": 1.0,
+    "min_p": None,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "penalty_alpha": None,
+    "exponential_decay_length_penalty": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "force_words_ids": None,
+    "constraints": None,
+    "renormalize_logits": False,
+    "early_stopping": False,
+}
+
+
+def generation_options(generation_config: Mapping) -> dict:
+    """`generate` keyword arguments from a transformers generation config (the dict of a
+    `generation_config.json`). A setting that changes the output and that `generate` does
+    not implement (e.g. `repetition_penalty=1.2`, `early_stopping=True`, a multi-token
+    `bad_words_ids`) is a ValueError naming it, never silently dropped. `max_length` and
+    `min_length` (which count the start token in transformers' encoder-decoders) become
+    generated-token counts."""
+    g = dict(generation_config)
+    for key, off in _HF_GENERATION_UNSUPPORTED.items():
+        if g.get(key, off) not in (off, None):
+            raise ValueError(
+                f"generation option {key}={g[key]!r} is not supported by jaxformer.generate; "
+                f"remove it (or set it to {off!r}) to decode without it."
+            )
+    out = {ours: g[hf] for hf, ours in _HF_GENERATION_ARGS.items() if g.get(hf) is not None}
+    if "max_new_tokens" not in g and g.get("max_length") is not None:
+        out["max_length"] = int(g["max_length"]) - 1
+    if "min_new_tokens" not in g and g.get("min_length"):
+        out["min_length"] = max(int(g["min_length"]) - 1, 0)
+    bad = g.get("bad_words_ids") or []
+    if any(len(b) != 1 for b in bad):
+        raise ValueError(
+            f"generation option bad_words_ids={bad} bans a multi-token sequence, which "
+            "jaxformer.generate does not support; only single tokens can be barred."
+        )
+    if bad:
+        out["suppress_tokens"] = sorted({*out.get("suppress_tokens", ()), *(b[0] for b in bad)})
+    for key in ("eos_token_id", "forced_eos_token_id"):
+        if isinstance(out.get(key), (list, tuple)):
+            if len(out[key]) != 1:
+                raise ValueError(
+                    f"generation option {key}={out[key]} names several ids; jaxformer.generate "
+                    "takes one."
+                )
+            out[key] = out[key][0]
+    if out.get("num_beams", 1) > 1:
+        out["beam_style"] = "transformers"  # its pool and stopping rule: the same ids
+    return out
 
 
 def generate(
