@@ -46,6 +46,14 @@ def segment_positions(segment_ids: jnp.ndarray) -> jnp.ndarray:
     return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
 
 
+def token_positions(input_ids: jnp.ndarray, segment_ids=None) -> jnp.ndarray:
+    """`[batch, length]` positions 0..length-1, restarting in each packed segment where
+    `segment_ids` is given."""
+    if segment_ids is not None:
+        return segment_positions(segment_ids)
+    return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+
+
 def take_rows(table: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
     """`table[ids]`: `[num, features]` rows at int `ids [...]` -> `[..., features]`.
 

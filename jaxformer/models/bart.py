@@ -10,18 +10,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, cache_positions, zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
-from jaxformer.models.configs import ConfigError, _ConfigMixin
-from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
+from jaxformer.models.configs import ConfigError, _ConfigMixin, check_choice
+from jaxformer.models.common import EncoderDecoder, dtypes
 
 __all__ = ["Bart", "BartConfig"]
 
@@ -57,11 +56,7 @@ class BartConfig(_ConfigMixin):
     param_dtype: str = "float32"
 
     def __post_init__(self):
-        if self.activation_function not in ACTIVATIONS:
-            raise ConfigError(
-                f"activation_function={self.activation_function!r} is not supported; use one "
-                f"of {sorted(ACTIVATIONS)}."
-            )
+        check_choice("activation_function", self.activation_function, sorted(ACTIVATIONS))
         for heads, name in (
             (self.encoder_attention_heads, "encoder_attention_heads"),
             (self.decoder_attention_heads, "decoder_attention_heads"),
@@ -233,6 +228,7 @@ class Bart(EncoderDecoder):
 
     cfg: BartConfig
     use_cache: bool = False
+    position_table: ClassVar[str] = "BART's learned position table"
 
     def setup(self):
         cfg = self.cfg
@@ -246,60 +242,14 @@ class Bart(EncoderDecoder):
             "final_logits_bias", zeros_init(("vocab",)), (cfg.vocab_size,), pdt
         )
 
-    def _embed(self, ids, what: str):
+    def _embed(self, ids, target: bool):
         cfg = self.cfg
-        if ids.ndim != 2:
-            raise ValueError(f"{what} must be [batch, length], got shape {ids.shape}.")
-        check_ids(ids, cfg.vocab_size, what)
         x = self.shared_embedding(ids)
         if cfg.scale_embedding:
             x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)
         return x
 
-    def _check_length(self, n: int, what: str) -> None:
-        limit = self.cfg.max_position_embeddings
-        if n > limit:
-            raise ValueError(
-                f"{what} length {n} exceeds max_position_embeddings={limit} (BART's learned "
-                "position table); truncate the input."
-            )
-
-    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
-        """[b, s] source ids (+ [b, s] mask) -> [b, s, d_model] encoder states."""
-        self._check_length(input_ids.shape[1], "source")
-        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
-        return self.encoder(self._embed(input_ids, "input_ids"), mask, deterministic=deterministic)
-
-    def _decode_hidden(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask,
-        deterministic,
-        use_cached_kv=False,
-    ):
-        t = decoder_input_ids.shape[1]
-        if not self.use_cache:
-            self._check_length(t, "target")
-        self_mask, cross_mask = decoder_masks(
-            attention_mask, decoder_attention_mask, t, self.use_cache
-        )
-        return self.decoder(
-            self._embed(decoder_input_ids, "decoder_input_ids"),
-            self_mask,
-            encoded,
-            cross_mask,
-            deterministic,
-            use_cached_kv,
-        )
-
     def _logits(self, h):
         logits = self.shared_embedding.attend(h).astype(jnp.float32)
         logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-
-    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
-        """Shapes for `init` / `eval_shape`."""
-        ids = jnp.zeros((batch, min(length, self.cfg.max_position_embeddings)), jnp.int32)
-        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}

@@ -33,6 +33,27 @@ def check_ids(ids, vocab: int, what: str = "input_ids") -> None:
         )
 
 
+def check_batch_ids(ids, vocab: int, what: str = "input_ids") -> None:
+    """Raises ValueError unless `ids` is [batch, length] with (host) ids in [0, vocab)."""
+    if ids.ndim != 2:
+        raise ValueError(f"{what} must be [batch, length], got shape {ids.shape}.")
+    check_ids(ids, vocab, what)
+
+
+def rows_at(hidden, positions):
+    """hidden [b, t, H] at positions [b, n] -> [b, n, H] (e.g. only the rows MLM scores)."""
+    return jnp.take_along_axis(hidden, positions[..., None], axis=1)
+
+
+class EncoderWithHead(nn.Module):
+    """What the encoders with a head (`EncoderModel`, `ModernBertModel`) share besides their
+    call: `dummy_inputs` from `cfg.max_length`."""
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        return {"input_ids": jnp.zeros((batch, min(length, self.cfg.max_length)), jnp.int32)}
+
+
 def decoder_masks(attention_mask, decoder_attention_mask, t: int, cached: bool):
     """(decoder self-attention mask, cross-attention mask) for `t` target tokens from [b, s]
     / [b, t] padding masks (1 = real, either may be None). With the decoding cache (`cached`)
@@ -44,16 +65,79 @@ def decoder_masks(attention_mask, decoder_attention_mask, t: int, cached: bool):
 
 
 class EncoderDecoder(nn.Module):
-    """What every encoder-decoder (`Transformer`, `T5`, `Bart`) shares: `decode` (one step or
-    a teacher-forced pass from encoder states to logits) and the teacher-forced `__call__`.
+    """What every encoder-decoder (`Transformer`, `T5`, `Bart`) shares: the input checks,
+    `encode`, `decode` (one step or a teacher-forced pass from encoder states to logits), the
+    teacher-forced `__call__` and `dummy_inputs`.
 
-    A subclass defines `encode(input_ids, attention_mask, deterministic)`, `_decode_hidden(
-    encoded, attention_mask, decoder_input_ids, decoder_attention_mask, deterministic,
-    use_cached_kv)` and `_logits(h)`; with `packing = True` both also take segment ids of
-    packed rows (`segment_ids=`; `_decode_hidden` also `decoder_segment_ids=`).
+    A subclass has `cfg` (with `vocab_size`, `tgt_vocab_size`, `max_length`: None without a
+    position table), `use_cache`, `encoder` and `decoder`, and defines `_embed(ids, target)`
+    and `_logits(h)`. The stacks' default calls (`_encoder_states`, `_decoder_states`) take
+    padding masks; with `packing = True` the subclass overrides both to take the segment
+    ids of packed rows (`segment_ids=`; the decoder also `decoder_segment_ids=`).
     """
 
     packing: ClassVar[bool] = False
+    position_table: ClassVar[str] = "the position table"  # named in the length error
+
+    def _checked(self, ids, target: bool):
+        """`ids` [b, t] after its side's shape, length and vocabulary checks. A cached
+        decoder is fed one step at a time, so its target length is not checked here."""
+        cfg = self.cfg
+        what = "decoder_input_ids" if target else "input_ids"
+        check_batch_ids(ids, cfg.tgt_vocab_size if target else cfg.vocab_size, what)
+        n, limit = ids.shape[1], cfg.max_length
+        if limit is not None and n > limit and not (target and self.use_cache):
+            raise ValueError(
+                f"{'target' if target else 'source'} length {n} exceeds "
+                f"max_position_embeddings={limit} ({self.position_table}); truncate the "
+                "input or use a config with a longer table."
+            )
+        return ids
+
+    def encode(self, input_ids, attention_mask=None, deterministic: bool = True, **packed):
+        """[b, s] source ids (+ [b, s] mask, 1 = real; `segment_ids` [b, s] of packed rows
+        where the model packs) -> [b, s, d] encoder states."""
+        x = self._embed(self._checked(input_ids, target=False), target=False)
+        return self._encoder_states(x, attention_mask, deterministic, **packed)
+
+    def _encoder_states(self, x, attention_mask, deterministic):
+        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
+        return self.encoder(x, mask, deterministic=deterministic)
+
+    def _decode_hidden(
+        self,
+        encoded,
+        attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask,
+        deterministic,
+        use_cached_kv=False,
+        **packed,
+    ):
+        y = self._embed(self._checked(decoder_input_ids, target=True), target=True)
+        return self._decoder_states(
+            y,
+            encoded,
+            attention_mask,
+            decoder_attention_mask,
+            deterministic,
+            use_cached_kv,
+            **packed,
+        )
+
+    def _decoder_states(
+        self, y, encoded, attention_mask, decoder_attention_mask, deterministic, use_cached_kv
+    ):
+        self_mask, cross_mask = decoder_masks(
+            attention_mask, decoder_attention_mask, y.shape[1], self.use_cache
+        )
+        return self.decoder(y, self_mask, encoded, cross_mask, deterministic, use_cached_kv)
+
+    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
+        """Shapes for `init` / `eval_shape`."""
+        limit = self.cfg.max_length
+        ids = jnp.zeros((batch, length if limit is None else min(length, limit)), jnp.int32)
+        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
 
     def decode(
         self,

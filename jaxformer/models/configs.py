@@ -26,13 +26,17 @@ REMAT = ("none", "full", "dots", "dots_no_batch")
 
 
 def _nearest(name: str, valid) -> str:
+    if not isinstance(name, str):
+        return ""
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def check_choice(field: str, value, choices) -> None:
+    """Raises ConfigError unless `value` is one of `choices`, naming the nearest ones."""
     if value not in choices:
-        raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.")
+        hint = _nearest(value, [c for c in choices if isinstance(c, str)])
+        raise ConfigError(f"{field}={value!r} is not one of {list(choices)}.{hint}")
 
 
 # The size fields every encoder config has (each >= 1).

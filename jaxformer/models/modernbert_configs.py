@@ -82,12 +82,7 @@ class ModernBertConfig(_ConfigMixin):
         check_choice("classifier_pooling", self.classifier_pooling, POOLING)
         check_numerics(self)
         for name in ("hidden_act", "classifier_activation"):
-            act = getattr(self, name)
-            if act not in ACTIVATIONS:
-                raise ConfigError(
-                    f"{name}={act!r} is not one of {sorted(ACTIVATIONS)}."
-                    f"{_nearest(act, ACTIVATIONS)}"
-                )
+            check_choice(name, getattr(self, name), sorted(ACTIVATIONS))
         check_positive(self, (*ENCODER_SIZES, "global_every", "num_labels"))
         if self.hidden_size % self.num_heads or self.head_dim % 2:
             raise ConfigError(

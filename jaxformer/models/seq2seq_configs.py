@@ -95,11 +95,7 @@ class _TransformerFields(_ConfigMixin):
     remat_policy: str = "none"
 
     def __post_init__(self):
-        if self.hidden_act not in ACTIVATIONS:
-            raise ConfigError(
-                f"hidden_act={self.hidden_act!r} is not one of "
-                f"{sorted(ACTIVATIONS)}.{_nearest(self.hidden_act, ACTIVATIONS)}"
-            )
+        check_choice("hidden_act", self.hidden_act, sorted(ACTIVATIONS))
         check_choice("position_layout", self.position_layout, LAYOUTS)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("param_dtype", self.param_dtype, DTYPES)

@@ -17,13 +17,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention, cache_positions, dense_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, GatedFeedForward, activation, dense
 from jaxformer.models.configs import DTYPES, KERNELS, ConfigError, _ConfigMixin, check_choice
-from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
+from jaxformer.models.common import EncoderDecoder, dtypes
 
 __all__ = ["T5", "T5Config", "relative_position_bucket"]
 
@@ -352,36 +351,8 @@ class T5(EncoderDecoder):
         if not cfg.tie_word_embeddings:
             self.output = dense(cfg.vocab_size, ("embed", "vocab"), 1.0, dt, pdt, use_bias=False)
 
-    def encode(self, input_ids, attention_mask=None, deterministic: bool = True):
-        """[b, s] source ids (+ [b, s] mask, 1 = real) -> [b, s, d_model] encoder states."""
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
-        check_ids(input_ids, self.cfg.vocab_size, "input_ids")
-        mask = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
-        return self.encoder(self.shared_embedding(input_ids), mask, deterministic=deterministic)
-
-    def _decode_hidden(
-        self,
-        encoded,
-        attention_mask,
-        decoder_input_ids,
-        decoder_attention_mask,
-        deterministic,
-        use_cached_kv=False,
-    ):
-        check_ids(decoder_input_ids, self.cfg.vocab_size, "decoder_input_ids")
-        t = decoder_input_ids.shape[1]
-        self_mask, cross_mask = decoder_masks(
-            attention_mask, decoder_attention_mask, t, self.use_cache
-        )
-        return self.decoder(
-            self.shared_embedding(decoder_input_ids),
-            self_mask,
-            encoded,
-            cross_mask,
-            deterministic,
-            use_cached_kv,
-        )
+    def _embed(self, ids, target: bool):
+        return self.shared_embedding(ids)
 
     def _logits(self, h):
         cfg = self.cfg
@@ -389,8 +360,3 @@ class T5(EncoderDecoder):
             h = h * jnp.asarray(cfg.d_model**-0.5, h.dtype)
         logits = self.shared_embedding.attend(h) if cfg.tie_word_embeddings else self.output(h)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-
-    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
-        """Shapes for `init` / `eval_shape`."""
-        ids = jnp.zeros((batch, length), jnp.int32)
-        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}

@@ -15,12 +15,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention, zeros_init
+from jaxformer.layers.attention import MultiHeadAttention, cache_positions, zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, segment_positions, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import EncoderDecoder, check_ids, decoder_masks, dtypes
+from jaxformer.models.common import EncoderDecoder, decoder_masks, dtypes
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
     TransformerConfig,
@@ -192,11 +192,7 @@ class DecoderStack(nn.Module):
             )
         positions = segment_positions(decoder_segment_ids) if packed else jnp.arange(t)
         if self.decode:
-            initialized = self.has_variable("cache", "position")
-            index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
-            if initialized:
-                positions = index.value + positions
-                index.value = index.value + t
+            positions, _ = cache_positions(self, positions, t)
         y = _add_positions(cfg, y, positions, deterministic)
         self_mask, cross_mask = decoder_masks(
             attention_mask, decoder_attention_mask, t, self.decode
@@ -226,6 +222,7 @@ class Transformer(EncoderDecoder):
     cfg: TransformerConfig
     use_cache: bool = False
     packing: ClassVar[bool] = True
+    position_table: ClassVar[str] = "the sinusoidal table"
 
     def setup(self):
         cfg = self.cfg
@@ -252,8 +249,8 @@ class Transformer(EncoderDecoder):
                 "final_logits_bias", zeros_init(("vocab",)), (cfg.tgt_vocab_size,), pdt
             )
 
-    def _embed(self, table: Embed, ids):
-        x = table(ids)  # [b, t] -> [b, t, d]
+    def _embed(self, ids, target: bool):
+        x = self._tables()[int(target)](ids)  # [b, t] -> [b, t, d]
         if self.cfg.scale_embedding:
             x = x * jnp.asarray(math.sqrt(self.cfg.hidden_size), x.dtype)
         return x
@@ -263,42 +260,19 @@ class Transformer(EncoderDecoder):
             return self.shared_embedding, self.shared_embedding
         return self.source_embedding, self.target_embedding
 
-    def encode(self, input_ids, attention_mask=None, deterministic: bool = True, segment_ids=None):
-        """[b, s] source ids (+ [b, s] mask, 1 = real; [b, s] segment ids of packed rows, 0 =
-        padding) -> [b, s, hidden_size] encoder states."""
-        cfg = self.cfg
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
-        limit = cfg.max_position_embeddings
-        if input_ids.shape[1] > limit:
-            raise ValueError(
-                f"source length {input_ids.shape[1]} exceeds max_position_embeddings={limit} "
-                "(the sinusoidal table); truncate the source or raise max_position_embeddings."
-            )
-        check_ids(input_ids, cfg.vocab_size, "input_ids")
-        x = self._embed(self._tables()[0], input_ids)
+    def _encoder_states(self, x, attention_mask, deterministic, segment_ids=None):
         return self.encoder(x, attention_mask, deterministic, segment_ids)
 
-    def _decode_hidden(
+    def _decoder_states(
         self,
+        y,
         encoded,
         attention_mask,
-        decoder_input_ids,
         decoder_attention_mask,
         deterministic,
-        use_cached_kv=False,
-        segment_ids=None,
-        decoder_segment_ids=None,
+        use_cached_kv,
+        **packed,
     ):
-        cfg = self.cfg
-        limit = cfg.max_position_embeddings
-        if not self.use_cache and decoder_input_ids.shape[1] > limit:
-            raise ValueError(
-                f"target length {decoder_input_ids.shape[1]} exceeds "
-                f"max_position_embeddings={limit}."
-            )
-        check_ids(decoder_input_ids, cfg.tgt_vocab_size, "decoder_input_ids")
-        y = self._embed(self._tables()[1], decoder_input_ids)
         return self.decoder(
             y,
             encoded,
@@ -306,8 +280,7 @@ class Transformer(EncoderDecoder):
             decoder_attention_mask,
             deterministic,
             use_cached_kv,
-            segment_ids,
-            decoder_segment_ids,
+            **packed,
         )
 
     def _logits(self, h):
@@ -317,8 +290,3 @@ class Transformer(EncoderDecoder):
         if self.cfg.final_logits_bias:
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-
-    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
-        """Shapes for `init` / `eval_shape`."""
-        ids = jnp.zeros((batch, min(length, self.cfg.max_position_embeddings)), jnp.int32)
-        return {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "decoder_input_ids": ids}
