@@ -12,6 +12,17 @@ import jax
 import jax.numpy as jnp
 
 
+def weight_count(weights):
+    """sum(weights) as float32, at least 1: a whole-batch loss denominator (normalizer) that
+    stays finite on a batch with nothing to score."""
+    return jnp.maximum(jnp.asarray(weights, jnp.float32).sum(), 1.0)
+
+
+def row_count(ids):
+    """The rows of `ids` [b, ...] as a float32 denominator (per-example losses)."""
+    return jnp.asarray(jnp.shape(ids)[0], jnp.float32)
+
+
 def _xlogx(p: float) -> float:
     return p * math.log(p) if p > 0 else 0.0
 

@@ -13,7 +13,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.models.outputs import EncoderOutput
-from jaxformer.objectives.losses import sigmoid_binary_cross_entropy, weighted_cross_entropy
+from jaxformer.objectives.losses import (
+    sigmoid_binary_cross_entropy,
+    weight_count,
+    weighted_cross_entropy,
+)
+
+
+def encoder_inputs(batch, deterministic: bool) -> dict:
+    """An encoder call's keyword inputs from a batch: `attention_mask`, `token_type_ids` and
+    the `segment_ids` of packed rows (segments attend only within; each None where the batch
+    has none) and `deterministic`."""
+    return {
+        "attention_mask": batch.get("attention_mask"),
+        "token_type_ids": batch.get("token_type_ids"),
+        "segment_ids": batch.get("segment_ids"),
+        "deterministic": deterministic,
+    }
 
 
 def mlm_loss(out: EncoderOutput, batch, normalizer=None, label_smoothing: float = 0.0):
@@ -93,12 +109,7 @@ def electra_loss(
     norms = norms or {}
     k_sample, k_gen, k_disc = jax.random.split(rng, 3)
     gen_params = share_embeddings(params["generator"], params["discriminator"])
-    inputs = dict(
-        attention_mask=batch.get("attention_mask"),
-        token_type_ids=batch.get("token_type_ids"),
-        segment_ids=batch.get("segment_ids"),  # packed rows: segments attend only within
-        deterministic=deterministic,
-    )
+    inputs = encoder_inputs(batch, deterministic)
     gen_out = generator.apply(
         {"params": gen_params},
         batch["input_ids"],
@@ -145,8 +156,8 @@ def electra_normalizers(batch) -> dict:
         else jnp.ones(jnp.shape(batch["input_ids"]), jnp.float32)
     )
     return {
-        "mlm": jnp.maximum(jnp.asarray(batch["mlm_weights"], jnp.float32).sum(), 1.0),
-        "rtd": jnp.maximum(real.sum(), 1.0),
+        "mlm": weight_count(batch["mlm_weights"]),
+        "rtd": weight_count(real),
     }
 
 

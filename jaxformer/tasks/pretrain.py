@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxformer.models import build_encoder
 from jaxformer.objectives import pretraining as objectives
+from jaxformer.objectives.losses import row_count, weight_count
 from jaxformer.training.task import Task
 
 __all__ = ["PretrainTask", "check_masking", "check_pack", "fill_mask_report", "synthetic_instances"]
@@ -302,23 +303,20 @@ class PretrainTask(Task):
         return batch
 
     def normalizers(self, batch):
-        norms = {"mlm": jnp.maximum(batch["mlm_weights"].astype(jnp.float32).sum(), 1.0)}
+        norms = {"mlm": weight_count(batch["mlm_weights"])}
         if self.objective != "none":
-            norms["pair"] = jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
+            norms["pair"] = row_count(batch["input_ids"])
         return norms
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
+        # packed rows pass segment_ids: the block-diagonal mask and per-segment positions
+        # (the model adds its family's position offset, which 0-based position_ids lack)
         out = self.model.apply(
             {"params": params},
             batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-            # packed rows: the block-diagonal mask and per-segment positions (the model adds
-            # its family's position offset, which the rows' 0-based position_ids lack)
-            segment_ids=batch.get("segment_ids"),
             mlm_positions=batch["mlm_positions"],
-            deterministic=deterministic,
             rngs={"dropout": rng},
+            **objectives.encoder_inputs(batch, deterministic),
         )
         loss, metrics = objectives.mlm_loss(
             out, batch, norms["mlm"], self.config.data.label_smoothing

@@ -114,7 +114,7 @@ class Seq2SeqTask(Task):
         )["params"]
 
     def normalizers(self, batch):
-        return {"tokens": jnp.maximum(batch["labels_mask"].astype(jnp.float32).sum(), 1.0)}
+        return {"tokens": losses.weight_count(batch["labels_mask"])}
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
         from jaxformer.objectives.seq2seq import shift_right

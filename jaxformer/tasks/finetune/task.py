@@ -27,11 +27,11 @@ import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxformer.convert.surgery import merge_encoder
+from jaxformer.objectives import encoder_inputs, row_count, weight_count
 from jaxformer.models import EncoderConfig, encoder_config_from_dict, encoder_model
 from jaxformer.tasks.finetune import data as data_lib
 from jaxformer.tasks.finetune.losses import task_loss
@@ -280,17 +280,15 @@ class FineTuneTask(Task):
     # -- loss -------------------------------------------------------------------------------
     def normalizers(self, batch):
         if self.model_cfg.head == "token_classification":
-            return {"n": jnp.maximum(batch["label_weights"].astype(jnp.float32).sum(), 1.0)}
-        return {"n": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
+            return {"n": weight_count(batch["label_weights"])}
+        return {"n": row_count(batch["input_ids"])}
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
         out = self.model.apply(
             {"params": params},
             batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-            deterministic=deterministic,
             rngs={"dropout": rng},
+            **encoder_inputs(batch, deterministic),
         )
         return task_loss(self.model_cfg, out, batch, norms.get("n"))
 
