@@ -10,10 +10,10 @@ import jax.numpy as jnp
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.dropout import Dropout
-from jaxformer.layers.embeddings import Embed, segment_positions
+from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
-from jaxformer.models.common import check_ids, dtypes
+from jaxformer.models.common import EncoderWithHead, check_batch_ids, dtypes, rows_at
 from jaxformer.models.configs import EncoderConfig
 from jaxformer.models.outputs import EncoderOutput
 
@@ -37,14 +37,10 @@ def check_length(cfg: EncoderConfig, length: int) -> None:
 def default_position_ids(cfg: EncoderConfig, input_ids, segment_ids=None):
     """Positions per family: 0..T-1 (restarting per packed segment); RoBERTa counts only
     non-pad tokens and starts after the pad id, pads sit at the pad id."""
-    b, t = input_ids.shape
-    if segment_ids is not None:
-        return segment_positions(segment_ids) + cfg.position_offset
-    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    if cfg.position_offset:
-        real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        return jnp.cumsum(real, axis=1) * real + (cfg.position_offset - 1)
-    return idx
+    if segment_ids is not None or not cfg.position_offset:
+        return token_positions(input_ids, segment_ids) + cfg.position_offset
+    real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=1) * real + (cfg.position_offset - 1)
 
 
 class Embeddings(nn.Module):
@@ -243,10 +239,8 @@ class Encoder(nn.Module):
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
             raise ValueError("last_rows needs scan_layers=False.")
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
+        check_batch_ids(input_ids, cfg.vocab_size)
         check_length(cfg, input_ids.shape[1])
-        check_ids(input_ids, cfg.vocab_size)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
@@ -274,7 +268,7 @@ class Encoder(nn.Module):
         return self.embeddings.attend(x)
 
 
-class EncoderModel(nn.Module):
+class EncoderModel(EncoderWithHead):
     """An encoder of the BERT family with the head named by `cfg.head`.
 
     Call: `model.apply({"params": p}, input_ids, attention_mask=None, token_type_ids=None,
@@ -336,7 +330,7 @@ class EncoderModel(nn.Module):
             if sparse:
                 h = hidden[:, 1:]
             elif mlm_positions is not None:  # [b, n]: logits only where they are scored
-                h = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
+                h = rows_at(hidden, mlm_positions)
             out["mlm_logits"] = self.mlm(h, self.encoder.attend)
         if cfg.head == "pretraining":
             out["pair_logits"] = self.pair_head(pooled, deterministic)
@@ -347,7 +341,3 @@ class EncoderModel(nn.Module):
         if cfg.head == "question_answering":
             out["start_logits"], out["end_logits"] = self.qa(hidden)
         return EncoderOutput(last_hidden_state=hidden, pooled=pooled, **out)
-
-    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
-        """Shapes for `init` / `eval_shape`."""
-        return {"input_ids": jnp.zeros((batch, min(length, self.cfg.max_length)), jnp.int32)}

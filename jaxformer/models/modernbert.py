@@ -14,11 +14,11 @@ import jax.numpy as jnp
 from jaxformer.layers import masks as masks_lib
 from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.dropout import Dropout
-from jaxformer.layers.embeddings import Embed, segment_positions
+from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import GatedFeedForward, activation, dense, layer_norm
 from jaxformer.layers.rotary import rotary_tables
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import check_ids, dtypes
+from jaxformer.models.common import EncoderWithHead, check_batch_ids, dtypes, rows_at
 from jaxformer.models.heads import pool
 from jaxformer.models.modernbert_configs import ModernBertConfig
 from jaxformer.models.outputs import EncoderOutput
@@ -118,17 +118,10 @@ class ModernBertEncoder(nn.Module):
         """attention_mask [b, t] (1 = token); segment_ids [b, t] for packed rows (0 = pad;
         attention stays within a segment and positions restart in each)."""
         cfg = self.cfg
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}.")
+        check_batch_ids(input_ids, cfg.vocab_size)
         check_length(cfg, input_ids.shape[1])
-        check_ids(input_ids, cfg.vocab_size)
         if position_ids is None:
-            if segment_ids is not None:
-                position_ids = segment_positions(segment_ids)
-            else:
-                position_ids = jnp.broadcast_to(
-                    jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape
-                )
+            position_ids = token_positions(input_ids, segment_ids)
         x = self.embedding_norm(self.word(input_ids))
         x = self.embedding_dropout(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -183,7 +176,7 @@ class Classifier(nn.Module):
         return dense(self.num_out, (None, None), std, dt, pdt, name="out_proj")(x)
 
 
-class ModernBertModel(nn.Module):
+class ModernBertModel(EncoderWithHead):
     """ModernBERT with the head named by `cfg.head`; returns an `EncoderOutput`.
 
     Call: `model.apply({"params": p}, input_ids, attention_mask=None, position_ids=None,
@@ -230,7 +223,7 @@ class ModernBertModel(nn.Module):
         if cfg.head == "mlm":
             h = hidden
             if mlm_positions is not None:  # [b, n]: logits only where they are scored
-                h = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
+                h = rows_at(hidden, mlm_positions)
             logits = self.encoder.attend(self.mlm(h))
             if cfg.decoder_bias:
                 logits = logits + jnp.asarray(self.mlm_bias, logits.dtype)
@@ -247,7 +240,3 @@ class ModernBertModel(nn.Module):
             logits = self.qa(hidden, deterministic)
             out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
         return EncoderOutput(last_hidden_state=hidden, **out)
-
-    def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
-        """Shapes for `init` / `eval_shape`."""
-        return {"input_ids": jnp.zeros((batch, min(length, self.cfg.max_length)), jnp.int32)}
