@@ -26,6 +26,7 @@ __all__ = [
     "tfds_source",
     "tfds_texts",
     "read_text_files",
+    "json_strings",
     "read_jsonl",
     "split_sentences",
 ]
@@ -170,6 +171,17 @@ def read_text_files(
     return Documents(docs, skipped)
 
 
+def json_strings(line: str, fields: Sequence[str]) -> tuple[str, ...]:
+    """The values of `fields` in one JSON line. Raises json.JSONDecodeError (not JSON),
+    KeyError (a field missing) or TypeError (a value that is not a string)."""
+    obj = json.loads(line)
+    values = tuple(obj[k] for k in fields)
+    if not all(isinstance(v, str) for v in values):
+        kinds = [type(v).__name__ for v in values]
+        raise TypeError(f"fields {list(fields)} hold {kinds}, not strings")
+    return values
+
+
 def read_jsonl(
     paths: str | Sequence[str], *, field: str = "text", errors: str = "raise"
 ) -> Documents:
@@ -180,9 +192,7 @@ def read_jsonl(
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)[field]
-                if not isinstance(value, str):
-                    raise TypeError(f"field {field!r} is {type(value).__name__}, not a string")
+                (value,) = json_strings(line, (field,))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 _handle(
                     errors,

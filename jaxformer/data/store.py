@@ -40,6 +40,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from jaxformer.data.sources import json_strings
+
 __all__ = [
     "FORMAT_VERSION",
     "StoreError",
@@ -190,10 +192,7 @@ def _unit_texts(unit: dict, opts: _Options, skipped, digest) -> Iterator:
             continue
         fields = (opts.source_field, opts.target_field) if opts.kind == "pairs" else (opts.field,)
         try:
-            obj = json.loads(line)
-            values = tuple(obj[k] for k in fields)
-            if not all(isinstance(v, str) for v in values):
-                raise TypeError(f"field of type {[type(v).__name__ for v in values]}, not str")
+            values = json_strings(line, fields)
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             _skip_or_raise(
                 opts,
