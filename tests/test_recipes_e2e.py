@@ -64,8 +64,8 @@ def summary(workdir):
 def overfit(task, steps=40, lr=3e-3):
     """Loss on one fixed batch before and after `steps` Adam steps."""
     params = nn.unbox(task.init_params(jax.random.key(0)))
-    if hasattr(task, "pretrained_params"):
-        params = task.pretrained_params(params)
+    pretrained = task.pretrained_params(params)
+    params = params if pretrained is None else pretrained
     it = task.train_iterator(8, 0, 1)
     batch = {k: np.asarray(v) for k, v in next(it).items()}
     norms = task.normalizers(batch)

@@ -247,7 +247,7 @@ def test_missing_labelled_file_is_one_line_before_anything_is_written(
 def test_a_bad_model_field_is_one_line(tmp_path, capsys):
     """The model config's error type is the training checks' one, so train.py reports it as
     one line (exit 2), not a traceback."""
-    from jaxformer.training import cli
+    from jaxformer import launch as cli
 
     rc = cli.main(["--config", TINY, "--workdir", str(tmp_path), "--config.model.num_heads=5"])
     err = capsys.readouterr().err
