@@ -302,7 +302,12 @@ def test_one_dtype_rule_and_one_id_check_for_every_family():
     from jaxformer.models import bert, common, modernbert, transformer
 
     for module in (bert, modernbert, transformer):
-        assert module.dtypes is common.dtypes and module.check_ids is common.check_ids
+        assert module.dtypes is common.dtypes
+        assert not hasattr(module, "check_ids") or module.check_ids is common.check_ids
+    for module in (bert, modernbert):  # the encoders check ids through the one helper
+        assert module.check_batch_ids is common.check_batch_ids
+    with pytest.raises(ValueError, match=r"input_ids contains token id 7, outside"):
+        common.check_batch_ids(np.array([[1, 7]]), 7)
     cfg = transformer_config("nano", vocab_size=20, dtype="bfloat16")
     assert common.dtypes(cfg) == (jnp.dtype("bfloat16"), jnp.dtype("float32"))
     with pytest.raises(
