@@ -9,7 +9,7 @@ import jax
 
 from jaxformer.models import EncoderConfig, EncoderModel
 from jaxformer.models.configs import generator_dims
-from jaxformer.objectives import pretraining as obj
+from jaxformer.objectives import pretraining as objectives
 from jaxformer.tasks.pretrain import PretrainTask, check_masking, check_pack
 from jaxformer.training.task import Task
 
@@ -56,10 +56,10 @@ class ElectraTask(PretrainTask):
         return {"generator": gen, "discriminator": disc}
 
     def normalizers(self, batch):
-        return obj.electra_normalizers(batch)
+        return objectives.electra_normalizers(batch)
 
     def loss_fn(self, params, batch, rng, norms, deterministic=False):
-        return obj.electra_loss(
+        return objectives.electra_loss(
             self.generator,
             self.model,
             params,
