@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import glob
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -821,9 +822,9 @@ def _cache_dir(cache_dir: str | None) -> str:
 def store_for_source(
     source: str,
     *,
+    tokenizer: str | None = None,
     family: str,
     vocab_size: int,
-    tokenizer: str | None = None,
     cache_dir: str | None = None,
 ) -> str:
     """The store directory for a `data.source`: "store:DIR" is DIR; "default_corpus" and
@@ -905,6 +906,14 @@ def add_prepare_parser(sub) -> None:
     s.add_argument("--no-progress", action="store_true")
 
 
+def _prepare_options(args) -> dict:
+    """The parsed options that are `prepare` keywords: every option of `add_prepare_parser`
+    but --input, --output and --no-progress is the keyword of its name."""
+    params = inspect.signature(prepare).parameters.values()
+    names = [p.name for p in params if p.kind is p.KEYWORD_ONLY and hasattr(args, p.name)]
+    return {name: getattr(args, name) for name in names}
+
+
 def prepare_main(args) -> int:
     """Runs `jaxformer prepare`; bad input exits 2 with a one-line error."""
     if args.tokenizer is None and (args.tokenizer_family is None or args.vocab_size is None):
@@ -916,22 +925,7 @@ def prepare_main(args) -> int:
         return 2
     try:
         m = prepare(
-            args.input,
-            args.output,
-            format=args.format,
-            field=args.field,
-            data_dir=args.data_dir,
-            split=args.split,
-            tokenizer=args.tokenizer,
-            tokenizer_family=args.tokenizer_family,
-            vocab_size=args.vocab_size,
-            resume=args.resume,
-            workers=args.workers,
-            errors=args.errors,
-            pairs=args.pairs,
-            source_field=args.source_field,
-            target_field=args.target_field,
-            progress=not args.no_progress,
+            args.input, args.output, progress=not args.no_progress, **_prepare_options(args)
         )
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"jaxformer prepare: error: {e}", file=sys.stderr)
