@@ -26,7 +26,6 @@ import collections
 import dataclasses
 import glob
 import hashlib
-import inspect
 import itertools
 import json
 import logging
@@ -907,11 +906,12 @@ def add_prepare_parser(sub) -> None:
 
 
 def _prepare_options(args) -> dict:
-    """The parsed options that are `prepare` keywords: every option of `add_prepare_parser`
-    but --input, --output and --no-progress is the keyword of its name."""
-    params = inspect.signature(prepare).parameters.values()
-    names = [p.name for p in params if p.kind is p.KEYWORD_ONLY and hasattr(args, p.name)]
-    return {name: getattr(args, name) for name in names}
+    """`prepare`'s keywords from the parsed options: each option's dest is the keyword of
+    its name, but the sub-command, --input and --output (the positional arguments) and
+    --no-progress (the negated `progress`). An option named otherwise fails loudly there."""
+    return {
+        k: v for k, v in vars(args).items() if k not in ("task", "input", "output", "no_progress")
+    }
 
 
 def prepare_main(args) -> int:
