@@ -46,6 +46,11 @@ def _given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _given_args(args, *names: str) -> dict:
+    """`_given` of the parsed options `names`, each the pipeline keyword of its name."""
+    return _given(**{name: getattr(args, name) for name in names})
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxformer", description="jaxformer inference pipelines.")
     sub = p.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -126,19 +131,19 @@ def _run(args) -> tuple[object, str]:
 
     task = args.task
     if task == "translate":
-        pipe = pipelines.Translate(args.model, **_given(batch_size=args.batch_size))
+        pipe = pipelines.Translate(args.model, **_given_args(args, "batch_size"))
         texts = _inputs(args)
-        out = pipe(texts, **_given(beam=args.beam, max_length=args.max_length))
+        out = pipe(texts, **_given_args(args, "beam", "max_length"))
         return (
             [{"text": t, "translation": o} for t, o in zip(texts, out)],
             _table(
                 [{"text": t, "translation": o} for t, o in zip(texts, out)], ["text", "translation"]
             ),
         )
-    pipe = pipelines.PIPELINES[task](args.model, **_given(batch_size=args.batch_size))
+    pipe = pipelines.PIPELINES[task](args.model, **_given_args(args, "batch_size"))
     if task == "fill-mask":
         texts = _inputs(args)
-        res = pipe(texts, **_given(top_k=args.top_k))
+        res = pipe(texts, **_given_args(args, "top_k"))
         rows = []
         for t, r in zip(texts, res):
             per_mask = r if r and isinstance(r[0], list) else [r]
@@ -155,7 +160,7 @@ def _run(args) -> tuple[object, str]:
                     f"classify: {len(texts)} texts but {len(args.pair)} --pair values."
                 )
             texts = [(a, b) for a, b in zip(texts, args.pair)]
-        res = pipe(texts, **_given(top_k=args.top_k))
+        res = pipe(texts, **_given_args(args, "top_k"))
         rows = []
         for t, r in zip(texts, res):
             for c in r if isinstance(r, list) else [r]:
@@ -180,18 +185,13 @@ def _run(args) -> tuple[object, str]:
             question,
             context,
             handle_impossible_answer=args.allow_no_answer,
-            **_given(
-                top_k=args.top_k,
-                max_answer_len=args.max_answer_len,
-                max_seq_len=args.max_seq_len,
-                doc_stride=args.doc_stride,
-            ),
+            **_given_args(args, "top_k", "max_answer_len", "max_seq_len", "doc_stride"),
         )
         rows = res if isinstance(res, list) else [res]
         return res, _table(rows, ["answer", "score", "start", "end"])
     if task == "tag":
         texts = _inputs(args)
-        res = pipe(texts, **_given(aggregation=args.aggregation))
+        res = pipe(texts, **_given_args(args, "aggregation"))
         key = "entity" if args.aggregation == "none" else "entity_group"
         rows = [{"text": i + 1, **e} for i, r in enumerate(res) for e in r]
         return res, _table(rows, ["text", key, "word", "score", "start", "end"])

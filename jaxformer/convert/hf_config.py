@@ -32,9 +32,9 @@ HEAD_OF_ARCHITECTURE = {
 # The attribute HF keeps the base model under in task models (`bert.encoder...`).
 BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "albert": "albert", "electra": "electra"}
 
-# HF's defaults per family, for keys a config.json leaves out: (vocab, embedding, hidden,
-# layers, heads, intermediate, pad) in HF's key names, then what a family changes besides.
-_SIZE_KEYS = (
+# HF's defaults per family, for keys a config.json leaves out, in HF's key names (None: a
+# key the family does not have); then ALBERT's layer groups, and what every family shares.
+_FAMILY_KEYS = (
     "vocab_size",
     "embedding_size",
     "hidden_size",
@@ -42,33 +42,34 @@ _SIZE_KEYS = (
     "num_attention_heads",
     "intermediate_size",
     "pad_token_id",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
 )
-_SIZES = {
-    "bert": (30522, None, 768, 12, 12, 3072, 0),
-    "roberta": (50265, None, 768, 12, 12, 3072, 1),
-    "albert": (30000, 128, 4096, 12, 64, 16384, 0),
-    "electra": (30522, 128, 256, 12, 4, 1024, 0),
+_FAMILY_DEFAULTS = {
+    "bert": (30522, None, 768, 12, 12, 3072, 0, "gelu", 0.1, 0.1),
+    "roberta": (50265, None, 768, 12, 12, 3072, 1, "gelu", 0.1, 0.1),
+    "albert": (30000, 128, 4096, 12, 64, 16384, 0, "gelu_new", 0.0, 0.0),
+    "electra": (30522, 128, 256, 12, 4, 1024, 0, "gelu", 0.1, 0.1),
 }
 _HF_DEFAULTS = {
-    fam: {k: v for k, v in zip(_SIZE_KEYS, sizes) if v is not None} for fam, sizes in _SIZES.items()
+    fam: {k: v for k, v in zip(_FAMILY_KEYS, row) if v is not None}
+    for fam, row in _FAMILY_DEFAULTS.items()
 }
-_HF_DEFAULTS["albert"].update(
-    hidden_act="gelu_new",
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    num_hidden_groups=1,
-    inner_group_num=1,
-    classifier_dropout_prob=0.1,
-)
+_HF_DEFAULTS["albert"].update(num_hidden_groups=1, inner_group_num=1, classifier_dropout_prob=0.1)
 _COMMON_DEFAULTS = dict(
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
     max_position_embeddings=512,
     type_vocab_size=2,
     initializer_range=0.02,
     layer_norm_eps=1e-12,
     classifier_dropout=None,
+)
+
+# Our size fields -> their config.json keys, named alike in every HF encoder family.
+SIZE_KEYS = dict(
+    {k: k for k in ("vocab_size", "hidden_size", "intermediate_size", "max_position_embeddings")},
+    num_layers="num_hidden_layers",
+    num_heads="num_attention_heads",
 )
 
 # HF activation name -> ours, and back.
@@ -148,28 +149,15 @@ def labels_from_hf(hf: dict[str, Any]) -> tuple[int, tuple | None]:
     return num_labels, tuple(names)
 
 
-def sizes_from_hf(get) -> dict[str, Any]:
-    """Our size fields from a config.json, read through `get` (key -> value or default)."""
-    return dict(
-        vocab_size=get("vocab_size"),
-        hidden_size=get("hidden_size"),
-        num_layers=get("num_hidden_layers"),
-        num_heads=get("num_attention_heads"),
-        intermediate_size=get("intermediate_size"),
-        max_position_embeddings=get("max_position_embeddings"),
-    )
+def fields_from_hf(get, keys: dict[str, str]) -> dict[str, Any]:
+    """{our field: its value} for `keys` (our field -> config.json key), read through `get`
+    (key -> value or default)."""
+    return {field: get(key) for field, key in keys.items()}
 
 
-def hf_sizes(cfg) -> dict[str, Any]:
-    """The config.json size keys of `cfg`, named alike in every HF encoder family."""
-    return dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings,
-    )
+def hf_fields(cfg, keys: dict[str, str]) -> dict[str, Any]:
+    """{config.json key: `cfg`'s value} for `keys` (our field -> config.json key)."""
+    return {key: getattr(cfg, field) for field, key in keys.items()}
 
 
 def hf_labels(cfg) -> dict[str, Any]:
@@ -201,7 +189,7 @@ def encoder_config_from_hf(hf: dict[str, Any], **overrides) -> EncoderConfig:
     fields = dict(
         family=family,
         head=head,
-        **sizes_from_hf(get),
+        **fields_from_hf(get, SIZE_KEYS),
         type_vocab_size=get("type_vocab_size"),
         layer_norm_eps=get("layer_norm_eps"),
         hidden_act=_ACT_FROM_HF[act],
@@ -288,7 +276,7 @@ def hf_config_from_encoder_config(cfg: EncoderConfig) -> dict[str, Any]:
     d = dict(
         architectures=[ARCHITECTURES[fam][cfg.head]],
         model_type=fam,
-        **hf_sizes(cfg),
+        **hf_fields(cfg, SIZE_KEYS),
         hidden_act=_ACT_TO_HF[cfg.hidden_act],
         hidden_dropout_prob=cfg.hidden_dropout,
         attention_probs_dropout_prob=cfg.attention_dropout,

@@ -21,10 +21,11 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer.convert.hf_config import (
     _ACT_FROM_HF,
     _ACT_TO_HF,
+    SIZE_KEYS,
+    fields_from_hf,
+    hf_fields,
     hf_labels,
-    hf_sizes,
     labels_from_hf,
-    sizes_from_hf,
 )
 from jaxformer.convert.hf_params import MissingWeightError, _to_numpy, warn_load_report
 from jaxformer.models.configs import ConfigError
@@ -49,6 +50,16 @@ ARCHITECTURES = {
 }
 HEAD_OF_ARCHITECTURE = {arch: head for head, arch in ARCHITECTURES.items()}
 PREFIX = "model."  # where HF's task classes keep the base model
+# Our field -> config.json key, for the values both keep as they are; the dropouts (named
+# alike) are read as floats.
+_KEYS = {
+    **SIZE_KEYS,
+    **{k: k for k in ("norm_bias", "attention_bias", "mlp_bias", "decoder_bias")},
+    **{k: k for k in ("classifier_bias", "classifier_pooling", "initializer_range")},
+    "layer_norm_eps": "norm_eps",
+    "local_window": "local_attention",
+}
+_DROPOUTS = ("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout")
 SPECIAL_IDS = dict(bos_token_id=50281, eos_token_id=50282, cls_token_id=50281, sep_token_id=50282)
 # HF ModernBertConfig defaults, for keys a config.json leaves out.
 HF_DEFAULTS = dict(
@@ -131,25 +142,13 @@ def modernbert_config_from_hf(hf: dict[str, Any], **overrides) -> ModernBertConf
     pad = get("pad_token_id")
     fields = dict(
         head=HEAD_OF_ARCHITECTURE[arch],
-        **sizes_from_hf(get),
+        **fields_from_hf(get, _KEYS),
+        **{k: float(get(k)) for k in _DROPOUTS},
         layer_types=tuple(layer_types),
-        local_window=get("local_attention"),
         global_rope_theta=_rope_theta(hf, "full_attention", "global_rope_theta"),
         local_rope_theta=_rope_theta(hf, "sliding_attention", "local_rope_theta"),
-        layer_norm_eps=get("norm_eps"),
-        norm_bias=get("norm_bias"),
-        attention_bias=get("attention_bias"),
-        mlp_bias=get("mlp_bias"),
-        decoder_bias=get("decoder_bias"),
-        classifier_bias=get("classifier_bias"),
         hidden_act=acts["hidden_activation"],
         classifier_activation=acts["classifier_activation"],
-        classifier_pooling=get("classifier_pooling"),
-        embedding_dropout=float(get("embedding_dropout")),
-        attention_dropout=float(get("attention_dropout")),
-        mlp_dropout=float(get("mlp_dropout")),
-        classifier_dropout=float(get("classifier_dropout")),
-        initializer_range=get("initializer_range"),
         pad_token_id=0 if pad is None else pad,
         num_labels=num_labels,
         label_names=names,
@@ -163,30 +162,18 @@ def hf_config_from_modernbert(cfg: ModernBertConfig) -> dict[str, Any]:
     return dict(
         architectures=[ARCHITECTURES[cfg.head]],
         model_type="modernbert",
-        **hf_sizes(cfg),
+        **hf_fields(cfg, _KEYS),
+        **{k: getattr(cfg, k) for k in _DROPOUTS},
         hidden_activation=_ACT_TO_HF[cfg.hidden_act],
-        initializer_range=cfg.initializer_range,
-        norm_eps=cfg.layer_norm_eps,
-        norm_bias=cfg.norm_bias,
+        classifier_activation=_ACT_TO_HF[cfg.classifier_activation],
         pad_token_id=cfg.pad_token_id,
         # Released ids where the vocabulary has them; transformers refuses ids past it.
         **{k: (v if v < cfg.vocab_size else None) for k, v in SPECIAL_IDS.items()},
-        attention_bias=cfg.attention_bias,
-        attention_dropout=cfg.attention_dropout,
         layer_types=list(cfg.layer_kinds),
         rope_parameters={
             "full_attention": rope(cfg.global_rope_theta),
             "sliding_attention": rope(cfg.local_rope_theta),
         },
-        local_attention=cfg.local_window,
-        embedding_dropout=cfg.embedding_dropout,
-        mlp_bias=cfg.mlp_bias,
-        mlp_dropout=cfg.mlp_dropout,
-        decoder_bias=cfg.decoder_bias,
-        classifier_pooling=cfg.classifier_pooling,
-        classifier_dropout=cfg.classifier_dropout,
-        classifier_bias=cfg.classifier_bias,
-        classifier_activation=_ACT_TO_HF[cfg.classifier_activation],
         tie_word_embeddings=True,
         dtype=cfg.param_dtype,
         **hf_labels(cfg),

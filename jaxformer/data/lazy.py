@@ -120,6 +120,17 @@ def permute(j: np.ndarray, n: int, key: int) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def epoch_order(q: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item, epoch) at global positions `q` of a stream of epochs over n items: epoch e
+    visits the items in the keyed permutation `permute(., n, f(seed, e))`."""
+    epoch, j = np.divmod(q, n)
+    idx = np.empty_like(j)
+    for e in np.unique(epoch):
+        at = epoch == e
+        idx[at] = permute(j[at], n, _mix((seed << 20) ^ int(e)))
+    return idx, epoch
+
+
 @dataclasses.dataclass
 class _Segment:
     ids: np.ndarray  # int32, with specials
@@ -470,10 +481,10 @@ def store_batches(
     batch_size: int,
     *,
     seed: int = 0,
-    process_index: int = 0,
-    process_count: int = 1,
     shuffle: bool = True,
     num_epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ):
     """A grain MapDataset of this process's batches [batch_size, ...] (per-process size).
 
@@ -494,14 +505,10 @@ def store_batches(
 
     def make(b: int):
         q = b * per_batch + offsets
-        epoch, j = np.divmod(q, n)
         if shuffle:
-            idx = np.empty_like(j)
-            for e in np.unique(epoch):
-                at = epoch == e
-                idx[at] = permute(j[at], n, _mix((seed << 20) ^ int(e)))
+            idx, epoch = epoch_order(q, n, seed)
         else:
-            idx = j
+            epoch, idx = np.divmod(q, n)
         return examples.batch(idx, epoch)
 
     return grain.MapDataset.range(total).map(make)

@@ -39,13 +39,21 @@ __all__ = [
 
 
 @dataclasses.dataclass
-class PairStats:
-    """Counts of one pass: pairs kept, dropped (over the limit / an empty side), rows and
-    token slots written (padding fraction = 1 - tokens / slots)."""
+class _PairVerdicts:
+    """What the filter (`clean_pairs`, `count_pairs`) did with each pair: kept, or dropped as
+    over a limit on either side (EOS counted) or as having an empty side."""
 
     kept: int = 0
     dropped_too_long: int = 0
     dropped_empty: int = 0
+
+
+@dataclasses.dataclass
+class PairStats(_PairVerdicts):
+    """Counts of one pass: the filter's verdicts (`kept`, `dropped_too_long`,
+    `dropped_empty`), then what the batches hold: rows, and per side the real tokens and the
+    slots, padding included (padding fraction = 1 - tokens / slots)."""
+
     rows: int = 0
     source_tokens: int = 0
     target_tokens: int = 0
@@ -363,7 +371,7 @@ class PairFeed:
     """Endless fixed-shape batches ([batch_size, length] both sides) of a random-access pair
     source (`pairs[i]` -> (source ids, target ids), no EOS), for the training loop.
 
-    Epoch e visits the pairs that fit (`kept`) in a keyed permutation (`lazy.permute`: no
+    Epoch e visits the pairs that fit (`kept`) in a keyed permutation (`lazy.epoch_order`: no
     table). The stream is cut into chunks of `window` pairs; each chunk is packed
     (`pack_pairs`) or batched one pair per row (`bucket_batches` with the one boundary
     `length`), its last batch filled with empty rows. Chunk c is a pure function of
@@ -378,12 +386,12 @@ class PairFeed:
         batch_size: int,
         length: int,
         *,
+        pack: bool,
+        window: int = 4096,
         pad_id: int,
         start_id: int,
         eos_id: int,
-        pack: bool,
         seed: int = 0,
-        window: int = 4096,
         process_index: int = 0,
         process_count: int = 1,
     ):
@@ -398,15 +406,10 @@ class PairFeed:
         self._cache = (-1, [])
 
     def _order(self, c: int) -> np.ndarray:
-        from jaxformer.data.lazy import _mix, permute
+        from jaxformer.data.lazy import epoch_order
 
-        n = len(self.kept)
-        epoch, j = np.divmod(c * self.window + np.arange(self.window, dtype=np.int64), n)
-        idx = np.empty_like(j)
-        for e in np.unique(epoch):
-            at = epoch == e
-            idx[at] = permute(j[at], n, _mix((self.seed << 20) ^ int(e)))
-        return self.kept[idx]
+        q = c * self.window + np.arange(self.window, dtype=np.int64)
+        return self.kept[epoch_order(q, len(self.kept), self.seed)[0]]
 
     def batches(self, c: int) -> list[dict]:
         """The global batches of chunk c."""

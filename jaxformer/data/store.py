@@ -821,9 +821,9 @@ def _cache_dir(cache_dir: str | None) -> str:
 def store_for_source(
     source: str,
     *,
+    tokenizer: str | None = None,
     family: str,
     vocab_size: int,
-    tokenizer: str | None = None,
     cache_dir: str | None = None,
 ) -> str:
     """The store directory for a `data.source`: "store:DIR" is DIR; "default_corpus" and
@@ -905,6 +905,15 @@ def add_prepare_parser(sub) -> None:
     s.add_argument("--no-progress", action="store_true")
 
 
+def _prepare_options(args) -> dict:
+    """`prepare`'s keywords from the parsed options: each option's dest is the keyword of
+    its name, but the sub-command, --input and --output (the positional arguments) and
+    --no-progress (the negated `progress`). An option named otherwise fails loudly there."""
+    return {
+        k: v for k, v in vars(args).items() if k not in ("task", "input", "output", "no_progress")
+    }
+
+
 def prepare_main(args) -> int:
     """Runs `jaxformer prepare`; bad input exits 2 with a one-line error."""
     if args.tokenizer is None and (args.tokenizer_family is None or args.vocab_size is None):
@@ -916,22 +925,7 @@ def prepare_main(args) -> int:
         return 2
     try:
         m = prepare(
-            args.input,
-            args.output,
-            format=args.format,
-            field=args.field,
-            data_dir=args.data_dir,
-            split=args.split,
-            tokenizer=args.tokenizer,
-            tokenizer_family=args.tokenizer_family,
-            vocab_size=args.vocab_size,
-            resume=args.resume,
-            workers=args.workers,
-            errors=args.errors,
-            pairs=args.pairs,
-            source_field=args.source_field,
-            target_field=args.target_field,
-            progress=not args.no_progress,
+            args.input, args.output, progress=not args.no_progress, **_prepare_options(args)
         )
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"jaxformer prepare: error: {e}", file=sys.stderr)

@@ -47,13 +47,12 @@ def _tiny_model(make, **kw):
     )
 
 
-def _paper_run(c, *, seq_len, max_predictions, batch, steps, lr, warmup, name="adamw", b2=0.999):
-    """A BERT-family paper's scale and optimizer: linear warmup then linear decay, weight
-    decay 0.01, beta1 0.9, eps 1e-6."""
+def _paper_run(c, *, seq_len, max_predictions, batch, steps, lr, warmup, b2=0.999):
+    """A BERT-family paper's scale and optimizer settings: linear warmup then linear decay,
+    weight decay 0.01, beta1 0.9, eps 1e-6 (the optimizer is `c.optimizer.name`)."""
     c.data.seq_len, c.data.max_predictions = seq_len, max_predictions
     c.batch_size, c.num_train_steps = batch, steps
     c.optimizer.update(
-        name=name,
         lr=lr,
         schedule="warmup_linear",
         warmup_steps=warmup,
@@ -111,15 +110,9 @@ def albert_pretrain(size: str) -> ml_collections.ConfigDict:
         return c
     c = base_config(albert_config(size, head="pretraining").to_dict(), task="pretrain")
     c.data.objective, c.data.tokenizer_family = "sop", "albert"
+    c.optimizer.name = "lamb"
     return _paper_run(
-        c,
-        seq_len=512,
-        max_predictions=20,
-        batch=4096,
-        steps=125_000,
-        lr=0.00176,
-        warmup=3125,
-        name="lamb",
+        c, seq_len=512, max_predictions=20, batch=4096, steps=125_000, lr=0.00176, warmup=3125
     )
 
 
