@@ -99,6 +99,7 @@ class EncoderWithHead(nn.Module):
         return self._forward(inputs, mlm_positions, deterministic)
 
     def _forward(self, inputs: EncoderInputs, mlm_positions, deterministic: bool) -> EncoderOutput:
+        """The family's encoder and head on `inputs` (the call's arguments)."""
         raise NotImplementedError
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
@@ -116,9 +117,10 @@ class StackPart(nn.Module):
 
 class EitherSide(StackPart):
     """A `StackPart` that serves as the encoder or, with `is_decoder`, as the decoder (which
-    also attends to the encoder states). Its call is the one `EncoderDecoder` makes of a
-    stack: `(x, mask, encoded=None, cross_mask=None, deterministic=True,
-    use_cached_kv=False)`, `mask` being the self-attention mask."""
+    also attends to the encoder states). A stack is called as `EncoderDecoder` calls it,
+    `(x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False)` with
+    `mask` the self-attention mask, and so are its layers (T5's take the position bias after
+    the mask)."""
 
     is_decoder: bool = False
 

@@ -268,8 +268,8 @@ class T5Layer(EitherSide):
         bias,
         encoded=None,
         cross_mask=None,
-        deterministic=True,
-        use_cached_kv=False,
+        deterministic: bool = True,
+        use_cached_kv: bool = False,
     ):
         cfg = self.cfg
         drop = lambda h: Dropout(cfg.dropout_rate)(h, deterministic)
