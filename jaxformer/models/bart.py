@@ -20,7 +20,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, FeedForward, layer_norm
 from jaxformer.models.configs import ConfigError, _ConfigMixin, check_choice
-from jaxformer.models.common import EncoderDecoder, dtypes
+from jaxformer.models.common import EitherSide, EncoderDecoder, dtypes
 
 __all__ = ["Bart", "BartConfig"]
 
@@ -122,12 +122,9 @@ class BartConfig(_ConfigMixin):
         }
 
 
-class BartLayer(nn.Module):
-    """Self-attention, cross-attention (decoder), feed-forward; post-LN or pre-LN residuals."""
-
-    cfg: BartConfig
-    is_decoder: bool = False
-    decode: bool = False
+class BartLayer(EitherSide):
+    """Self-attention, cross-attention (decoder), feed-forward; post-LN or pre-LN residuals.
+    `cfg`: a `BartConfig`."""
 
     @nn.compact
     def __call__(
@@ -183,13 +180,9 @@ class BartLayer(nn.Module):
         return block("mlp", mlp, x)
 
 
-class BartStack(nn.Module):
+class BartStack(EitherSide):
     """Token embeddings [b, t, d] -> states: + learned positions, embedding LayerNorm,
-    dropout, layers, and (pre-LN) a final norm."""
-
-    cfg: BartConfig
-    is_decoder: bool = False
-    decode: bool = False
+    dropout, layers, and (pre-LN) a final norm. `cfg`: a `BartConfig`."""
 
     @nn.compact
     def __call__(
@@ -215,7 +208,7 @@ class BartStack(nn.Module):
         x = Dropout(cfg.dropout)(x, deterministic)
         n = cfg.decoder_layers if self.is_decoder else cfg.encoder_layers
         for i in range(n):
-            x = BartLayer(cfg, self.is_decoder, self.decode, name=f"layer_{i}")(
+            x = BartLayer(cfg, is_decoder=self.is_decoder, decode=self.decode, name=f"layer_{i}")(
                 x, mask, encoded, cross_mask, deterministic, use_cached_kv
             )
         if cfg.pre_ln:

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
-from jaxformer.models.common import EncoderWithHead, check_batch_ids, dtypes, rows_at
+from jaxformer.models.common import EncoderWithHead, attention, check_batch_ids, dtypes, rows_at
 from jaxformer.models.configs import EncoderConfig
 from jaxformer.models.outputs import EncoderOutput
 
@@ -86,26 +85,17 @@ class AttentionBlock(nn.Module):
         cfg = self.cfg
         dt, pdt = dtypes(cfg)
         norm = layer_norm(cfg.layer_norm_eps, dt, pdt, name="norm")
-        attention = MultiHeadAttention(
-            cfg.num_heads,
-            cfg.head_dim,
-            dropout_rate=cfg.attention_dropout,
-            kernel=cfg.attention_kernel,
-            init_std=cfg.initializer_range,
-            dtype=dt,
-            param_dtype=pdt,
-            name="attention",
-        )
+        attend = attention(cfg, "attention")
         if rows is None:
             h = norm(x) if cfg.pre_ln else x
-            h = attention(h, mask=mask, deterministic=deterministic)
+            h = attend(h, mask=mask, deterministic=deterministic)
         else:
             kv = norm(x) if cfg.pre_ln else x
             x = jnp.take_along_axis(x, rows[..., None], axis=1)
             if mask is not None and mask.shape[2] > 1:  # per-query rows (packed segments)
                 mask = jnp.take_along_axis(mask, rows[:, None, :, None], axis=2)
             h = norm(x) if cfg.pre_ln else x
-            h = attention(h, inputs_kv=kv, mask=mask, deterministic=deterministic)
+            h = attend(h, inputs_kv=kv, mask=mask, deterministic=deterministic)
         return _add_residual(cfg, norm, x, h, deterministic)
 
 
@@ -214,28 +204,14 @@ class Encoder(nn.Module):
         position_ids=None,
         segment_ids=None,
         deterministic: bool = True,
+        *,
+        last_rows=None,
     ) -> EncoderOutput:
         """input_ids [b, t] -> EncoderOutput(last_hidden_state [b, t, H], pooled [b, H] or
         None without a pooler). attention_mask [b, t] (1 = real token), segment_ids [b, t]
-        (packed rows attend within their segment)."""
-        hidden, pooled = self.encode(
-            input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic
-        )
-        return EncoderOutput(last_hidden_state=hidden, pooled=pooled)
-
-    def encode(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        segment_ids=None,
-        deterministic: bool = True,
-        last_rows=None,
-    ):
-        """-> (hidden [b, t, H], pooled). With `last_rows` [b, r] (first column 0, the
-        pooler's row) the last layer runs only at those rows and hidden is [b, r, H] (what
-        `EncoderModel` uses for sparse MLM)."""
+        (packed rows attend within their segment). With `last_rows` [b, r] (first column 0,
+        the pooler's row) the last layer runs only at those rows and last_hidden_state is
+        [b, r, H] (what `EncoderModel` uses for sparse MLM)."""
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
             raise ValueError("last_rows needs scan_layers=False.")
@@ -261,7 +237,7 @@ class Encoder(nn.Module):
         if cfg.pre_ln:
             x = self.final_norm(x)
         pooled = jnp.tanh(self.pooler(x[:, 0])) if cfg.with_pooler else None
-        return x, pooled
+        return EncoderOutput(last_hidden_state=x, pooled=pooled)
 
     def attend(self, x):
         """Logits against the word embeddings (the tied MLM decoder)."""
@@ -269,13 +245,11 @@ class Encoder(nn.Module):
 
 
 class EncoderModel(EncoderWithHead):
-    """An encoder of the BERT family with the head named by `cfg.head`.
-
-    Call: `model.apply({"params": p}, input_ids, attention_mask=None, token_type_ids=None,
-    position_ids=None, segment_ids=None, mlm_positions=None, deterministic=True)`.
-    With an MLM head, `mlm_positions` [b, n] limits the logits to those rows; with
-    `cfg.sparse_last_layer` the last layer also runs only there, and `last_hidden_state`
-    is then [b, 1 + n, H]: the [CLS] row, then the rows at `mlm_positions`.
+    """An encoder of the BERT family with the head named by `cfg.head`, called as every
+    encoder is (`EncoderWithHead.__call__`). With an MLM head, `mlm_positions` [b, n] limits
+    the logits to those rows; with `cfg.sparse_last_layer` the last layer also runs only
+    there, and `last_hidden_state` is then [b, 1 + n, H]: the [CLS] row, then the rows at
+    `mlm_positions`.
     """
 
     cfg: EncoderConfig
@@ -296,34 +270,18 @@ class EncoderModel(EncoderWithHead):
         if cfg.head == "question_answering":
             self.qa = heads_lib.QAHead(cfg)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        segment_ids=None,
-        mlm_positions: jnp.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> EncoderOutput:
+    def _forward(self, inputs, mlm_positions, deterministic: bool) -> EncoderOutput:
         cfg = self.cfg
         sparse = mlm_positions is not None and cfg.runs_sparse_last_layer(
-            mlm_positions.shape[1], input_ids.shape[1]
+            mlm_positions.shape[1], inputs.input_ids.shape[1]
         )
         last_rows = None
         if sparse:  # [CLS] (the pooler's row) then the scored rows
             last_rows = jnp.concatenate(
                 [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1
             )
-        hidden, pooled = self.encoder.encode(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            segment_ids,
-            deterministic,
-            last_rows,
-        )
+        encoded = self.encoder(*inputs, deterministic, last_rows=last_rows)
+        hidden, pooled = encoded.last_hidden_state, encoded.pooled
         out = {}
         if cfg.head in ("mlm", "pretraining"):
             h = hidden

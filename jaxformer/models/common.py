@@ -1,9 +1,10 @@
-"""Helpers every model family shares: its dtypes, the host-side token id check, and the
-encoder-decoders' common shape (`EncoderDecoder`, `decoder_masks`)."""
+"""Helpers every model family shares: its dtypes, the host-side token id check, the attention
+built from a config, the encoders' public call (`EncoderWithHead`) and the encoder-decoders'
+common shape (`EncoderDecoder`, `StackPart`, `decoder_masks`)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -11,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.models.outputs import Seq2SeqOutput
+from jaxformer.layers.attention import MultiHeadAttention
+from jaxformer.models.outputs import EncoderOutput, Seq2SeqOutput
 
 
 def dtypes(cfg) -> tuple[jnp.dtype, jnp.dtype]:
@@ -45,13 +47,82 @@ def rows_at(hidden, positions):
     return jnp.take_along_axis(hidden, positions[..., None], axis=1)
 
 
+def attention(cfg, name: str, heads: int | None = None, **options) -> MultiHeadAttention:
+    """The attention of a config with the fields of the BERT family, ModernBERT and the
+    Transformer (`num_heads`, `hidden_size`, `attention_dropout`, `attention_kernel`,
+    `initializer_range`, the dtypes): `heads` (default `cfg.num_heads`) of width
+    hidden_size / heads; `options` set or override further `MultiHeadAttention` fields."""
+    dt, pdt = dtypes(cfg)
+    heads = heads or cfg.num_heads
+    fields = dict(
+        dropout_rate=cfg.attention_dropout,
+        kernel=cfg.attention_kernel,
+        init_std=cfg.initializer_range,
+        dtype=dt,
+        param_dtype=pdt,
+    )
+    return MultiHeadAttention(heads, cfg.hidden_size // heads, name=name, **(fields | options))
+
+
+class EncoderInputs(NamedTuple):
+    """A batch as the encoders read it, in their call's order (each [b, t]; see
+    `EncoderWithHead.__call__`)."""
+
+    input_ids: jax.Array
+    attention_mask: jax.Array | None = None
+    token_type_ids: jax.Array | None = None
+    position_ids: jax.Array | None = None
+    segment_ids: jax.Array | None = None
+
+
 class EncoderWithHead(nn.Module):
-    """What the encoders with a head (`EncoderModel`, `ModernBertModel`) share besides their
-    call: `dummy_inputs` from `cfg.max_length`."""
+    """An encoder with the head named by `cfg.head` (`EncoderModel`, `ModernBertModel`): the
+    one public call of every encoder family, which forwards to the family's `_forward`, and
+    `dummy_inputs` from `cfg.max_length`."""
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        mlm_positions: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> EncoderOutput:
+        """input_ids [b, t] -> `EncoderOutput`. attention_mask [b, t] (1 = real token);
+        token_type_ids [b, t] (default zeros; a family without a token-type table takes None
+        or zeros); position_ids [b, t] (default: the family's); segment_ids [b, t] (packed
+        rows: 0 = padding, 1..n; attention stays within a segment); mlm_positions [b, n]
+        limits the MLM logits to those rows; deterministic=False enables dropout."""
+        inputs = EncoderInputs(input_ids, attention_mask, token_type_ids, position_ids, segment_ids)
+        return self._forward(inputs, mlm_positions, deterministic)
+
+    def _forward(self, inputs: EncoderInputs, mlm_positions, deterministic: bool) -> EncoderOutput:
+        """The family's encoder and head on `inputs` (the call's arguments)."""
+        raise NotImplementedError
 
     def dummy_inputs(self, batch: int = 1, length: int = 8) -> dict:
         """Shapes for `init` / `eval_shape`."""
         return {"input_ids": jnp.zeros((batch, min(length, self.cfg.max_length)), jnp.int32)}
+
+
+class StackPart(nn.Module):
+    """An encoder-decoder's stack or one of its layers: the model's `cfg`, and `decode`: keep
+    the decoding cache (the "cache" collection) to take the target one step at a time."""
+
+    cfg: Any
+    decode: bool = False
+
+
+class EitherSide(StackPart):
+    """A `StackPart` that serves as the encoder or, with `is_decoder`, as the decoder (which
+    also attends to the encoder states). A stack is called as `EncoderDecoder` calls it,
+    `(x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False)` with
+    `mask` the self-attention mask, and so are its layers (T5's take the position bias after
+    the mask)."""
+
+    is_decoder: bool = False
 
 
 def decoder_masks(attention_mask, decoder_attention_mask, t: int, cached: bool):

@@ -12,13 +12,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import GatedFeedForward, activation, dense, layer_norm
 from jaxformer.layers.rotary import rotary_tables
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import EncoderWithHead, check_batch_ids, dtypes, rows_at
+from jaxformer.models.common import EncoderWithHead, attention, check_batch_ids, dtypes, rows_at
 from jaxformer.models.heads import pool
 from jaxformer.models.modernbert_configs import ModernBertConfig
 from jaxformer.models.outputs import EncoderOutput
@@ -56,21 +55,18 @@ class Layer(nn.Module):
         dt, pdt = dtypes(cfg)
         sliding = cfg.layer_kinds[self.index] == "sliding_attention"
         h = x if self.index == 0 else norm(cfg, "attention_norm")(x)
-        # Every sublayer: inputs at initializer_range, outputs at out_init_std, cfg's dtypes.
+        # Both sublayers: inputs at initializer_range, outputs at out_init_std, cfg's dtypes.
         init = dict(
             init_std=cfg.initializer_range,
             out_init_std=out_init_std(cfg),
             dtype=dt,
             param_dtype=pdt,
         )
-        h = MultiHeadAttention(
-            cfg.num_heads,
-            cfg.head_dim,
-            dropout_rate=cfg.attention_dropout,
-            kernel=cfg.attention_kernel,
+        h = attention(
+            cfg,
+            "attention",
             use_bias=cfg.attention_bias,
             local_window=cfg.half_window if sliding else None,
-            name="attention",
             **init,
         )(h, mask=mask, deterministic=deterministic, rope=rope)
         x = x + Dropout(cfg.attention_dropout)(h, deterministic=deterministic)
@@ -177,10 +173,9 @@ class Classifier(nn.Module):
 
 
 class ModernBertModel(EncoderWithHead):
-    """ModernBERT with the head named by `cfg.head`; returns an `EncoderOutput`.
-
-    Call: `model.apply({"params": p}, input_ids, attention_mask=None, position_ids=None,
-    segment_ids=None, mlm_positions=None, deterministic=True)`. With an MLM head,
+    """ModernBERT with the head named by `cfg.head`, called as every encoder is
+    (`EncoderWithHead.__call__`; token_type_ids must be None or zeros: ModernBERT has no
+    segment embeddings, pairs are told apart by [SEP] alone). With an MLM head,
     `mlm_positions` [b, n] limits the logits to those rows.
     """
 
@@ -204,20 +199,9 @@ class ModernBertModel(EncoderWithHead):
         if cfg.head == "question_answering":
             self.qa = Classifier(cfg, 2)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        segment_ids=None,
-        mlm_positions: jnp.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> EncoderOutput:
-        """token_type_ids: accepted for the encoders' call signature; must be None or zeros
-        (ModernBERT has no segment embeddings)."""
+    def _forward(self, inputs, mlm_positions, deterministic: bool) -> EncoderOutput:
         cfg = self.cfg
-        del token_type_ids  # no token-type table: pairs are told apart by [SEP] alone
+        input_ids, attention_mask, _, position_ids, segment_ids = inputs
         hidden = self.encoder(input_ids, attention_mask, position_ids, segment_ids, deterministic)
         out = {}
         if cfg.head == "mlm":

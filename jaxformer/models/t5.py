@@ -22,7 +22,7 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed
 from jaxformer.layers.feedforward import ACTIVATIONS, GatedFeedForward, activation, dense
 from jaxformer.models.configs import DTYPES, KERNELS, ConfigError, _ConfigMixin, check_choice
-from jaxformer.models.common import EncoderDecoder, dtypes
+from jaxformer.models.common import EitherSide, EncoderDecoder, dtypes
 
 __all__ = ["T5", "T5Config", "relative_position_bucket"]
 
@@ -255,13 +255,10 @@ class T5FeedForward(nn.Module):
         )
 
 
-class T5Layer(nn.Module):
+class T5Layer(EitherSide):
     """Pre-norm residual sub-layers: self-attention (with the stack's position bias), cross-
-    attention (decoder), feed-forward."""
-
-    cfg: T5Config
-    is_decoder: bool = False
-    decode: bool = False
+    attention (decoder), feed-forward. `cfg`: a `T5Config`; the call takes the stack's
+    position `bias` after the mask."""
 
     @nn.compact
     def __call__(
@@ -295,23 +292,14 @@ class T5Layer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-class T5Stack(nn.Module):
+class T5Stack(EitherSide):
     """Embedded tokens [b, t, d] -> states [b, t, d]: the encoder (bidirectional buckets) or,
-    with `is_decoder`, the decoder (causal buckets, cross-attention, a decoding cache)."""
-
-    cfg: T5Config
-    is_decoder: bool = False
-    decode: bool = False
+    with `is_decoder`, the decoder (causal buckets, cross-attention, a decoding cache).
+    `cfg`: a `T5Config`."""
 
     @nn.compact
     def __call__(
-        self,
-        x,
-        mask,
-        encoded=None,
-        cross_mask=None,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
+        self, x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
     ):
         cfg = self.cfg
         t = x.shape[1]
@@ -327,7 +315,7 @@ class T5Stack(nn.Module):
         x = Dropout(cfg.dropout_rate)(x, deterministic)
         n = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
         for i in range(n):
-            x = T5Layer(cfg, self.is_decoder, self.decode, name=f"layer_{i}")(
+            x = T5Layer(cfg, is_decoder=self.is_decoder, decode=self.decode, name=f"layer_{i}")(
                 x, mask, bias, encoded, cross_mask, deterministic, use_cached_kv
             )
         x = _norm(cfg, "final_norm")(x)

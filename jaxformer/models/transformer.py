@@ -15,12 +15,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxformer.layers import masks as masks_lib
-from jaxformer.layers.attention import MultiHeadAttention, cache_positions, zeros_init
+from jaxformer.layers.attention import cache_positions, zeros_init
 from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, segment_positions, sinusoidal_table
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import EncoderDecoder, decoder_masks, dtypes
+from jaxformer.models.common import (
+    EitherSide,
+    EncoderDecoder,
+    StackPart,
+    attention,
+    decoder_masks,
+    dtypes,
+)
 from jaxformer.models.seq2seq_configs import (
     TRANSFORMER_SIZES,
     TransformerConfig,
@@ -47,85 +54,42 @@ class Sublayer(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-def _attention(
-    cfg: TransformerConfig, name: str, decode: bool = False, decoder: bool = False
-) -> MultiHeadAttention:
-    dt, pdt = dtypes(cfg)
-    heads = cfg.heads(decoder)
-    return MultiHeadAttention(
-        heads,
-        cfg.hidden_size // heads,
-        dropout_rate=cfg.attention_dropout,
-        kernel=cfg.attention_kernel,
-        decode=decode,
-        init_std=cfg.initializer_range,
-        dtype=dt,
-        param_dtype=pdt,
-        name=name,
-    )
-
-
-def _feedforward(cfg: TransformerConfig, decoder: bool = False) -> FeedForward:
-    dt, pdt = dtypes(cfg)
-    return FeedForward(
-        cfg.ffn_dim(decoder),
-        cfg.hidden_act,
-        init_std=cfg.initializer_range,
-        dtype=dt,
-        param_dtype=pdt,
-        name="mlp",
-    )
-
-
-class EncoderLayer(nn.Module):
-    """Self-attention (padding mask) then feed-forward, each a residual sub-layer."""
-
-    cfg: TransformerConfig
-
-    @nn.compact
-    def __call__(self, x, mask, deterministic: bool = True):
-        attn = _attention(self.cfg, "self_attention")
-        x = Sublayer(self.cfg, name="self_attention_block")(
-            lambda h: attn(h, mask=mask, deterministic=deterministic), x, deterministic
-        )
-        mlp = _feedforward(self.cfg)
-        return Sublayer(self.cfg, name="mlp_block")(mlp, x, deterministic)
-
-
-class DecoderLayer(nn.Module):
-    """Causal self-attention, cross-attention over the encoder output, feed-forward."""
-
-    cfg: TransformerConfig
-    decode: bool = False
+class Layer(EitherSide):
+    """Self-attention, cross-attention over the encoder states (decoder), feed-forward, each
+    a residual sub-layer. `cfg`: a `TransformerConfig`."""
 
     @nn.compact
     def __call__(
-        self,
-        y,
-        encoded,
-        self_mask,
-        cross_mask,
-        deterministic: bool = True,
-        use_cached_kv: bool = False,
+        self, x, mask, encoded=None, cross_mask=None, deterministic=True, use_cached_kv=False
     ):
-        cfg = self.cfg
-        self_attn = _attention(cfg, "self_attention", self.decode, decoder=True)
-        y = Sublayer(cfg, name="self_attention_block")(
-            lambda h: self_attn(h, mask=self_mask, deterministic=deterministic), y, deterministic
+        cfg, decoder = self.cfg, self.is_decoder
+        self_attn = attention(cfg, "self_attention", cfg.heads(decoder), decode=self.decode)
+        x = Sublayer(cfg, name="self_attention_block")(
+            lambda h: self_attn(h, mask=mask, deterministic=deterministic), x, deterministic
         )
-        cross = _attention(cfg, "cross_attention", self.decode, decoder=True)
-        y = Sublayer(cfg, name="cross_attention_block")(
-            lambda h: cross(
-                h,
-                None if use_cached_kv else encoded,
-                mask=cross_mask,
-                deterministic=deterministic,
-                use_cached_kv=use_cached_kv,
-            ),
-            y,
-            deterministic,
+        if decoder:
+            cross = attention(cfg, "cross_attention", cfg.heads(decoder), decode=self.decode)
+            x = Sublayer(cfg, name="cross_attention_block")(
+                lambda h: cross(
+                    h,
+                    None if use_cached_kv else encoded,
+                    mask=cross_mask,
+                    deterministic=deterministic,
+                    use_cached_kv=use_cached_kv,
+                ),
+                x,
+                deterministic,
+            )
+        dt, pdt = dtypes(cfg)
+        mlp = FeedForward(
+            cfg.ffn_dim(decoder),
+            cfg.hidden_act,
+            init_std=cfg.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            name="mlp",
         )
-        return Sublayer(cfg, name="mlp_block")(_feedforward(cfg, decoder=True), y, deterministic)
+        return Sublayer(cfg, name="mlp_block")(mlp, x, deterministic)
 
 
 def _add_positions(cfg: TransformerConfig, x, positions, deterministic: bool):
@@ -152,23 +116,21 @@ class EncoderStack(nn.Module):
         x = _add_positions(cfg, x, positions, deterministic)
         pad = None if attention_mask is None else masks_lib.padding_mask(attention_mask)
         mask = masks_lib.combine(pad, seg)
-        layer_cls = remat_block(EncoderLayer, cfg, static_argnums=(3,))
+        layer_cls = remat_block(Layer, cfg, static_argnums=(5,))
         for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
+            x = layer_cls(cfg, name=f"layer_{i}")(x, mask, None, None, deterministic)
         if cfg.pre_ln:
             x = layer_norm(cfg.layer_norm_eps, *dtypes(cfg), name="final_norm")(x)
         return x
 
 
-class DecoderStack(nn.Module):
-    """[b, t, d] target embeddings + encoder states -> [b, t, d] decoder states.
+class DecoderStack(StackPart):
+    """[b, t, d] target embeddings + encoder states -> [b, t, d] decoder states. `cfg`: a
+    `TransformerConfig`.
 
     With `decode=True`, a "cache"/"position" counter places each step's tokens after the
     ones already fed, and the attention layers use their caches.
     """
-
-    cfg: TransformerConfig
-    decode: bool = False
 
     @nn.compact
     def __call__(
@@ -203,12 +165,10 @@ class DecoderStack(nn.Module):
                 cross_mask, masks_lib.segment_mask(decoder_segment_ids, segment_ids)
             )
         # The cache path (decode=True) mutates variables step by step: never rematerialised.
-        layer_cls = (
-            DecoderLayer if self.decode else remat_block(DecoderLayer, cfg, static_argnums=(5, 6))
-        )
+        layer_cls = Layer if self.decode else remat_block(Layer, cfg, static_argnums=(5, 6))
         for i in range(cfg.num_decoder_layers):
-            y = layer_cls(cfg, self.decode, name=f"layer_{i}")(
-                y, encoded, self_mask, cross_mask, deterministic, use_cached_kv
+            y = layer_cls(cfg, decode=self.decode, is_decoder=True, name=f"layer_{i}")(
+                y, self_mask, encoded, cross_mask, deterministic, use_cached_kv
             )
         if cfg.pre_ln:
             y = layer_norm(cfg.layer_norm_eps, *dtypes(cfg), name="final_norm")(y)
