@@ -8,6 +8,7 @@ import pytest
 
 from jaxformer import (
     ConfigError,
+    Encoder,
     EncoderModel,
     albert_config,
     bert_config,
@@ -264,6 +265,22 @@ def test_config_errors_name_the_field(kwargs, match):
 def test_unknown_size_is_an_error():
     with pytest.raises(ConfigError, match="unknown size 'bsae'.*'base'"):
         bert_config("bsae")
+
+
+def test_the_bare_encoder_shares_the_call_of_the_head_models(bert):
+    model, params = bert
+    x = ids(2, 10)
+    mask = np.ones_like(x)
+    mask[1, 7:] = 0
+    types = np.zeros_like(x)
+    full = model.apply({"params": params}, x, mask, types)
+    bare = Encoder(model.cfg).apply({"params": params["encoder"]}, x, mask, types)
+    np.testing.assert_array_equal(bare.last_hidden_state, full.last_hidden_state)
+    np.testing.assert_array_equal(bare.pooled, full.pooled)
+    assert bare.mlm_logits is None
+    # The shared call puts mlm_positions sixth: a positional `deterministic` is refused.
+    with pytest.raises(TypeError, match="no MLM head.*deterministic= by name"):
+        Encoder(model.cfg).apply({"params": params["encoder"]}, x, mask, None, None, None, False)
 
 
 def test_too_long_sequence_is_a_clear_error(bert):

@@ -12,7 +12,14 @@ from jaxformer.layers.dropout import Dropout
 from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import FeedForward, dense, layer_norm
 from jaxformer.models import heads as heads_lib
-from jaxformer.models.common import EncoderWithHead, attention, check_batch_ids, dtypes, rows_at
+from jaxformer.models.common import (
+    EncoderBase,
+    EncoderInputs,
+    attention,
+    check_batch_ids,
+    dtypes,
+    rows_at,
+)
 from jaxformer.models.configs import EncoderConfig
 from jaxformer.models.outputs import EncoderOutput
 
@@ -161,8 +168,10 @@ def layer_plan(cfg: EncoderConfig) -> list[tuple[int, int]]:
     return [(0 if shared_attn else i, 0 if shared_mlp else i) for i in range(cfg.num_layers)]
 
 
-class Encoder(nn.Module):
-    """Embeddings -> (projection E->H) -> layers -> optional pooler."""
+class Encoder(EncoderBase):
+    """Embeddings -> (projection E->H) -> layers -> optional pooler, called as every encoder
+    is (`EncoderBase.__call__`), returning `EncoderOutput(last_hidden_state [b, t, H],
+    pooled [b, H] or None without a pooler)`. It has no head: `mlm_positions` must be None."""
 
     cfg: EncoderConfig
 
@@ -196,22 +205,21 @@ class Encoder(nn.Module):
         if cfg.with_pooler:
             self.pooler = dense(cfg.hidden_size, ("embed", None), cfg.initializer_range, dt, pdt)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        segment_ids=None,
-        deterministic: bool = True,
-        *,
-        last_rows=None,
+    def _forward(self, inputs: EncoderInputs, mlm_positions, deterministic: bool) -> EncoderOutput:
+        if mlm_positions is not None:
+            raise TypeError(
+                f"Encoder got mlm_positions ({type(mlm_positions).__name__}): the bare encoder "
+                "has no MLM head; use EncoderModel(head='mlm'), and pass deterministic= by name"
+            )
+        return self.encode(inputs, deterministic)
+
+    def encode(
+        self, inputs: EncoderInputs, deterministic: bool = True, last_rows=None
     ) -> EncoderOutput:
-        """input_ids [b, t] -> EncoderOutput(last_hidden_state [b, t, H], pooled [b, H] or
-        None without a pooler). attention_mask [b, t] (1 = real token), segment_ids [b, t]
-        (packed rows attend within their segment). With `last_rows` [b, r] (first column 0,
-        the pooler's row) the last layer runs only at those rows and last_hidden_state is
+        """`EncoderOutput` for `inputs`. With `last_rows` [b, r] (first column 0, the
+        pooler's row) the last layer runs only at those rows and last_hidden_state is
         [b, r, H] (what `EncoderModel` uses for sparse MLM)."""
+        input_ids, attention_mask, token_type_ids, position_ids, segment_ids = inputs
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
             raise ValueError("last_rows needs scan_layers=False.")
@@ -244,9 +252,9 @@ class Encoder(nn.Module):
         return self.embeddings.attend(x)
 
 
-class EncoderModel(EncoderWithHead):
+class EncoderModel(EncoderBase):
     """An encoder of the BERT family with the head named by `cfg.head`, called as every
-    encoder is (`EncoderWithHead.__call__`). With an MLM head, `mlm_positions` [b, n] limits
+    encoder is (`EncoderBase.__call__`). With an MLM head, `mlm_positions` [b, n] limits
     the logits to those rows; with `cfg.sparse_last_layer` the last layer also runs only
     there, and `last_hidden_state` is then [b, 1 + n, H]: the [CLS] row, then the rows at
     `mlm_positions`.
@@ -280,7 +288,7 @@ class EncoderModel(EncoderWithHead):
             last_rows = jnp.concatenate(
                 [jnp.zeros_like(mlm_positions[:, :1]), mlm_positions], axis=1
             )
-        encoded = self.encoder(*inputs, deterministic, last_rows=last_rows)
+        encoded = self.encoder.encode(inputs, deterministic, last_rows)
         hidden, pooled = encoded.last_hidden_state, encoded.pooled
         out = {}
         if cfg.head in ("mlm", "pretraining"):

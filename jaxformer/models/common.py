@@ -1,5 +1,5 @@
 """Helpers every model family shares: its dtypes, the host-side token id check, the attention
-built from a config, the encoders' public call (`EncoderWithHead`) and the encoder-decoders'
+built from a config, the encoders' public call (`EncoderBase`) and the encoder-decoders'
 common shape (`EncoderDecoder`, `StackPart`, `decoder_masks`)."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def attention(cfg, name: str, heads: int | None = None, **options) -> MultiHeadA
 
 class EncoderInputs(NamedTuple):
     """A batch as the encoders read it, in their call's order (each [b, t]; see
-    `EncoderWithHead.__call__`)."""
+    `EncoderBase.__call__`)."""
 
     input_ids: jax.Array
     attention_mask: jax.Array | None = None
@@ -75,10 +75,9 @@ class EncoderInputs(NamedTuple):
     segment_ids: jax.Array | None = None
 
 
-class EncoderWithHead(nn.Module):
-    """An encoder with the head named by `cfg.head` (`EncoderModel`, `ModernBertModel`): the
-    one public call of every encoder family, which forwards to the family's `_forward`, and
-    `dummy_inputs` from `cfg.max_length`."""
+class EncoderBase(nn.Module):
+    """The one public call of every encoder (`Encoder`, `EncoderModel`, `ModernBertModel`),
+    which forwards to the family's `_forward`, and `dummy_inputs` from `cfg.max_length`."""
 
     def __call__(
         self,

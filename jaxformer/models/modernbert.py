@@ -17,7 +17,7 @@ from jaxformer.layers.embeddings import Embed, token_positions
 from jaxformer.layers.feedforward import GatedFeedForward, activation, dense, layer_norm
 from jaxformer.layers.rotary import rotary_tables
 from jaxformer.models.bert import remat_block
-from jaxformer.models.common import EncoderWithHead, attention, check_batch_ids, dtypes, rows_at
+from jaxformer.models.common import EncoderBase, attention, check_batch_ids, dtypes, rows_at
 from jaxformer.models.heads import pool
 from jaxformer.models.modernbert_configs import ModernBertConfig
 from jaxformer.models.outputs import EncoderOutput
@@ -172,9 +172,9 @@ class Classifier(nn.Module):
         return dense(self.num_out, (None, None), std, dt, pdt, name="out_proj")(x)
 
 
-class ModernBertModel(EncoderWithHead):
+class ModernBertModel(EncoderBase):
     """ModernBERT with the head named by `cfg.head`, called as every encoder is
-    (`EncoderWithHead.__call__`; token_type_ids must be None or zeros: ModernBERT has no
+    (`EncoderBase.__call__`; token_type_ids must be None or zeros: ModernBERT has no
     segment embeddings, pairs are told apart by [SEP] alone). With an MLM head,
     `mlm_positions` [b, n] limits the logits to those rows.
     """
