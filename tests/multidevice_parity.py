@@ -9,16 +9,9 @@ import sys
 
 import jax
 import numpy as np
+from suite_env import configure_jax
 
-jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update(
-    "jax_compilation_cache_dir",
-    os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR",
-        os.path.join(os.path.expanduser("~"), ".cache", "jaxformer-jax"),
-    ),
-)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+configure_jax()
 
 from jaxformer.models import bert_config
 from jaxformer.training import checkpoint, optim, sharding as sh, state as state_lib

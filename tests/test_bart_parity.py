@@ -11,6 +11,7 @@ import jaxformer
 from jaxformer.convert import bart as conv
 from jaxformer.models.bart import Bart, BartConfig
 from jaxformer.models.configs import ConfigError
+import seq2seq_reference as s2s
 
 PAD, EOS, VOCAB, MAX_NEW, LANG = 1, 2, 97, 9, 50
 
@@ -51,35 +52,14 @@ def _hf_model(kind: str):
 
 
 def _inputs(seed=0, src_len=11):
-    rs = np.random.RandomState(seed)
-    x = rs.randint(3, VOCAB, (4, src_len))
-    mask = np.ones_like(x)
-    mask[1, 7:] = 0
-    mask[2, 2:] = 0
-    x[mask == 0] = PAD
-    y = rs.randint(3, VOCAB, (4, 8))
-    y[:, 0] = EOS
-    ymask = np.ones_like(y)
-    ymask[3, 5:] = 0
-    return x, mask, y, ymask
+    return s2s.padded_batch(seed, src_len, VOCAB, low=3, pad=PAD, start=EOS)
 
 
 @pytest.fixture(scope="module", params=["bart", "mbart"])
 def pair(request):
     hf = _hf_model(request.param)
     cfg = BartConfig.from_hf(hf.config, hf.generation_config)
-    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    return hf, Bart(cfg), conv.params_from_bart_state_dict(state, cfg)
-
-
-def _hf_forward(hf, x, mask, y, ymask=None):
-    with torch.no_grad():
-        return hf(
-            input_ids=torch.tensor(x),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(y),
-            decoder_attention_mask=None if ymask is None else torch.tensor(ymask),
-        )
+    return s2s.converted(hf, cfg, Bart, conv.params_from_bart_state_dict)
 
 
 def test_config_mapping(pair):
@@ -109,15 +89,11 @@ def test_unsupported_variant_and_length_are_named(pair):
 def test_encoder_states_and_logits_match(pair):
     hf, model, params = pair
     x, mask, y, ymask = _inputs()
-    ref = _hf_forward(hf, x, mask, y, ymask)
+    ref = s2s.hf_forward(hf, x, mask, y, ymask)
     out = model.apply({"params": params}, x, mask, y, ymask)
-    real, dreal = mask.astype(bool), ymask.astype(bool)
-    enc = np.abs(
-        np.asarray(out.encoder_hidden_state)[real] - ref.encoder_last_hidden_state.numpy()[real]
-    )
-    logits = np.abs(np.asarray(out.logits)[dreal] - ref.logits.numpy()[dreal])
-    print(f"max |diff| encoder {enc.max():.2e} logits {logits.max():.2e}")
-    assert enc.max() < 1e-4 and logits.max() < 1e-4
+    enc, logits = s2s.max_diffs(out, ref, mask, ymask)
+    print(f"max |diff| encoder {enc:.2e} logits {logits:.2e}")
+    assert enc < 1e-4 and logits < 1e-4
 
 
 @pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
@@ -125,24 +101,7 @@ def test_generate_matches_transformers(pair, num_beams):
     """The family's defaults: start token, forced EOS at the limit, mBART's forced BOS."""
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
-    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
-    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
-    with torch.no_grad():
-        ref = hf.generate(
-            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
-        ).numpy()[:, 1:]
-    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
-    out = jaxformer.generate(
-        model,
-        params,
-        x,
-        mask,
-        max_length=MAX_NEW,
-        num_beams=num_beams,
-        length_penalty_alpha=1.0,
-        beam_style="transformers",
-    )
-    ours = np.asarray(out.sequences)
+    ref, ours = s2s.both_generate(hf, model, params, x, mask, MAX_NEW, num_beams, PAD)
     np.testing.assert_array_equal(ours, ref)
     assert len(set(map(tuple, ours))) > 1
     assert (ours[:, -1] == EOS).any()  # the forced EOS at the limit is exercised
@@ -153,34 +112,18 @@ def test_generate_matches_transformers(pair, num_beams):
 def test_save_and_load_round_trip(pair, tmp_path):
     hf, model, params = pair
     x, mask, y, _ = _inputs(seed=2)
-    jaxformer.save_pretrained(model, params, str(tmp_path / "ours"))
-    cls = type(hf)
-    hf2 = cls.from_pretrained(str(tmp_path / "ours")).eval()
-    np.testing.assert_allclose(
-        _hf_forward(hf2, x, mask, y).logits.numpy(),
-        _hf_forward(hf, x, mask, y).logits.numpy(),
-        atol=1e-6,
-    )
-    hf.save_pretrained(str(tmp_path / "hf"))
-    model3, params3 = jaxformer.from_pretrained(str(tmp_path / "hf"))
+    theirs, ours, (model3, _) = s2s.round_trip_logits(hf, model, params, x, mask, y, str(tmp_path))
+    np.testing.assert_allclose(*theirs, atol=1e-6)
     assert model3.cfg == model.cfg
-    a = model.apply({"params": params}, x, mask, y).logits
-    b = model3.apply({"params": params3}, x, mask, y).logits
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    np.testing.assert_allclose(*ours, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
 def test_min_length_and_no_repeat_ngram_match_transformers(pair, num_beams):
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
-    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
-    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
-    gc.min_new_tokens, gc.no_repeat_ngram_size = 5, 2
-    with torch.no_grad():
-        ref = hf.generate(
-            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
-        ).numpy()[:, 1:]
-    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    gc = s2s.generation_config(hf, num_beams, MAX_NEW, min_new_tokens=5, no_repeat_ngram_size=2)
+    ref = s2s.hf_generate(hf, x, mask, gc, PAD)
     kw = dict(max_length=MAX_NEW, num_beams=num_beams, length_penalty_alpha=1.0)
     ours = jaxformer.generate(
         model,
@@ -210,14 +153,8 @@ def test_a_checkpoints_generation_config_gives_transformers_ids(pair, num_beams)
     `generate` arguments: the same ids, with nothing passed by hand."""
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=2)
-    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
-    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
-    gc.min_new_tokens, gc.no_repeat_ngram_size = 4, 3
-    with torch.no_grad():
-        ref = hf.generate(
-            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
-        ).numpy()[:, 1:]
-    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
+    gc = s2s.generation_config(hf, num_beams, MAX_NEW, min_new_tokens=4, no_repeat_ngram_size=3)
+    ref = s2s.hf_generate(hf, x, mask, gc, PAD)
     options = jaxformer.generation_options(gc.to_dict())
     assert options["max_length"] == MAX_NEW and options["min_length"] == 4
     ours = jaxformer.generate(model, params, x, mask, **options).sequences

@@ -109,32 +109,18 @@ def test_peak_table():
     assert B.device_peak_tflops("cpu") is None
 
 
+def _tiny_throughput(tmp_path, *args):
+    """benchmarks/throughput.py on bert-tiny, 2 steps after 1 warm-up, with `args`: its report."""
+    out = tmp_path / "out.json"
+    common = ["--model", "bert-tiny", "--steps", "2", "--warmup", "1", "--matmul-n", "256"]
+    _load("throughput").main([*common, *args, "--json", str(out)])
+    return json.loads(out.read_text())
+
+
 @pytest.mark.parametrize("mode", ["train", "infer"])
 def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
-    tp = _load("throughput")
-    out = tmp_path / "out.json"
-    tp.main(
-        [
-            "--model",
-            "bert-tiny",
-            "--seq",
-            "16",
-            "--batch",
-            "2",
-            "--mode",
-            mode,
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--matmul-n",
-            "256",
-            "--json",
-            str(out),
-        ]
-        + (["--equal-work"] if mode == "train" else [])
-    )
-    report = json.loads(out.read_text())
+    extra = ["--equal-work"] if mode == "train" else []
+    report = _tiny_throughput(tmp_path, "--seq", "16", "--batch", "2", "--mode", mode, *extra)
     rows = report["results"]
     assert len(rows) == (2 if mode == "train" else 1)
     for r in rows:
@@ -144,32 +130,8 @@ def test_throughput_runs_on_a_tiny_config(tmp_path, mode):
 
 
 def test_throughput_packed_inference_counts_real_tokens(tmp_path):
-    tp = _load("throughput")
-    out = tmp_path / "out.json"
-    tp.main(
-        [
-            "--model",
-            "bert-tiny",
-            "--seq",
-            "32",
-            "--batch",
-            "4",
-            "--mode",
-            "infer",
-            "--lengths",
-            "uniform:8",
-            "--pack",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--matmul-n",
-            "256",
-            "--json",
-            str(out),
-        ]
-    )
-    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    args = ["--seq", "32", "--batch", "4", "--mode", "infer", "--lengths", "uniform:8", "--pack"]
+    rows = {r["name"]: r for r in _tiny_throughput(tmp_path, *args)["results"]}
     padded, packed = rows["jaxformer (padded)"], rows["jaxformer (packed)"]
     # Same row count and length, so packing fits more real tokens into each step.
     assert packed["tokens_per_step"] > padded["tokens_per_step"]

@@ -8,8 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from torch_reference import torch, transformers
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +25,6 @@ from jaxformer.convert import (
 )
 from jaxformer.convert.hf_params import param_shapes
 from jaxformer.models.configs import ConfigError
-
-torch.set_num_threads(1)
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
 
 SMALL = dict(vocab_size=99, max_position_embeddings=32)
 AUTO = {

@@ -9,6 +9,7 @@ from jaxformer.data.packing import Packer, padding_fraction
 from jaxformer.data.pretraining import PretrainingConfig, create_instances, pretraining_dataset
 from jaxformer.data.sources import split_sentences
 from jaxformer.data.tokenizers import Tokenizer, train_tokenizer
+from data_builders import plain_and_packed
 
 
 class CodedTokenizer:
@@ -265,14 +266,8 @@ def test_packed_and_unpacked_batches_give_the_same_per_example_loss(real):
     from jaxformer.models import EncoderModel, bert_config
 
     docs, tok = real
-    cfg = PretrainingConfig(max_seq_len=64, objective="none", short_seq_prob=0.6)
-    insts, _ = create_instances(docs[:15], tok, cfg, seed=0)
-    insts = insts[:24]
-    plain = pretraining_dataset(insts, tok, cfg, masking="static", seed=0)
-    packed = pretraining_dataset(insts, tok, cfg, masking="static", seed=0, pack=True)
-    assert len(packed) < len(plain)
-    stack = lambda ds: {k: np.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
-    u, p = stack(plain), stack(packed)
+    u, p = plain_and_packed(docs, tok, 64)
+    assert len(p["input_ids"]) < len(u["input_ids"])
     model = EncoderModel(
         bert_config("tiny", vocab_size=tok.vocab_size, head="mlm", max_position_embeddings=64)
     )
@@ -310,4 +305,4 @@ def test_packed_and_unpacked_batches_give_the_same_per_example_loss(real):
             got = lp[r][pred_seg == s].mean()
             np.testing.assert_allclose(got, want.pop(key), rtol=2e-5)
             compared += 1
-    assert compared == len(insts) and not want
+    assert compared == len(u["input_ids"]) and not want  # every instance, once

@@ -14,6 +14,7 @@ from jaxformer.data import DataIterator, MaskingConfig, PretrainingConfig, corpu
 from jaxformer.data.lazy import StoreExamples, held_out_warning, permute, store_batches
 from jaxformer.data.sources import read_text_files, split_sentences
 from jaxformer.data.store import PairStore, Store, StoreError, prepare
+from data_builders import prepare_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,17 +148,7 @@ def test_pair_store(tmp_path, built):
     _, store, tok = built
     rows = [{"de": f"Guten Morgen {i}.", "en": f"Good morning {i}."} for i in range(5)]
     rows.insert(2, {"de": "", "en": "empty source"})
-    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    m = prepare(
-        str(tmp_path / "p.jsonl"),
-        str(tmp_path / "pairs"),
-        format="jsonl",
-        pairs=True,
-        source_field="de",
-        target_field="en",
-        tokenizer=os.path.join(store.path, "tokenizer"),
-        progress=False,
-    )
+    m = prepare_pairs(str(tmp_path), rows, tokenizer=os.path.join(store.path, "tokenizer"))
     assert m["counts"] == {"pairs": 5} and m["skipped"] == {"pairs with an empty side": 1}
     ps = PairStore(str(tmp_path / "pairs"))
     src, tgt = ps[4]

@@ -2,7 +2,6 @@
 statistics over >= 100k tokens, whole words, packed rows, keys and shapes; the host rows it
 consumes; and training with data.masking="device" (loss falls, accumulation exact, ELECTRA)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from jaxformer.data.masking import Masker, MaskingConfig
 from jaxformer.data.pretraining import PretrainingConfig
 from jaxformer.data.tokenizers import train_tokenizer
 from jaxformer.objectives.masking import _non_special, device_mask
+import training_tiny_config as tiny
 
 HERE = os.path.dirname(__file__)
 SEQ = 128
@@ -292,20 +292,7 @@ def test_sharded_batch_gives_the_same_masks_without_gathering_it():
 
 # -- training ---------------------------------------------------------------------------
 def tiny_config(**over):
-    spec = importlib.util.spec_from_file_location(
-        "tiny", os.path.join(HERE, "training_tiny_config.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
-    c.data.masking = "device"
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return tiny.tiny_config(**{"data.masking": "device", **over})
 
 
 def test_unknown_masking_is_a_clear_error():
@@ -353,17 +340,6 @@ def test_tiny_run_with_device_masking_trains(tmp_path):
     assert sum("eval_loss" in r for r in rows) == 2  # host-masked eval next to device masks
 
 
-def _setup(config):
-    from jaxformer.training import optim, sharding as sh, state as state_lib
-    from jaxformer.tasks import get_task
-
-    task = get_task(config, "/tmp/unused")
-    mesh = sh.make_mesh({"data": -1})
-    tx, sched = optim.make_optimizer(config.optimizer, config.num_train_steps)
-    state, shardings, _ = state_lib.create_state(task, tx, mesh, seed=0)
-    return task, mesh, tx, sched, state, shardings
-
-
 def _compiled(task, mesh, tx, sched, shardings, batch, accum):
     """The compiled step as `run(state, steps) -> (state, [metrics])` on this batch."""
     from jaxformer.training import sharding as sh, step as step_lib
@@ -390,7 +366,7 @@ def test_grad_accumulation_with_device_masking_equals_one_big_step():
     config = tiny_config(
         batch_size=32, **{"model.hidden_dropout": 0.0, "model.attention_dropout": 0.0}
     )
-    task, mesh, tx, sched, state, shardings = _setup(config)
+    task, mesh, tx, sched, state, shardings = tiny.step_setup(config)
     batch = next(task.train_iterator(32, 0, 1))
     one = _compiled(task, mesh, tx, sched, shardings, batch, 1)
     s1, m1 = one(state, 2)
@@ -414,7 +390,7 @@ def test_electra_step_with_device_masking():
     config = tiny_config(task="electra")
     config.model.head = "rtd"
     config.electra = ml_collections.ConfigDict({"generator_fraction": 0.5, "rtd_weight": 50.0})
-    task, mesh, tx, sched, state, shardings = _setup(config)
+    task, mesh, tx, sched, state, shardings = tiny.step_setup(config)
     batch = next(task.train_iterator(8, 0, 1))
     assert "mlm_positions" not in batch
     _, m = _compiled(task, mesh, tx, sched, shardings, batch, 2)(state, 3)
@@ -452,12 +428,7 @@ def test_bert_nsp_whole_word_recipe_with_device_masking(setup, tmp_path):
         "log.tensorboard": False,
         "log.plot": False,
     }
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
+    tiny.set_keys(c, over)
     wd = str(tmp_path / "run")
     loop.train(c, wd, get_task, log=lambda _: None)
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]

@@ -11,6 +11,7 @@ import transformers
 import jaxformer
 from jaxformer.convert import marian as conv
 from jaxformer.models.transformer import Transformer
+import seq2seq_reference as s2s
 
 PAD, EOS, VOCAB, MAX_NEW = 3, 2, 64, 10
 # (encoder heads, decoder heads, encoder ffn, decoder ffn) per variant
@@ -69,8 +70,7 @@ def _inputs(seed=0):
 def pair(request):
     hf = _hf_model(tie=request.param, seed=0)
     cfg = conv.config_from_marian(hf.config, hf.generation_config)
-    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    return hf, Transformer(cfg), conv.params_from_marian_state_dict(state, cfg)
+    return s2s.converted(hf, cfg, Transformer, conv.params_from_marian_state_dict)
 
 
 def test_config_mapping(pair):
@@ -94,21 +94,11 @@ def test_config_mapping(pair):
 def test_encoder_states_and_logits_match(pair):
     hf, model, params = pair
     x, mask, y, ymask = _inputs()
-    with torch.no_grad():
-        ref = hf(
-            input_ids=torch.tensor(x),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(y),
-            decoder_attention_mask=torch.tensor(ymask),
-        )
+    ref = s2s.hf_forward(hf, x, mask, y, ymask)
     out = model.apply({"params": params}, x, mask, y, ymask)
-    real, dreal = mask.astype(bool), ymask.astype(bool)  # padded positions are not compared
-    enc = np.abs(
-        np.asarray(out.encoder_hidden_state)[real] - ref.encoder_last_hidden_state.numpy()[real]
-    )
-    logits = np.abs(np.asarray(out.logits)[dreal] - ref.logits.numpy()[dreal])
-    print(f"max |diff| encoder {enc.max():.2e} logits {logits.max():.2e}")
-    assert enc.max() < 1e-4 and logits.max() < 1e-4
+    enc, logits = s2s.max_diffs(out, ref, mask, ymask)  # padded positions are not compared
+    print(f"max |diff| encoder {enc:.2e} logits {logits:.2e}")
+    assert enc < 1e-4 and logits < 1e-4
 
 
 @pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
@@ -117,24 +107,7 @@ def test_generate_matches_transformers(pair, num_beams):
     and its checkpoints' ban on the pad id."""
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
-    gc = transformers.GenerationConfig.from_dict(hf.generation_config.to_dict())
-    gc.num_beams, gc.max_new_tokens, gc.do_sample = num_beams, MAX_NEW, False
-    with torch.no_grad():
-        ref = hf.generate(
-            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
-        ).numpy()[:, 1:]  # drop the start token
-    ref = np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1])), constant_values=PAD)
-    out = jaxformer.generate(
-        model,
-        params,
-        x,
-        mask,
-        max_length=MAX_NEW,
-        num_beams=num_beams,
-        length_penalty_alpha=1.0,
-        beam_style="transformers",
-    )
-    ours = np.asarray(out.sequences)
+    ref, ours = s2s.both_generate(hf, model, params, x, mask, MAX_NEW, num_beams, PAD)
     np.testing.assert_array_equal(ours, ref)
     assert len(set(map(tuple, ours))) > 1  # the check is not vacuous
     assert (ours[:, -1] == EOS).any()  # the forced EOS at the limit is exercised
@@ -148,23 +121,15 @@ def test_save_and_load_round_trip(pair, tmp_path):
     x, mask, y, _ = _inputs(seed=2)
 
     def logits(m):
-        with torch.no_grad():
-            return m(
-                input_ids=torch.tensor(x),
-                attention_mask=torch.tensor(mask),
-                decoder_input_ids=torch.tensor(y),
-            ).logits.numpy()
+        return s2s.hf_forward(m, x, mask, y).logits.numpy()
 
-    # ours -> HF directory -> MarianMTModel: same logits and the same generation settings
-    jaxformer.save_pretrained(model, params, str(tmp_path / "ours"))
-    hf2 = transformers.MarianMTModel.from_pretrained(str(tmp_path / "ours")).eval()
+    # ours -> HF directory -> MarianMTModel: same logits and the same generation settings;
+    # HF save_pretrained -> ours: the same config and parameters
+    hf2, (model3, params3) = s2s.saved_both_ways(hf, model, params, str(tmp_path))
     np.testing.assert_allclose(logits(hf), logits(hf2), atol=1e-6)
     assert hf2.generation_config.forced_eos_token_id == EOS
     assert hf2.generation_config.bad_words_ids == [[PAD]]
     assert hf2.config.decoder_attention_heads == hf.config.decoder_attention_heads
-    # HF save_pretrained -> ours
-    hf.save_pretrained(str(tmp_path / "hf"))
-    model3, params3 = jaxformer.from_pretrained(str(tmp_path / "hf"))
     assert model3.cfg == model.cfg
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(params3)
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(params3)):

@@ -11,16 +11,11 @@ same tensors and gives the same outputs.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from torch_reference import torch, transformers
 
 import jax
 
 import jaxformer
-
-torch.set_num_threads(1)
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
 
 TOL = 1e-4
 LENGTHS, LENGTH = (20, 13, 6), 20

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxformer.data import corpus
-from jaxformer.data.pretraining import PretrainingConfig, create_instances, pretraining_dataset
+from data_builders import plain_and_packed
+from training_tiny_config import set_keys
 from jaxformer.data.tokenizers import train_tokenizer
 from jaxformer.models import bert_config, modernbert_config, roberta_config
 from jaxformer.training.defaults import base_config
@@ -49,14 +50,8 @@ def test_packed_rows_give_the_unpacked_mlm_loss_sum(real, family, tmp_path):
     task's MLM loss summed over every prediction is the same (segments attend only within
     themselves and positions restart per segment, with RoBERTa's offset)."""
     docs, tok = real
-    cfg = PretrainingConfig(max_seq_len=SEQ, objective="none", short_seq_prob=0.6)
-    insts, _ = create_instances(docs[:15], tok, cfg, seed=0)
-    insts = insts[:24]
-    plain = pretraining_dataset(insts, tok, cfg, masking="static", seed=0)
-    packed = pretraining_dataset(insts, tok, cfg, masking="static", seed=0, pack=True)
-    assert len(packed) < len(plain)
-    stack = lambda ds: {k: np.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
-    u, p = stack(plain), stack(packed)
+    u, p = plain_and_packed(docs, tok, SEQ)
+    assert len(p["input_ids"]) < len(u["input_ids"])
     assert p["segment_ids"].max() > 1
     assert u["mlm_weights"].sum() == p["mlm_weights"].sum() > 0
 
@@ -87,11 +82,7 @@ def test_electra_generator_sees_the_segments(real, tmp_path):
     import ml_collections
 
     docs, tok = real
-    cfg = PretrainingConfig(max_seq_len=SEQ, objective="none", short_seq_prob=0.6)
-    insts = create_instances(docs[:15], tok, cfg, seed=0)[0][:24]
-    stack = lambda ds: {k: np.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
-    u = stack(pretraining_dataset(insts, tok, cfg, masking="static", seed=0))
-    p = stack(pretraining_dataset(insts, tok, cfg, masking="static", seed=0, pack=True))
+    u, p = plain_and_packed(docs, tok, SEQ)
     model = _model("bert", tok.vocab_size)
     model["head"] = "rtd"
     c = base_config(model, task="electra")
@@ -146,12 +137,7 @@ def test_tiny_packed_run_trains_and_evaluates(real, masking, tmp_path, monkeypat
         "log.tensorboard": False,
         "log.plot": False,
     }
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
+    set_keys(c, over)
     wd = tmp_path / "run"
     loop.train(c, str(wd), get_task, log=lambda _: None)
     rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]

@@ -10,16 +10,11 @@ on a padded batch with mixed token types. Then the round trip: `jaxformer.save_p
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from torch_reference import torch, transformers
 
 import jax
 
 import jaxformer
-
-torch.set_num_threads(1)
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
 
 TOL = 1e-4
 BATCH, LENGTH = 3, 12

@@ -21,6 +21,7 @@ from jaxformer.training import loop
 from jaxformer.training.checkpoint import load_params
 from jaxformer.training.config_lib import load_config_file
 from jaxformer.tasks import get_task
+from training_tiny_config import set_keys
 
 pytestmark = pytest.mark.slow
 QUIET = {"log.progress": False, "log.tensorboard": False, "log.plot": False}
@@ -46,19 +47,67 @@ def small_corpus(tmp_path_factory):
 
 
 def configure(name, **overrides):
-    c = load_config_file(f"configs/{name}.py")
-    for k, v in {**QUIET, **overrides}.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return set_keys(load_config_file(f"configs/{name}.py"), {**QUIET, **overrides})
+
+
+def run_config(name, steps, evaluate=False, **overrides):
+    """Recipe `name` for `steps` steps, one checkpoint at the end and, with `evaluate`, one
+    evaluation there (otherwise none, and no best-checkpoint metric); `overrides` on top."""
+    once = {"log.eval_every_steps": steps}
+    if not evaluate:
+        once = {"log.eval_every_steps": 0, "checkpoint.best_metric": ""}
+    return configure(
+        name, **{"num_train_steps": steps, "checkpoint.every_steps": steps, **once, **overrides}
+    )
+
+
+def train(c, workdir):
+    return loop.train(c, str(workdir), get_task, log=lambda _: None)
 
 
 def summary(workdir):
     with open(os.path.join(workdir, "summary.json")) as f:
         return json.load(f)
+
+
+def ours_and_exported(task, workdir, inputs):
+    """Logits on one eval batch (fed `inputs`) of the run's final parameters and of its HF
+    export, which the run writes at its end; and the loaded transformers model."""
+    import torch
+    import transformers
+
+    batch = task.eval_batches(32, 0, 1)[0]
+    feed = {k: batch[k] for k in inputs[1:]}
+    ours = task.model.apply({"params": load_params(workdir)}, batch[inputs[0]], **feed).logits
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        os.path.join(workdir, "hf_export")
+    ).eval()
+    with torch.no_grad():
+        theirs = hf(
+            **{
+                k: torch.tensor(
+                    np.asarray(batch[k]), dtype=None if k == "attention_mask" else torch.long
+                )
+                for k in inputs
+            }
+        ).logits.numpy()
+    return np.asarray(ours), theirs, hf
+
+
+def assert_only_the_classifier_trained(pretrained, workdir, c):
+    """The run in `workdir` (fine-tuned from `pretrained` with a frozen encoder) has the
+    encoder of `pretrained` bit for bit and a classifier that moved from its init."""
+    before, after = load_params(pretrained), load_params(workdir)
+    flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
+    flat_a = dict(jax.tree_util.tree_leaves_with_path(after["encoder"]))
+    assert len(flat_b) == len(flat_a)
+    for path, x in flat_b:
+        assert np.array_equal(np.asarray(x), np.asarray(flat_a[path])), path  # bit for bit
+    fresh = nn.unbox(get_task(c, workdir).init_params(jax.random.key(0)))["classifier"]
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(after["classifier"]), jax.tree.leaves(fresh))
+    )
 
 
 def overfit(task, steps=40, lr=3e-3):
@@ -96,19 +145,18 @@ def overfit(task, steps=40, lr=3e-3):
     ],
 )
 def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
-    c = configure(
+    c = run_config(
         name,
+        4,
+        evaluate=True,
         **{
             "data.source": f"text:{small_corpus}",
-            "num_train_steps": 4,
             "data.eval_fraction": 0.1,  # NSP/SOP eval needs >= 2 documents
-            "checkpoint.every_steps": 4,
-            "log.eval_every_steps": 4,
             "log.every_steps": 2,
             "model.vocab_size": 1024,
         },
     )
-    out = loop.train(c, str(tmp_path), get_task, log=lambda _: None)
+    out = train(c, tmp_path)
     s = summary(str(tmp_path))
     assert s["step"] == 4 and np.isfinite(s["last_loss"]), (out, s)
     assert os.path.isdir(os.path.join(str(tmp_path), "checkpoints", "4"))
@@ -120,123 +168,58 @@ def test_pretraining_recipe_runs_and_overfits(name, small_corpus, tmp_path):
 def pretrained(tmp_path_factory):
     """A tiny BERT pretrained with MLM on the embedded corpus (what fine-tuning starts from)."""
     workdir = str(tmp_path_factory.mktemp("pretrained"))
-    c = configure(
-        "bert_tiny_pretrain",
-        **{
-            "data.objective": "none",
-            "model.head": "mlm",
-            "num_train_steps": 150,
-            "checkpoint.every_steps": 150,
-            "log.eval_every_steps": 0,
-            "checkpoint.best_metric": "",
-        },
+    train(
+        run_config("bert_tiny_pretrain", 150, **{"data.objective": "none", "model.head": "mlm"}),
+        workdir,
     )
-    loop.train(c, workdir, get_task, log=lambda _: None)
     return workdir
 
 
 def test_finetuning_from_pretrained_reaches_95_percent_and_exports(pretrained, tmp_path):
-    import torch
-    import transformers
-
     workdir = str(tmp_path / "ft")
-    c = configure(
-        "finetune_tiny",
-        **{
-            "init_from": f"run:{pretrained}",
-            "num_train_steps": 300,
-            "log.eval_every_steps": 300,
-            "checkpoint.every_steps": 300,
-        },
-    )
-    loop.train(c, workdir, get_task, log=lambda _: None)
+    c = run_config("finetune_tiny", 300, evaluate=True, init_from=f"run:{pretrained}")
+    train(c, workdir)
     s = summary(workdir)
     assert s["eval_accuracy"] >= 0.95, s
 
     # The HF export (written at the end of the run) predicts what we predict.
-    task = get_task(c, workdir)
-    batch = task.eval_batches(32, 0, 1)[0]
-    ours = task.model.apply(
-        {"params": load_params(workdir)},
-        batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"],
-    ).logits
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
-        os.path.join(workdir, "hf_export")
-    ).eval()
-    with torch.no_grad():
-        theirs = hf(
-            input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
-            attention_mask=torch.tensor(np.asarray(batch["attention_mask"])),
-            token_type_ids=torch.tensor(np.asarray(batch["token_type_ids"]), dtype=torch.long),
-        ).logits.numpy()
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    ours, theirs, _ = ours_and_exported(get_task(c, workdir), workdir, inputs)
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
     np.testing.assert_array_equal(theirs.argmax(-1), np.asarray(ours).argmax(-1))
 
     # Fine-tuning also starts from a HuggingFace directory (here: that export, tokenizer
     # included): the encoder it starts from is the exported one.
-    c2 = configure(
-        "finetune_tiny",
-        **{
-            "init_from": f"hf:{workdir}/hf_export",
-            "num_train_steps": 5,
-            "log.eval_every_steps": 0,
-            "checkpoint.every_steps": 5,
-            "checkpoint.best_metric": "",
-        },
-    )
+    c2 = run_config("finetune_tiny", 5, init_from=f"hf:{workdir}/hf_export")
     task2 = get_task(c2, str(tmp_path / "ft_hf"))
     start = task2.pretrained_params(nn.unbox(task2.init_params(jax.random.key(0))))
     for a, b in zip(
         jax.tree.leaves(start["encoder"]), jax.tree.leaves(load_params(workdir)["encoder"])
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
-    s2 = loop.train(c2, str(tmp_path / "ft_hf"), get_task, log=lambda _: None)
+    s2 = train(c2, tmp_path / "ft_hf")
     assert s2["step"] == 5 and np.isfinite(s2["last_loss"])
 
 
 def test_frozen_encoder_finetuning_changes_no_encoder_parameter(pretrained, tmp_path):
     workdir = str(tmp_path / "frozen")
-    c = configure(
-        "finetune_tiny_frozen",
-        **{
-            "init_from": f"run:{pretrained}",
-            "num_train_steps": 20,
-            "log.eval_every_steps": 0,
-            "checkpoint.every_steps": 20,
-            "checkpoint.best_metric": "",
-        },
-    )
-    loop.train(c, workdir, get_task, log=lambda _: None)
-    before, after = load_params(pretrained), load_params(workdir)
-    flat_b = jax.tree_util.tree_leaves_with_path(before["encoder"])
-    flat_a = dict(jax.tree_util.tree_leaves_with_path(after["encoder"]))
-    assert len(flat_b) == len(flat_a)
-    for path, x in flat_b:
-        assert np.array_equal(np.asarray(x), np.asarray(flat_a[path])), path  # bit for bit
-    fresh = nn.unbox(get_task(c, workdir).init_params(jax.random.key(0)))["classifier"]
-    assert any(
-        not np.array_equal(a, b)
-        for a, b in zip(jax.tree.leaves(after["classifier"]), jax.tree.leaves(fresh))
-    )
+    c = run_config("finetune_tiny_frozen", 20, init_from=f"run:{pretrained}")
+    train(c, workdir)
+    assert_only_the_classifier_trained(pretrained, workdir, c)
 
 
 def test_continued_pretraining_starts_from_the_checkpoint(pretrained, small_corpus, tmp_path):
     workdir = str(tmp_path / "continued")
-    c = configure(
+    c = run_config(
         "continued_pretrain_tiny",
+        10,
         **{
             "init_from": f"run:{pretrained}",
             "data.source": f"text:{small_corpus}",
             "data.eval_fraction": 0.1,
-            "num_train_steps": 10,
-            "checkpoint.every_steps": 10,
-            "log.eval_every_steps": 0,
-            "checkpoint.best_metric": "",
         },
     )
-    out = loop.train(c, workdir, get_task, log=lambda _: None)
+    out = train(c, workdir)
     src = load_params(pretrained)
     task = get_task(c, workdir)
     task.tokenizer  # noqa: B018  (loads the source's tokenizer)

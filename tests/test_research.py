@@ -5,8 +5,6 @@ package exports."""
 
 import json
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -17,27 +15,12 @@ from jax.sharding import AxisType, Mesh
 
 import jaxformer as jf
 from jaxformer import convert, inference, objectives, sharding, training
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from suite_env import HERE, run_python
 
 
 def _snippet(tmp_path_factory, n):
     out_json = tmp_path_factory.mktemp(f"research{n}") / "report.json"
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "research_snippet.py"), str(n), str(out_json)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    run_python([os.path.join(HERE, "research_snippet.py"), str(n), str(out_json)])
     return json.loads(out_json.read_text())
 
 
@@ -78,21 +61,10 @@ def test_every_family_runs_under_a_plain_jax_make_mesh(tmp_path, n):
     """Forward and backward of BERT, ALBERT, ELECTRA, RoBERTa, ModernBERT and the
     Transformer on a jax.make_mesh mesh (Explicit axes), bare and in sharding.use_mesh,
     equal one device (before take_rows the embedding lookup raised ShardingTypeError)."""
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
     out_json = tmp_path / "families.json"
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "explicit_mesh_families.py"), str(n), str(out_json)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    run_python(
+        [os.path.join(HERE, "explicit_mesh_families.py"), str(n), str(out_json)], timeout=1800
     )
-    assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out_json.read_text())
     assert set(report) == {"bert", "albert", "electra", "roberta", "modernbert", "transformer"}
     for family, diffs in report.items():

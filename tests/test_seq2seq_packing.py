@@ -1,7 +1,6 @@
 """Encoder-decoder packing and bucketing: the data pieces (jaxformer.data.pairs) keep every
 token and count what they drop; packed rows give every pair the loss it has unpacked."""
 
-import json
 from collections import Counter
 
 import jax
@@ -114,21 +113,11 @@ def test_bucket_batches():
 def test_readers_pair_store_and_tfds(tmp_path):
     import tensorflow_datasets as tfds
 
-    from jaxformer.data.store import PairStore, prepare
+    from data_builders import prepare_pairs
+    from jaxformer.data.store import PairStore
 
     rows = [{"de": f"Guten Morgen {i} Welt.", "en": f"Good morning {i} world."} for i in range(6)]
-    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    prepare(
-        str(tmp_path / "p.jsonl"),
-        str(tmp_path / "pairs"),
-        format="jsonl",
-        pairs=True,
-        source_field="de",
-        target_field="en",
-        tokenizer_family="bert",
-        vocab_size=120,
-        progress=False,
-    )
+    prepare_pairs(str(tmp_path), rows, tokenizer_family="bert", vocab_size=120)
     store = PairStore(str(tmp_path / "pairs"))
     got = list(P.read_pairs(str(tmp_path / "pairs"), indices=[5, 0]))
     for (s, t), i in zip(got, [5, 0], strict=True):

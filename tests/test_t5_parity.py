@@ -12,6 +12,7 @@ import jaxformer
 from jaxformer.convert import t5 as conv
 from jaxformer.models.configs import ConfigError
 from jaxformer.models.t5 import T5, T5Config
+import seq2seq_reference as s2s
 
 PAD, EOS, VOCAB, MAX_NEW = 0, 1, 97, 9
 
@@ -51,35 +52,14 @@ def _hf_model(proj: str, tie: bool):
 
 
 def _inputs(seed=0, src_len=11):
-    rs = np.random.RandomState(seed)
-    x = rs.randint(2, VOCAB, (4, src_len))
-    mask = np.ones_like(x)
-    mask[1, 7:] = 0
-    mask[2, 2:] = 0
-    x[mask == 0] = PAD
-    y = rs.randint(2, VOCAB, (4, 8))
-    y[:, 0] = PAD
-    ymask = np.ones_like(y)
-    ymask[3, 5:] = 0
-    return x, mask, y, ymask
+    return s2s.padded_batch(seed, src_len, VOCAB, low=2, pad=PAD, start=PAD)
 
 
 @pytest.fixture(scope="module", params=[("relu", True), ("gated-gelu", False)], ids=["v1", "v1.1"])
 def pair(request):
     hf = _hf_model(*request.param)
     cfg = T5Config.from_hf(hf.config)
-    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    return hf, T5(cfg), conv.params_from_t5_state_dict(state, cfg)
-
-
-def _hf_forward(hf, x, mask, y, ymask=None):
-    with torch.no_grad():
-        return hf(
-            input_ids=torch.tensor(x),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(y),
-            decoder_attention_mask=None if ymask is None else torch.tensor(ymask),
-        )
+    return s2s.converted(hf, cfg, T5, conv.params_from_t5_state_dict)
 
 
 def test_config_mapping(pair):
@@ -104,15 +84,11 @@ def test_encoder_states_and_logits_match(pair, src_len):
     """Teacher forcing within 1e-4; 48 tokens is more than twice the bucket range (20)."""
     hf, model, params = pair
     x, mask, y, ymask = _inputs(src_len=src_len)
-    ref = _hf_forward(hf, x, mask, y, ymask)
+    ref = s2s.hf_forward(hf, x, mask, y, ymask)
     out = model.apply({"params": params}, x, mask, y, ymask)
-    real, dreal = mask.astype(bool), ymask.astype(bool)  # padded positions are not compared
-    enc = np.abs(
-        np.asarray(out.encoder_hidden_state)[real] - ref.encoder_last_hidden_state.numpy()[real]
-    )
-    logits = np.abs(np.asarray(out.logits)[dreal] - ref.logits.numpy()[dreal])
-    print(f"max |diff| encoder {enc.max():.2e} logits {logits.max():.2e}")
-    assert enc.max() < 1e-4 and logits.max() < 1e-4
+    enc, logits = s2s.max_diffs(out, ref, mask, ymask)  # padded positions are not compared
+    print(f"max |diff| encoder {enc:.2e} logits {logits:.2e}")
+    assert enc < 1e-4 and logits < 1e-4
 
 
 def _hf_generate(hf, x, mask, num_beams):
@@ -127,11 +103,7 @@ def _hf_generate(hf, x, mask, num_beams):
         # fails for num_decoder_layers != num_layers; the uncached path is the same model.
         use_cache=False,
     )
-    with torch.no_grad():
-        ref = hf.generate(
-            input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), generation_config=gc
-        ).numpy()[:, 1:]  # drop the start token
-    return _after_eos_pad(np.pad(ref, ((0, 0), (0, MAX_NEW - ref.shape[1]))))
+    return _after_eos_pad(s2s.hf_generate(hf, x, mask, gc, PAD))
 
 
 def _after_eos_pad(ids):
@@ -146,17 +118,7 @@ def test_generate_matches_transformers(pair, num_beams):
     hf, model, params = pair
     x, mask, _, _ = _inputs(seed=1)
     ref = _hf_generate(hf, x, mask, num_beams)
-    out = jaxformer.generate(
-        model,
-        params,
-        x,
-        mask,
-        max_length=MAX_NEW,
-        num_beams=num_beams,
-        length_penalty_alpha=1.0,
-        beam_style="transformers",
-    )
-    ours = np.asarray(out.sequences)
+    ours = s2s.generate_as_transformers(model, params, x, mask, MAX_NEW, num_beams)
     np.testing.assert_array_equal(_after_eos_pad(ours), ours)  # ours pads after EOS
     np.testing.assert_array_equal(ours, ref)
     assert len(set(map(tuple, ours))) > 1  # not vacuous
@@ -166,20 +128,10 @@ def test_generate_matches_transformers(pair, num_beams):
 def test_save_and_load_round_trip(pair, tmp_path):
     hf, model, params = pair
     x, mask, y, _ = _inputs(seed=2)
-    # ours -> HF directory -> transformers
-    jaxformer.save_pretrained(model, params, str(tmp_path / "ours"))
-    hf2 = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path / "ours")).eval()
-    np.testing.assert_allclose(
-        _hf_forward(hf2, x, mask, y).logits.numpy(),
-        _hf_forward(hf, x, mask, y).logits.numpy(),
-        atol=1e-6,
-    )
-    # transformers' save -> ours
-    hf.save_pretrained(str(tmp_path / "hf"))
-    model3, params3 = jaxformer.from_pretrained(str(tmp_path / "hf"))
-    a = model.apply({"params": params}, x, mask, y).logits
-    b = model3.apply({"params": params3}, x, mask, y).logits
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # ours -> HF directory -> transformers, and transformers' save -> ours
+    theirs, ours, _ = s2s.round_trip_logits(hf, model, params, x, mask, y, str(tmp_path))
+    np.testing.assert_allclose(*theirs, atol=1e-6)
+    np.testing.assert_allclose(*ours, atol=1e-6)
 
 
 def test_cached_decoding_matches_full_prefix(pair):
@@ -224,8 +176,8 @@ def test_attend_bias_and_scale_match_numpy(kernel):
     np.testing.assert_allclose(np.asarray(out), np.einsum("bnqk,bknd->bqnd", p, v), atol=1e-5)
 
 
-def test_dropout_training_step_runs():
-    """Dropout everywhere T5 has it (attention probabilities through einsum with the bias)."""
+def _small_v11(**fields):
+    """A small T5 v1.1 (gated GELU, untied, unscaled output) with `fields`, and ids for it."""
     cfg = T5Config(
         vocab_size=31,
         d_model=16,
@@ -233,14 +185,17 @@ def test_dropout_training_step_runs():
         num_heads=2,
         d_ff=24,
         num_layers=1,
-        num_decoder_layers=1,
-        dropout_rate=0.2,
         feed_forward_proj="gated-gelu",
         tie_word_embeddings=False,
         scale_decoder_outputs=False,
+        **fields,
     )
-    model = T5(cfg)
-    ids = np.arange(12).reshape(2, 6) % 31
+    return T5(cfg), np.arange(12).reshape(2, 6) % 31
+
+
+def test_dropout_training_step_runs():
+    """Dropout everywhere T5 has it (attention probabilities through einsum with the bias)."""
+    model, ids = _small_v11(num_decoder_layers=1, dropout_rate=0.2)
     params = model.init(jax.random.key(0), ids, None, ids)["params"]
     run = lambda s: (
         model.apply(
@@ -262,29 +217,16 @@ def test_untied_head_survives_transformers(tmp_path):
     with that head (it unties when both tensors are present and differ), same logits."""
     import flax.linen as nn
 
-    cfg = T5Config(
-        vocab_size=31,
-        d_model=16,
-        d_kv=4,
-        num_heads=2,
-        d_ff=24,
-        num_layers=1,
-        num_decoder_layers=2,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        scale_decoder_outputs=False,
-    )
-    model = T5(cfg)
-    ids = np.arange(12).reshape(2, 6) % 31
+    model, ids = _small_v11(num_decoder_layers=2)
     params = nn.unbox(model.init(jax.random.key(0), ids, None, ids)["params"])
     jaxformer.save_pretrained(model, params, str(tmp_path))
     hf = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
     head = hf.lm_head.weight.detach().numpy()
     np.testing.assert_array_equal(head, np.asarray(params["output"]["kernel"]).T)
     assert not np.allclose(head, hf.shared.weight.detach().numpy())
-    ref = _hf_forward(hf, ids, np.ones_like(ids), ids).logits.numpy()
+    ref = s2s.hf_forward(hf, ids, np.ones_like(ids), ids).logits.numpy()
     ours = model.apply({"params": params}, ids, None, ids).logits
     np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-5)
     model2, params2 = jaxformer.from_pretrained(str(tmp_path))
-    assert model2.cfg == cfg
+    assert model2.cfg == model.cfg
     np.testing.assert_array_equal(params2["output"]["kernel"], params["output"]["kernel"])

@@ -3,36 +3,19 @@ line (exit 2) before anything is written, and every path works relative to the c
 directory (the README's `init_from=run:runs/bt` commands, run from a project directory)."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from suite_env import HERE, ROOT, run_python
+
 TINY = os.path.join(HERE, "training_tiny_config.py")
 
 
-def _env():
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    env.pop("XLA_FLAGS", None)
-    return env
-
-
 def _train(*args, cwd=ROOT, timeout=600):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_python(
+        [os.path.join(ROOT, "train.py"), *args], cwd=cwd, timeout=timeout, check=False
     )
 
 

@@ -5,27 +5,18 @@ checkpoints, the resolved config, the loss curve and fill-mask predictions."""
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from suite_env import run_python
 
 pytestmark = pytest.mark.slow
 
 
 def test_main_job_trains_and_leaves_its_artifacts(tmp_path):
     wd = tmp_path / "run"
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run(
+    out = run_python(
         [
-            sys.executable,
             "train.py",
             "--workdir",
             str(wd),
@@ -35,14 +26,8 @@ def test_main_job_trains_and_leaves_its_artifacts(tmp_path):
             "--config.checkpoint.every_steps=30",
             "--config.log.eval_every_steps=30",
             "--config.log.every_steps=10",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        ]
     )
-    assert out.returncode == 0, out.stdout + out.stderr
     rows = [json.loads(l) for l in open(wd / "metrics.jsonl")]
     train = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]

@@ -5,15 +5,13 @@ restores onto this process's single device."""
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from suite_env import HERE, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("multidevice")
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(HERE, "multidevice_parity.py"),
-            str(d / "report.json"),
-            str(d / "ckpt"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    script = os.path.join(HERE, "multidevice_parity.py")
+    run_python([script, str(d / "report.json"), str(d / "ckpt")], devices=8)
     with open(d / "report.json") as f:
         return json.load(f), d / "ckpt"
 

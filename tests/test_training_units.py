@@ -1,7 +1,6 @@
 """Training building blocks on one CPU device: schedules, weight-decay mask, losses, config
 overrides, mesh sizes and sharding errors, gradient accumulation, the non-finite guard."""
 
-import importlib.util
 import math
 import os
 
@@ -12,27 +11,12 @@ import optax
 import pytest
 
 from jaxformer.objectives import losses
-from jaxformer.training import config_lib, optim, sharding as sh, state as state_lib
+from jaxformer.training import config_lib, optim, sharding as sh
 from jaxformer.training import step as step_lib
 from jaxformer.tasks import get_task
+from training_tiny_config import step_setup, tiny_config
 
 HERE = os.path.dirname(__file__)
-
-
-def tiny_config(**over):
-    spec = importlib.util.spec_from_file_location(
-        "tiny", os.path.join(HERE, "training_tiny_config.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
 
 
 # -- schedules --------------------------------------------------------------------------
@@ -210,21 +194,13 @@ def test_batch_not_divisible_over_data_axes():
 
 
 # -- the step ---------------------------------------------------------------------------
-def _setup(config):
-    task = get_task(config, "/tmp/unused")
-    mesh = sh.make_mesh({"data": -1})
-    tx, sched = optim.make_optimizer(config.optimizer, config.num_train_steps)
-    state, shardings, _ = state_lib.create_state(task, tx, mesh, seed=0)
-    return task, mesh, tx, sched, state, shardings
-
-
 def test_grad_accumulation_equals_one_big_step():
     """4 micro-batches of 8, summed inside the step == one step on the batch of 32 (dropout
     off: micro-batches draw their own dropout keys)."""
     config = tiny_config(
         batch_size=32, **{"model.hidden_dropout": 0.0, "model.attention_dropout": 0.0}
     )
-    task, mesh, tx, sched, state, shardings = _setup(config)
+    task, mesh, tx, sched, state, shardings = step_setup(config)
     batch = next(task.train_iterator(32, 0, 1))
     assert len(np.unique(batch["mlm_weights"].sum(1))) > 1  # uneven counts per micro-batch
     results = []
@@ -260,7 +236,7 @@ class _NaNTask:
 
 def test_nonfinite_step_is_skipped_and_counted():
     config = tiny_config()
-    task, mesh, tx, sched, state, shardings = _setup(config)
+    task, mesh, tx, sched, state, shardings = step_setup(config)
     task = _NaNTask(task)
     batch = next(task.train_iterator(8, 0, 1))
     good = dict(batch, scale=np.ones(8, np.float32))

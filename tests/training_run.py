@@ -6,17 +6,9 @@ import os
 import sys
 import time
 
-import jax
+from suite_env import configure_jax
 
-jax.config.update(
-    "jax_compilation_cache_dir",
-    os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR",
-        os.path.join(os.path.expanduser("~"), ".cache", "jaxformer-jax"),
-    ),
-)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_default_matmul_precision", "highest")
+configure_jax()
 
 from jaxformer import launch as cli
 from jaxformer.training import sharding

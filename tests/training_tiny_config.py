@@ -33,3 +33,32 @@ def get_config():
     c.log.progress = False
     c.log.plot = False
     return c
+
+
+def set_keys(c, values):
+    """Set the dotted keys of `values` ("optimizer.lr": 1e-2) in config `c`; returns `c`."""
+    for key, value in values.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def tiny_config(**over):
+    """This config with dotted-key overrides."""
+    return set_keys(get_config(), over)
+
+
+def step_setup(config):
+    """What a compiled train step needs for `config` on every device (data parallel):
+    (task, mesh, optimizer, schedule, state, state shardings)."""
+    from jaxformer.tasks import get_task
+    from jaxformer.training import optim, sharding as sh, state as state_lib
+
+    task = get_task(config, "/tmp/unused")
+    mesh = sh.make_mesh({"data": -1})
+    tx, sched = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    state, shardings, _ = state_lib.create_state(task, tx, mesh, seed=0)
+    return task, mesh, tx, sched, state, shardings
