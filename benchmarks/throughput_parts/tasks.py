@@ -44,7 +44,7 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
         except ImportError as e:  # pragma: no cover
             print(f"[throughput] training system unavailable ({e}); using own task")
     from jaxformer.models import encoder_model
-    from jaxformer.objectives import losses
+    from jaxformer.objectives import encoder_inputs, losses
 
     model = encoder_model(cfg)
 
@@ -52,13 +52,10 @@ def bert_task(cfg, seq: int, predictions: int, which: str):
         out = model.apply(
             {"params": params},
             batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
             mlm_positions=batch["mlm_positions"],
-            deterministic=deterministic,
-            segment_ids=batch.get("segment_ids"),
             position_ids=batch.get("position_ids"),
             rngs={"dropout": rng},
+            **encoder_inputs(batch, deterministic),
         )
         return losses.weighted_cross_entropy(out.mlm_logits, batch["mlm_ids"], batch["mlm_weights"])
 
