@@ -11,9 +11,8 @@ smoothing 0.1, 100k steps, shared vocabulary of 32k, packed rows of 128 tokens a
 (summary.json `data`).
 """
 
-import ml_collections
-
 from jaxformer.models.seq2seq_configs import transformer_config
+from jaxformer.tasks.seq2seq import decode_config
 from jaxformer.training.defaults import base_config
 
 
@@ -41,10 +40,7 @@ def get_config():
         weight_decay=0.0,
         clip_norm=0.0,
     )
-    c.decode = ml_collections.ConfigDict()
-    c.decode.num_beams = 4  # eval decoding: 1 = greedy, k = beam search
-    c.decode.length_penalty = 0.6  # beam search: GNMT alpha
-    c.decode.examples = 512  # held-out pairs decoded at each eval (BLEU, exact match)
+    c.decode = decode_config(num_beams=4, examples=512)  # eval: beam 4 on 512 held-out pairs
     c.checkpoint.every_steps = 5000
     c.checkpoint.best_metric = "eval_bleu"
     c.checkpoint.best_mode = "max"

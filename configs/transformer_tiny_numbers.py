@@ -7,9 +7,8 @@ Every eval decodes held-out numbers and reports BLEU and exact match; the checkp
 best BLEU is kept (docs/seq2seq.md has the measured curve).
 """
 
-import ml_collections
-
 from jaxformer.models.seq2seq_configs import transformer_config
+from jaxformer.tasks.seq2seq import decode_config
 from jaxformer.training.defaults import base_config
 
 
@@ -36,10 +35,7 @@ def get_config():
         eps=1e-9,
         weight_decay=0.0,
     )
-    c.decode = ml_collections.ConfigDict()
-    c.decode.num_beams = 1  # eval decoding: 1 = greedy, k = beam search
-    c.decode.length_penalty = 0.6  # beam search: GNMT alpha
-    c.decode.examples = 256  # held-out pairs decoded at each eval
+    c.decode = decode_config(num_beams=1, examples=256)  # eval: greedy on 256 held-out pairs
     c.checkpoint.every_steps = 250
     c.checkpoint.best_metric = "eval_bleu"
     c.checkpoint.best_mode = "max"

@@ -6,8 +6,11 @@ batch size and sequence length at the real size, and a tiny variant that runs on
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
+from jaxformer.data import labelled
 from jaxformer.models import (
     albert_config,
     bert_config,
@@ -212,8 +215,8 @@ def finetune(
     # Own files (csv:PATH, tsv:PATH, jsonl:PATH): the eval file ("" = hold out eval_fraction)
     # and the columns / keys that hold each field (pair "" = single texts).
     c.data.eval_source = ""
-    c.data.text_field, c.data.pair_field, c.data.label_field = "text", "", "label"
-    c.data.tokens_field, c.data.tags_field = "tokens", "tags"
+    for field, column in dataclasses.asdict(labelled.Fields()).items():
+        c.data[f"{field}_field"] = column  # text, pair, label, tokens, tags
     # tfds sources: the prepared data's directory, splits, and a cap per split (0 = all).
     c.data.data_dir, c.data.train_split, c.data.eval_split = "", "train", ""
     c.data.max_examples = 0

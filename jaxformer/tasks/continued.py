@@ -22,7 +22,7 @@ class ContinuedPretrainTask(PretrainTask):
 
     def __init__(self, config, workdir: str):
         super().__init__(config, workdir)
-        kind, source = init_path(config.get("init_from", ""))
+        kind, source = init_path(config.init_from)
         from jaxformer.data import load_tokenizer
 
         if kind == "hf":
@@ -62,7 +62,7 @@ class ContinuedPretrainTask(PretrainTask):
         return out
 
     def finish(self, params, workdir):
-        sentences = list(self.config.get("demo_sentences", ()))
+        sentences = list(self.config.demo_sentences)
         if not sentences:
             return ""
         before = fill_mask_report(self.model, self._initial, self.tokenizer, sentences)

@@ -50,7 +50,7 @@ def check_masking(config) -> None:
 def check_pack(config, objective: str) -> None:
     """A clear error for `data.pack=true` with what packed rows cannot train."""
     d = config.data
-    if not d.get("pack", False):
+    if not d.pack:
         return
     if objective != "none":
         raise ValueError(
@@ -187,7 +187,7 @@ class PretrainTask(Task):
             documents=documents,
             seed=seed,
             masking=masking,
-            pack=bool(self.config.data.get("pack", False)),
+            pack=bool(self.config.data.pack),
         )
 
     def _synthetic(self, instances, masking, seed, epochs, batch_size, pi, pc):
@@ -357,7 +357,7 @@ class PretrainTask(Task):
         )["total"]
 
     def finish(self, params, workdir):
-        sentences = list(self.config.get("demo_sentences", ()))
+        sentences = list(self.config.demo_sentences)
         if not sentences or self.config.data.source == "synthetic":
             return ""
         return "fill-mask predictions:\n" + fill_mask_report(

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import jax
+import ml_collections
+import numpy as np
 import jax.numpy as jnp
 
 from jaxformer.data import pairs as P
@@ -27,7 +28,18 @@ from jaxformer.objectives import losses
 from jaxformer.training.loss_task import ArrayData
 from jaxformer.training.task import Task
 
-__all__ = ["Seq2SeqTask", "translation_scores"]
+__all__ = ["Seq2SeqTask", "decode_config", "translation_scores"]
+
+
+def decode_config(
+    num_beams: int = 1, length_penalty: float = 0.6, examples: int = 256
+) -> ml_collections.ConfigDict:
+    """The config's `decode` section, read at each eval: `num_beams` (1 = greedy, k = beam
+    search), `length_penalty` (beam search's GNMT alpha) and `examples` (held-out pairs
+    decoded for BLEU and exact match)."""
+    return ml_collections.ConfigDict(
+        dict(num_beams=num_beams, length_penalty=length_penalty, examples=examples)
+    )
 
 
 def translation_scores(hypotheses, references) -> dict:
@@ -171,7 +183,6 @@ class Seq2SeqTask(Task):
         """Decoded strings of encoded sources (`input_ids`, `attention_mask` rows)."""
         from jaxformer.inference.decoding import generate
 
-        dec = self.config.get("decode", {})
         out = []
         for i in range(0, len(sources["input_ids"]), batch_size):
             gen = generate(
@@ -181,7 +192,7 @@ class Seq2SeqTask(Task):
                 sources["attention_mask"][i : i + batch_size],
                 max_length=self.seq_len,
                 num_beams=num_beams,
-                length_penalty_alpha=dec.get("length_penalty", 0.6),
+                length_penalty_alpha=self.config.decode.length_penalty,
             )
             out += self.tokenizer.decode(np.asarray(jax.device_get(gen.sequences)))
         return out
@@ -189,12 +200,12 @@ class Seq2SeqTask(Task):
     def eval_metrics(self, params):
         """BLEU and exact match of the first `decode.examples` held-out pairs, decoded with
         `decode.num_beams` beams (1: greedy)."""
-        dec = self.config.get("decode", {})
-        n = min(len(self.eval_pairs), int(dec.get("examples", 256)))
+        dec = self.config.decode
+        n = min(len(self.eval_pairs), int(dec.examples))
         if n == 0:
             return {}
         sources = {k: self.eval_arrays[k][:n] for k in ("input_ids", "attention_mask")}
-        hyps = self.decode(params, sources, num_beams=int(dec.get("num_beams", 1)))
+        hyps = self.decode(params, sources, num_beams=int(dec.num_beams))
         return translation_scores(hyps, [t for _, t in self.eval_pairs[:n]])
 
     def tokens_per_example(self):

@@ -149,7 +149,7 @@ def parse_args(argv: Sequence[str], default_config: str = "configs/default.py"):
         name = os.path.splitext(os.path.basename(file))[0]
         if arg:
             name += "_" + "".join(c if c.isalnum() or c in "-." else "_" for c in arg)
-        workdir = config.get("workdir") or os.path.join("runs", name)
+        workdir = config.workdir or os.path.join("runs", name)
     return config, workdir, path
 
 

@@ -94,6 +94,7 @@ def base_config(model: dict, task: str = "mlm") -> ml_collections.ConfigDict:
     c.distributed.process_id = -1
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process CPU runs
     c.distributed.barrier_timeout_s = 0.0  # wait for the slowest process; 0 = 1800 s
+    c.distributed.auto = True  # join the cluster its environment names (SLURM, MPI, TPU pod)
     return c
 
 

@@ -39,12 +39,13 @@ def initialize(cfg) -> bool:
 
     cfg: config.distributed with coordinator_address ("" = from the environment),
     num_processes (0 = from the environment), process_id (-1 = from the environment),
-    cpu_collectives ("gloo" for multi-process CPU runs), barrier_timeout_s (how long
+    cpu_collectives ("gloo" for multi-process CPU runs), auto (join a cluster found in the
+    environment), barrier_timeout_s (how long
     `barrier` waits for the slowest process; 0 = BARRIER_TIMEOUT_S). Environment variables
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID fill unset flags.
     """
     global _timeout_s
-    timeout = float(cfg.get("barrier_timeout_s", 0))
+    timeout = float(cfg.barrier_timeout_s)
     if timeout < 0:
         raise ValueError(
             f"distributed.barrier_timeout_s must be >= 0 (0 = {BARRIER_TIMEOUT_S:.0f} s), got "
@@ -55,10 +56,10 @@ def initialize(cfg) -> bool:
     n = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
     pid = cfg.process_id if cfg.process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
     explicit = bool(addr) and n > 1
-    cluster = any(k in os.environ for k in _ENV_HINTS) and cfg.get("auto", True)
+    cluster = any(k in os.environ for k in _ENV_HINTS) and cfg.auto
     if not (explicit or cluster):
         return False
-    if cfg.get("cpu_collectives"):
+    if cfg.cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
     kwargs = {}
     if explicit:

@@ -164,7 +164,7 @@ def train(config, workdir: str, task, log: Callable[[str], None] = print) -> dic
     `task`: a `Task`, or a callable `(config, workdir) -> Task` (a task class, or
     `jaxformer.tasks.get_task` for the one `config.task` names), called once the config is
     checked and saved, with the absolute workdir."""
-    check_every = config.get("preemption_check_every_steps", 10)
+    check_every = config.preemption_check_every_steps
     # From the start: a Ctrl-C while compiling still saves.
     with _Preemption(check_every) as preemption:
         return _train(config, workdir, task, log, preemption)
@@ -295,7 +295,7 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
     data_summary = task.data_summary()
     for name, value in data_summary.items():
         say(f"{name}: {json.dumps(value)}")
-    if config.get("aot_only", False):  # compile for the mesh, report memory, run no step
+    if config.aot_only:  # compile for the mesh, report memory, run no step
         from jaxformer.training import memory
 
         args = (task, tx, schedule, abstract, state_sh, next(data), mesh, say)
@@ -327,7 +327,7 @@ def _train(config, workdir: str, task, log: Callable[[str], None], preemption) -
     say(f"compiled the train step in {compile_s:.1f} s")
     gp = goodput_lib.Goodput()
     gp.add("compile", compile_s)
-    profiler = goodput_lib.Profiler(config.get("profile"), workdir)
+    profiler = goodput_lib.Profiler(config.profile, workdir)
 
     eval_batches = None
     if config.log.eval_every_steps or config.checkpoint.best_metric:

@@ -210,10 +210,8 @@ def file_records(data, head: str, regression: bool, label_names=None):
     examples, shuffled by `data.seed`, is held out."""
     from jaxformer.data import labelled
 
-    fields = labelled.Fields(
-        **{f: str(data.get(f"{f}_field", d)) for f, d in vars(labelled.Fields()).items()}
-    )
-    sources = [str(data.source)] + ([str(data.eval_source)] if data.get("eval_source") else [])
+    fields = labelled.Fields(**{f: str(data[f"{f}_field"]) for f in vars(labelled.Fields())})
+    sources = [str(data.source)] + ([str(data.eval_source)] if data.eval_source else [])
     parsed = []
     for src in sources:
         p = labelled.parse_file_source(src)
@@ -223,7 +221,7 @@ def file_records(data, head: str, regression: bool, label_names=None):
                 "'' holds out data.eval_fraction of the training file)."
             )
         parsed.append(p)
-    limit = int(data.get("max_examples", 0) or 0)
+    limit = int(data.max_examples)
     names, given, out = label_names, label_names is not None, []
     for fmt, path in parsed:
         rows = labelled.read_rows(path, fmt)[: limit or None]

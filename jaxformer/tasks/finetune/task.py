@@ -51,7 +51,7 @@ class FineTuneTask(Task):
         self.seq_len = config.data.seq_len
         self._pretrained = None
         self._data = None
-        kind, source = init_path(config.get("init_from", ""))
+        kind, source = init_path(config.init_from)
         base: EncoderConfig | None = None
         if kind == "hf":
             from jaxformer.convert.huggingface import from_pretrained
@@ -76,9 +76,9 @@ class FineTuneTask(Task):
             and k in base.field_names()  # ModernBERT has no hidden_dropout
             and v is not None
         }
-        src = str(config.data.get("source", ""))
+        src = str(config.data.source)
         auto = ("no_keyword", "keyword") if src == "keyword" else None
-        names = data_lib.config_label_names(ft.get("label_names", None))
+        names = data_lib.config_label_names(ft.label_names)
         num_labels = ft.num_labels
         if src.split(":")[0] in ("csv", "tsv", "jsonl"):
             # Own files: the classes are the label names (given, or read from the data).
@@ -147,7 +147,7 @@ class FineTuneTask(Task):
         if self._tokenizer is None:
             from jaxformer.data import load_tokenizer
 
-            kind, source = init_path(self.config.get("init_from", ""))
+            kind, source = init_path(self.config.init_from)
             if kind == "hf":
                 self._tokenizer = load_tokenizer(source)
             elif kind == "run":
@@ -191,13 +191,11 @@ class FineTuneTask(Task):
             elif src.startswith("tfds:"):
                 d = self.config.data
                 name = src[5:]
-                get = lambda key, default: d.get(key, default) or default
-                limit, data_dir = int(get("max_examples", 0)), get("data_dir", None)
+                limit, data_dir = int(d.max_examples), d.data_dir or None
+                eval_split = d.eval_split or data_lib.default_eval_split(name)
                 self._data = (
-                    data_lib.tfds_records(name, get("train_split", "train"), data_dir, limit),
-                    data_lib.tfds_records(
-                        name, get("eval_split", data_lib.default_eval_split(name)), data_dir, limit
-                    ),
+                    data_lib.tfds_records(name, d.train_split, data_dir, limit),
+                    data_lib.tfds_records(name, eval_split, data_dir, limit),
                 )
                 return self._data
             else:
