@@ -119,3 +119,36 @@ def test_every_registered_task_is_a_task_and_old_names_still_resolve():
     assert task_class("jaxformer.recipes.finetune:FineTuneTask") is task_class("finetune")
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         task_class("nope")
+
+
+def _config_gets(path: str) -> list[str]:
+    """`....get(` calls on a config object (a name or attribute chain rooted at `config`)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr != "get":
+                continue
+            root = node.func.value
+            while isinstance(root, ast.Attribute) and root.attr != "config":
+                root = root.value
+            name = root.attr if isinstance(root, ast.Attribute) else getattr(root, "id", "")
+            if name == "config":
+                found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    return found
+
+
+def test_tasks_and_the_loop_read_declared_keys_without_inline_defaults():
+    # A `config.get(KEY, default)` writes a second default beside the declared one
+    # (training/defaults.py, recipes/configs.py, tasks.seq2seq.decode_config). checks.py is
+    # exempt: it validates configs of every task, so it probes keys only some declare.
+    offenders = []
+    for room in ("tasks", "training"):
+        for dirpath, _, files in os.walk(os.path.join(PKG, room)):
+            for f in files:
+                if f.endswith(".py") and f != "checks.py":
+                    offenders += _config_gets(os.path.join(dirpath, f))
+    assert not offenders, offenders
+    # The probe finds what it is for.
+    assert _config_gets(os.path.join(PKG, "training", "checks.py"))
