@@ -267,6 +267,7 @@ def test_packed_and_unpacked_batches_give_the_same_per_example_loss(real):
 
     docs, tok = real
     u, p = plain_and_packed(docs, tok, 64)
+    assert len(u["input_ids"]) == 24  # one row per instance
     assert len(p["input_ids"]) < len(u["input_ids"])
     model = EncoderModel(
         bert_config("tiny", vocab_size=tok.vocab_size, head="mlm", max_position_embeddings=64)

@@ -907,7 +907,7 @@ def add_prepare_parser(sub) -> None:
 
 def _prepare_options(args) -> dict:
     """`prepare`'s keywords from the parsed options: each option's dest is the keyword of
-    its name, but the sub-command, --input and --output (the positional arguments) and
+    its name, but the sub-command, --input and --output (prepare's positional arguments) and
     --no-progress (the negated `progress`). An option named otherwise fails loudly there."""
     return {
         k: v for k, v in vars(args).items() if k not in ("task", "input", "output", "no_progress")

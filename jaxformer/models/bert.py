@@ -216,9 +216,10 @@ class Encoder(EncoderBase):
     def encode(
         self, inputs: EncoderInputs, deterministic: bool = True, last_rows=None
     ) -> EncoderOutput:
-        """`EncoderOutput` for `inputs`. With `last_rows` [b, r] (first column 0, the
-        pooler's row) the last layer runs only at those rows and last_hidden_state is
-        [b, r, H] (what `EncoderModel` uses for sparse MLM)."""
+        """`EncoderOutput` for `inputs` (an `EncoderInputs`; the public call is `__call__`).
+        With `last_rows` [b, r] (first column 0, the pooler's row) the last layer runs only
+        at those rows and last_hidden_state is [b, r, H] (what `EncoderModel` uses for
+        sparse MLM)."""
         input_ids, attention_mask, token_type_ids, position_ids, segment_ids = inputs
         cfg = self.cfg
         if last_rows is not None and cfg.scan_layers:
