@@ -90,8 +90,8 @@ class EncoderBase(nn.Module):
         deterministic: bool = True,
     ) -> EncoderOutput:
         """input_ids [b, t] -> `EncoderOutput`. attention_mask [b, t] (1 = real token);
-        token_type_ids [b, t] (default zeros; a family without a token-type table takes None
-        or zeros); position_ids [b, t] (default: the family's); segment_ids [b, t] (packed
+        token_type_ids [b, t] (default zeros; a family without a token-type table ignores
+        them); position_ids [b, t] (default: the family's); segment_ids [b, t] (packed
         rows: 0 = padding, 1..n; attention stays within a segment); mlm_positions [b, n]
         limits the MLM logits to those rows; deterministic=False enables dropout."""
         inputs = EncoderInputs(input_ids, attention_mask, token_type_ids, position_ids, segment_ids)

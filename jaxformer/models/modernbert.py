@@ -174,8 +174,8 @@ class Classifier(nn.Module):
 
 class ModernBertModel(EncoderBase):
     """ModernBERT with the head named by `cfg.head`, called as every encoder is
-    (`EncoderBase.__call__`; token_type_ids must be None or zeros: ModernBERT has no
-    segment embeddings, pairs are told apart by [SEP] alone). With an MLM head,
+    (`EncoderBase.__call__`; token_type_ids are ignored: ModernBERT has no segment
+    embeddings, pairs are told apart by [SEP] alone). With an MLM head,
     `mlm_positions` [b, n] limits the logits to those rows.
     """
 
